@@ -1,0 +1,79 @@
+"""The paper: Koch, Zemel & Salakhutdinov (2015) on Omniglot, 105x105, batch 128, per-layer SGD.
+
+    python -m siamese_jax.train --config=configs/omniglot.py --workdir=runs/omniglot
+"""
+
+import ml_collections
+
+# The 10 evaluation alphabets of Lake's 20 official one-shot runs: the test alphabets.
+RUN_ALPHABETS = (
+    "Atlantean", "Ge_ez", "Glagolitic", "Gurmukhi", "Kannada",
+    "Malayalam", "Manipuri", "Old_Church_Slavonic_(Cyrillic)", "Tengwar", "Tibetan",
+)
+# The other 10 evaluation alphabets, used by no official run: the validation alphabets.
+VALIDATION_ALPHABETS = (
+    "Angelic", "Atemayar_Qelisayer", "Aurek-Besh", "Avesta", "Keble",
+    "Mongolian", "Oriya", "Sylheti", "Syriac_(Serto)", "ULOG",
+)
+LAYERS = ("conv_0", "conv_1", "conv_2", "conv_3", "embed", "alpha")
+
+
+def get_config():
+    """The paper's experiment."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    # '' means $SIAMESE_JAX_DATA_DIR, else a download with tensorflow-datasets.
+    config.data_dir = ""
+    config.cache_dir = ""  # '' means ~/.cache/siamese_jax
+    config.image_size = 105
+
+    # The paper's split: 30 background alphabets x drawers 9-20 for training (12 drawers), the
+    # 10 evaluation alphabets no official run uses for validation, the run alphabets for testing.
+    config.train = ml_collections.ConfigDict(
+        dict(set="background", alphabets=(), drawers=tuple(range(9, 21)))
+    )
+    config.validation = ml_collections.ConfigDict(
+        dict(set="evaluation", alphabets=VALIDATION_ALPHABETS, drawers=(1, 2, 3, 4),
+             way=20, one_shot_trials=320, verification_pairs=10_000, seed=1)
+    )
+    config.test = ml_collections.ConfigDict(
+        dict(set="evaluation", alphabets=RUN_ALPHABETS, drawers=tuple(range(1, 9)),
+             way=20, shots=1, tasks=1000, seed=2)
+    )
+
+    config.model = ml_collections.ConfigDict(
+        dict(features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=4096,
+             padding="VALID", init="paper", dtype="float32")
+    )
+
+    # 'pairs': independent pairs, half same, half different (the paper). batch_size counts pairs.
+    config.sampling = "pairs"
+    config.batch_size = 128
+    config.classes_per_alphabet = 0  # Only for sampling='groups'.
+    config.images_per_class = 0
+    config.balanced_loss = False
+
+    config.augment = ml_collections.ConfigDict(
+        dict(enabled=True, probability=0.5, rotation=10.0, shear=0.3, scale=(0.8, 1.2), translation=2.0)
+    )
+
+    # The paper tuned eta_j, mu_j, lambda_j per layer by Bayesian optimisation and never published
+    # them. These are a starting point inside its search ranges (see README, "Hyperparameters").
+    config.optimizer = "sgd_paper"
+    config.learning_rates = ml_collections.ConfigDict({layer: 1e-3 for layer in LAYERS})
+    config.momenta = ml_collections.ConfigDict({layer: 0.9 for layer in LAYERS})
+    config.l2 = ml_collections.ConfigDict({layer: 2e-4 for layer in LAYERS})
+    config.lr_decay = 0.99  # eta_j(T) = 0.99 * eta_j(T-1), per epoch.
+    config.momentum_start = 0.5
+    config.momentum_ramp_epochs = 40  # +0.01 per epoch from 0.5 to 0.9.
+    config.learning_rate = 1e-4  # Only for optimizer='adam'.
+
+    config.pairs_per_epoch = 150_000
+    config.num_epochs = 200
+    config.patience = 20  # Epochs without a better validation one-shot accuracy before stopping.
+
+    config.steps_per_dispatch = 1  # >1 runs several steps in one lax.scan; measure first (slow on CPU).
+    config.log_every_steps = 20
+    config.checkpoint_every_steps = 1000
+    config.eval_batch_size = 256
+    return config

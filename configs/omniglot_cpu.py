@@ -1,0 +1,49 @@
+"""A small variant of the paper that trains on a 2-core CPU in under 20 minutes.
+
+    python -m siamese_jax.train --config=configs/omniglot_cpu.py --workdir=runs/omniglot_cpu
+
+Same split, evaluation, head and loss as configs/omniglot.py; smaller images and encoder, Adam,
+and every within-alphabet pair of each batch scored (see README, "The CPU config").
+"""
+
+import importlib.util
+import pathlib
+
+import ml_collections
+
+
+def _paper_config():
+    """configs/omniglot.py, loaded from beside this file (configs are files, not a package)."""
+    spec = importlib.util.spec_from_file_location("omniglot_paper", pathlib.Path(__file__).with_name("omniglot.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    """The CPU experiment."""
+    config = _paper_config()
+    config.image_size = 28
+    config.model = ml_collections.ConfigDict(
+        dict(features=(64, 64, 64, 64), kernel_sizes=(3, 3, 3, 3), embedding_dim=1024,
+             padding="SAME", init="lecun", dtype="float32")
+    )
+    # 'groups': batch_size images = alphabets x classes_per_alphabet x images_per_class, and
+    # every pair inside each alphabet group is scored (1,984 pairs per step here).
+    config.sampling = "groups"
+    config.batch_size = 128
+    config.classes_per_alphabet = 8
+    config.images_per_class = 4
+    config.balanced_loss = True
+
+    config.optimizer = "adam"
+    config.learning_rate = 1e-3
+    config.lr_decay = 0.9
+    config.l2 = ml_collections.ConfigDict({"*": 0.0})
+
+    config.pairs_per_epoch = 200_000  # About 100 steps.
+    config.num_epochs = 14
+    config.patience = 5
+    config.validation.verification_pairs = 2_000
+    config.checkpoint_every_steps = 200
+    return config

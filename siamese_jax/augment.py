@@ -1,0 +1,60 @@
+"""The paper's random affine distortions, as pure jittable functions over device arrays."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# Identity value of each component, in the order sample_affine_params returns them.
+COMPONENTS = ("rotation", "shear_x", "shear_y", "scale_x", "scale_y", "translate_x", "translate_y")
+IDENTITY = jnp.array([0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+
+
+def sample_affine_params(key: jax.Array, config, image_size: int) -> jax.Array:
+    """Draws one distortion [7] (see COMPONENTS); each component is applied with config.probability.
+
+    Rotation is in radians; translation is in pixels of an image of `image_size`, scaled from the
+    paper's range at 105x105 so that small configs see the same relative shift.
+    """
+    draw, keep = jax.random.split(key)
+    degrees = jnp.deg2rad(config.rotation)
+    shift = config.translation * image_size / 105.0
+    low = jnp.array([-degrees, -config.shear, -config.shear, config.scale[0], config.scale[0], -shift, -shift])
+    high = jnp.array([degrees, config.shear, config.shear, config.scale[1], config.scale[1], shift, shift])
+    values = jax.random.uniform(draw, (len(COMPONENTS),), minval=low, maxval=high)
+    applied = jax.random.bernoulli(keep, config.probability, (len(COMPONENTS),))
+    return jnp.where(applied, values, IDENTITY)
+
+
+def affine_matrix(params: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The 2x2 linear part (rotation @ shear @ scale) and the translation of a distortion."""
+    rotation, shear_x, shear_y, scale_x, scale_y, translate_x, translate_y = params
+    cos, sin = jnp.cos(rotation), jnp.sin(rotation)
+    rotate = jnp.array([[cos, -sin], [sin, cos]])
+    shear = jnp.array([[1.0, shear_x], [shear_y, 1.0]])
+    scale = jnp.diag(jnp.array([scale_x, scale_y]))
+    return rotate @ shear @ scale, jnp.array([translate_x, translate_y])
+
+
+def warp(image: jax.Array, linear: jax.Array, translation: jax.Array) -> jax.Array:
+    """Applies x -> linear @ (x - c) + c + translation to an image [H, W], bilinear, background 0."""
+    height, width = image.shape
+    center = jnp.array([(width - 1) / 2.0, (height - 1) / 2.0])
+    ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32), indexing="ij")
+    # Each output pixel reads from the inverse-mapped source location.
+    out = jnp.stack([xs.ravel(), ys.ravel()]) - (center + translation)[:, None]
+    source = jnp.linalg.solve(linear, out) + center[:, None]
+    sampled = jax.scipy.ndimage.map_coordinates(image, [source[1], source[0]], order=1, mode="constant", cval=0.0)
+    return sampled.reshape(height, width).astype(image.dtype)
+
+
+def augment_image(key: jax.Array, image: jax.Array, config) -> jax.Array:
+    """One randomly distorted copy of an image [H, W]."""
+    linear, translation = affine_matrix(sample_affine_params(key, config, image.shape[0]))
+    return warp(image, linear, translation)
+
+
+def augment_batch(key: jax.Array, images: jax.Array, config) -> jax.Array:
+    """Distorts every image of a batch [B, H, W] independently (vmapped)."""
+    keys = jax.random.split(key, images.shape[0])
+    return jax.vmap(augment_image, in_axes=(0, 0, None))(keys, images, config)

@@ -1,0 +1,121 @@
+"""Finding dataset files: a data directory from the config or environment, else a download."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from siamese_jax.errors import DataError
+
+DATA_DIR_ENV = "SIAMESE_JAX_DATA_DIR"
+
+
+def resolve_data_dir(data_dir: str | None) -> Path | None:
+    """The data directory: the config value if set, else $SIAMESE_JAX_DATA_DIR, else None."""
+    chosen = data_dir or os.environ.get(DATA_DIR_ENV)
+    return Path(chosen).expanduser() if chosen else None
+
+
+def find_in_data_dir(root: Path, subdir: str, names: Sequence[str]) -> dict[str, Path | None]:
+    """Looks for each file (or its extracted folder, same name without .zip) in root/subdir and root."""
+    found: dict[str, Path | None] = {}
+    for name in names:
+        found[name] = None
+        stem = name[: -len(".zip")] if name.endswith(".zip") else None
+        for folder in (root / subdir, root):
+            candidates = [folder / name] + ([folder / stem] if stem else [])
+            hit = next((c for c in candidates if c.exists()), None)
+            if hit is not None:
+                found[name] = hit
+                break
+    return found
+
+
+def download(urls: dict[str, str], dataset_name: str) -> dict[str, Path]:
+    """Downloads files with tensorflow-datasets' download manager into its usual folder."""
+    import tensorflow_datasets as tfds  # Imported lazily: only needed when nothing is local.
+
+    download_dir = Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser() / "downloads"
+    manager = tfds.download.DownloadManager(download_dir=download_dir, dataset_name=dataset_name)
+    paths = manager.download(urls)
+    return {name: Path(os.fspath(path)) for name, path in paths.items()}
+
+
+def locate(data_dir: str | None, subdir: str, urls: dict[str, str]) -> dict[str, Path]:
+    """Finds every file in `urls` locally, or downloads them, or raises DataError naming what is missing."""
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        found = find_in_data_dir(root, subdir, list(urls))
+        missing = [name for name, path in found.items() if path is None]
+        if missing:
+            raise DataError(
+                f"missing {', '.join(missing)} in data directory {root}: put the file(s) in "
+                f"{root / subdir}/ (download from {', '.join(urls[m] for m in missing)})"
+            )
+        return found  # type: ignore[return-value]
+    try:
+        return download(urls, dataset_name=subdir)
+    except Exception as error:  # noqa: BLE001 - any download failure becomes the same advice.
+        raise DataError(
+            f"could not download {', '.join(urls)} ({type(error).__name__}: {str(error)[:200]}). "
+            f"Offline, put them in DIR/{subdir}/ and pass --config.data_dir=DIR or set {DATA_DIR_ENV}=DIR"
+        ) from None
+
+
+class FileTree:
+    """Read-only view of the files in a zip archive or a folder, by '/'-separated relative path."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._zip: zipfile.ZipFile | None = None
+        if self.path.is_dir():
+            return
+        if not self.path.exists():
+            raise DataError(f"{self.path} does not exist")
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+            broken = self._zip.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise DataError(
+                f"{self.path} is not a readable zip archive ({error}); it is truncated or corrupt: "
+                "download it again"
+            ) from None
+        if broken is not None:
+            raise DataError(f"{self.path} is corrupt (bad CRC in {broken}): download it again")
+
+    def names(self) -> Iterator[str]:
+        """Relative paths of every file in the tree."""
+        if self._zip is not None:
+            yield from (n for n in self._zip.namelist() if not n.endswith("/"))
+        else:
+            for file in sorted(self.path.rglob("*")):
+                if file.is_file():
+                    yield file.relative_to(self.path).as_posix()
+
+    def read(self, name: str) -> bytes:
+        """The bytes of one file."""
+        if self._zip is not None:
+            return self._zip.read(name)
+        return (self.path / name).read_bytes()
+
+    def describe(self, name: str) -> str:
+        """A human-readable location of one file, for error messages."""
+        return f"{self.path}:{name}" if self._zip is not None else str(self.path / name)
+
+
+def decode_png(tree: FileTree, name: str, expected_shape: tuple[int, int] | None = None):
+    """Decodes one image to a boolean array where True is ink (dark), raising DataError on failure."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(tree.read(name))) as image:
+            pixels = np.asarray(image.convert("L"))
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for bad files.
+        raise DataError(f"cannot decode image {tree.describe(name)}: {error}") from None
+    if expected_shape is not None and pixels.shape != expected_shape:
+        raise DataError(f"image {tree.describe(name)} is {pixels.shape}, expected {expected_shape}")
+    return pixels < 128

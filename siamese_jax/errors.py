@@ -1,0 +1,13 @@
+"""Errors caused by the user's input, reported as one clear line and a non-zero exit."""
+
+
+class UserError(Exception):
+    """A mistake in the user's data, config or command line; its message says how to fix it."""
+
+
+class DataError(UserError):
+    """A missing, corrupt or malformed data file."""
+
+
+class ConfigError(UserError):
+    """A config value that cannot work."""

@@ -1,0 +1,231 @@
+"""One-shot and verification evaluation: encode every distinct image once, score with the head alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from siamese_jax.data.images import to_float, to_model_input
+from siamese_jax.data.omniglot import Omniglot, load_omniglot, load_runs, locate_runs
+from siamese_jax.errors import DataError
+from siamese_jax.models import SiameseNet, build_model, init_params
+from siamese_jax.tasks import Pairs, Trials, random_pairs, random_trials, runs_trials
+
+TRIAL_CHUNK = 128  # Trials scored per call: bounds the [chunk, N, K, D] difference tensor.
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """Model-ready images and the trials and/or pairs that index them."""
+
+    images: np.ndarray  # uint8 [M, S, S]
+    trials: Trials | None = None
+    pairs: Pairs | None = None
+
+
+def make_eval_set(ink: np.ndarray, image_size: int, trials: Trials | None = None, pairs: Pairs | None = None) -> EvalSet:
+    """Keeps only the images the trials and pairs use, and renumbers them."""
+    used = [a.ravel() for a in (
+        *((trials.support, trials.query) if trials else ()),
+        *((pairs.left, pairs.right) if pairs else ()),
+    )]
+    ids = np.unique(np.concatenate(used))
+
+    def local(a):
+        return np.searchsorted(ids, a).astype(np.int32)
+
+    return EvalSet(
+        images=to_model_input(ink[ids], image_size),
+        trials=dataclasses.replace(trials, support=local(trials.support), query=local(trials.query)) if trials else None,
+        pairs=dataclasses.replace(pairs, left=local(pairs.left), right=local(pairs.right)) if pairs else None,
+    )
+
+
+def encode(model: SiameseNet, params, images: np.ndarray, batch_size: int) -> jax.Array:
+    """Embeddings [M, D] of uint8 images [M, S, S], in fixed-size batches (one compilation)."""
+    embed = _embed_fn(model)
+    count = len(images)
+    padded = np.concatenate([images, np.zeros((-count % batch_size, *images.shape[1:]), images.dtype)])
+    chunks = [embed(params, jnp.asarray(padded[i : i + batch_size])) for i in range(0, len(padded), batch_size)]
+    return jnp.concatenate(chunks)[:count]
+
+
+def _embed_fn(model: SiameseNet):
+    return jax.jit(lambda params, x: model.apply({"params": params}, to_float(x), method=SiameseNet.embed))
+
+
+def _score_fn(model: SiameseNet):
+    @jax.jit
+    def score(params, embeddings, query, support):
+        h_query = embeddings[query][:, None, None, :]  # [T, 1, 1, D]
+        logits = model.apply({"params": params}, h_query, embeddings[support], method=SiameseNet.score)
+        return jnp.mean(jax.nn.sigmoid(logits), axis=-1)  # Average over the K shots: [T, N].
+
+    return score
+
+
+def trial_probabilities(model: SiameseNet, params, embeddings: jax.Array, trials: Trials) -> np.ndarray:
+    """Probability [T, N] that each trial's query matches each support class."""
+    score = _score_fn(model)
+    count = len(trials.query)
+    pad = -count % TRIAL_CHUNK
+    query = np.concatenate([trials.query, np.zeros(pad, np.int32)])
+    support = np.concatenate([trials.support, np.zeros((pad, *trials.support.shape[1:]), np.int32)])
+    out = [
+        score(params, embeddings, jnp.asarray(query[i : i + TRIAL_CHUNK]), jnp.asarray(support[i : i + TRIAL_CHUNK]))
+        for i in range(0, len(query), TRIAL_CHUNK)
+    ]
+    return np.asarray(jnp.concatenate(out))[:count]
+
+
+def pair_probabilities(model: SiameseNet, params, embeddings: jax.Array, pairs: Pairs) -> np.ndarray:
+    """Probability [P] that each pair shows one class."""
+    score = jax.jit(
+        lambda p, e, a, b: jax.nn.sigmoid(model.apply({"params": p}, e[a], e[b], method=SiameseNet.score))
+    )
+    return np.asarray(score(params, embeddings, jnp.asarray(pairs.left), jnp.asarray(pairs.right)))
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion."""
+    if total == 0:
+        return (0.0, 1.0)
+    p = correct / total
+    center = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def one_shot_summary(probabilities: np.ndarray, trials: Trials, group_names=None) -> dict:
+    """Accuracy of picking the most probable class, overall and per group, with a 95% interval."""
+    correct = np.argmax(probabilities, axis=1) == trials.answer
+    summary = {
+        "trials": int(correct.size),
+        "correct": int(correct.sum()),
+        "accuracy": float(correct.mean()),
+        "ci95": list(wilson_interval(int(correct.sum()), int(correct.size))),
+    }
+    if group_names is not None:
+        summary["per_run"] = {
+            name: {
+                "trials": int((trials.group == g).sum()),
+                "correct": int(correct[trials.group == g].sum()),
+                "accuracy": float(correct[trials.group == g].mean()),
+            }
+            for g, name in enumerate(group_names)
+        }
+    return summary
+
+
+def evaluate_one_shot(model, params, eval_set: EvalSet, batch_size: int, group_names=None) -> dict:
+    """One-shot summary of an EvalSet's trials."""
+    embeddings = encode(model, params, eval_set.images, batch_size)
+    return one_shot_summary(trial_probabilities(model, params, embeddings, eval_set.trials), eval_set.trials, group_names)
+
+
+class Validator:
+    """The fixed validation trials and pairs of a config, encoded together after each epoch."""
+
+    def __init__(self, dataset: Omniglot, config):
+        v = config.validation
+        indices = dataset.select(v.set, v.alphabets, v.drawers)
+        trials = random_trials(indices, dataset.alphabet, dataset.character, v.way, 1, v.one_shot_trials, v.seed)
+        pairs = random_pairs(indices, dataset.alphabet, dataset.character, v.verification_pairs, v.seed + 1)
+        self.eval_set = make_eval_set(dataset.images, config.image_size, trials, pairs)
+        self.batch_size = config.eval_batch_size
+
+    def __call__(self, model, params) -> dict:
+        """Validation one-shot accuracy and verification accuracy (threshold 0.5)."""
+        embeddings = encode(model, params, self.eval_set.images, self.batch_size)
+        trials, pairs = self.eval_set.trials, self.eval_set.pairs
+        one_shot = one_shot_summary(trial_probabilities(model, params, embeddings, trials), trials)
+        verified = (pair_probabilities(model, params, embeddings, pairs) > 0.5) == pairs.same
+        return {
+            "one_shot_accuracy": one_shot["accuracy"],
+            "one_shot_trials": one_shot["trials"],
+            "verification_accuracy": float(verified.mean()),
+            "verification_pairs": int(verified.size),
+        }
+
+
+def evaluate_all(model, params, config, dataset: Omniglot, runs_path: str | Path) -> dict:
+    """Everything the evaluate command reports: official runs, random test tasks, validation."""
+    runs = load_runs(runs_path)
+    runs_set = make_eval_set(runs.images, config.image_size, runs_trials(runs))
+    result = {"runs": {"path": str(runs_path), **evaluate_one_shot(model, params, runs_set, config.eval_batch_size, runs.names)}}
+    t = config.test
+    indices = dataset.select(t.set, t.alphabets, t.drawers)
+    tasks = random_trials(indices, dataset.alphabet, dataset.character, t.way, t.shots, t.tasks, t.seed)
+    tasks_set = make_eval_set(dataset.images, config.image_size, tasks)
+    result["random_tasks"] = {
+        "way": t.way,
+        "shots": t.shots,
+        "alphabets": list(t.alphabets),
+        "drawers": list(t.drawers),
+        **evaluate_one_shot(model, params, tasks_set, config.eval_batch_size),
+    }
+    result["validation"] = Validator(dataset, config)(model, params)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """A human-readable summary of evaluate_all's result."""
+    runs, tasks, val = result["runs"], result["random_tasks"], result["validation"]
+    lines = [f"{'run':<8}{'correct':>9}{'accuracy':>10}"]
+    lines += [f"{name:<8}{r['correct']:>5}/{r['trials']:<3}{100 * r['accuracy']:>9.1f}%" for name, r in runs["per_run"].items()]
+    lo, hi = runs["ci95"]
+    lines.append(
+        f"official runs ({runs['path']}): {runs['correct']}/{runs['trials']} = {100 * runs['accuracy']:.2f}% "
+        f"(95% CI {100 * lo:.1f}-{100 * hi:.1f})"
+    )
+    lo, hi = tasks["ci95"]
+    lines.append(
+        f"random {tasks['way']}-way {tasks['shots']}-shot tasks: {100 * tasks['accuracy']:.2f}% over "
+        f"{tasks['trials']} (95% CI {100 * lo:.1f}-{100 * hi:.1f})"
+    )
+    lines.append(
+        f"validation: one-shot {100 * val['one_shot_accuracy']:.2f}% ({val['one_shot_trials']} trials), "
+        f"verification {100 * val['verification_accuracy']:.2f}% ({val['verification_pairs']} pairs)"
+    )
+    return "\n".join(lines)
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a training run saved in its workdir."""
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise DataError(f"{path} not found: --workdir must be a directory written by siamese_jax.train")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def restore_model(workdir: str, config, which: str):
+    """The model of a workdir and its 'best' or 'latest' parameters."""
+    from siamese_jax.checkpointing import Checkpoints  # Deferred: orbax is slow to import.
+
+    model = build_model(config.model)
+    like = init_params(model, jax.random.PRNGKey(0), config.image_size)
+    checkpoints = Checkpoints(workdir)
+    params = checkpoints.restore_params(which, like)
+    checkpoints.close()
+    if params is None:
+        raise DataError(f"no {which} checkpoint in {workdir}/checkpoints: train first, or pass --checkpoint=latest")
+    return model, params
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    """Writes a result atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)
+
+

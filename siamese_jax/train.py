@@ -1,0 +1,320 @@
+"""Trains the siamese network on Omniglot and evaluates its best checkpoint.
+
+    python -m siamese_jax.train --config=configs/omniglot.py --workdir=runs/omniglot
+
+Starting again with the same workdir resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags, logging
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from siamese_jax import augment, evaluation, losses, optim, sampling
+from siamese_jax.checkpointing import Checkpoints
+from siamese_jax.data.images import to_float, to_model_input
+from siamese_jax.data.omniglot import load_omniglot, locate_runs
+from siamese_jax.errors import ConfigError, UserError
+from siamese_jax.models import SiameseNet, build_model, init_params
+
+# Config entries that fix the parameters' shapes: a workdir's checkpoints only fit these.
+MODEL_KEYS = ("model", "image_size")
+
+
+def make_sampler(config, tables: sampling.SamplingTables):
+    """The minibatch sampler of config.sampling, and how many pairs it scores per step."""
+    if config.sampling == "pairs":
+        return functools.partial(sampling.sample_pairs, num_pairs=config.batch_size), config.batch_size
+    if config.sampling == "groups":
+        per_alphabet = config.classes_per_alphabet * config.images_per_class
+        if per_alphabet < 2 or config.batch_size % per_alphabet:
+            raise ConfigError(
+                f"sampling='groups' needs batch_size ({config.batch_size}) to be a multiple of "
+                f"classes_per_alphabet x images_per_class ({per_alphabet}, at least 2)"
+            )
+        layout = sampling.GroupLayout(config.batch_size // per_alphabet, config.classes_per_alphabet, config.images_per_class)
+        sampling.check_group_layout(tables, layout)
+        return functools.partial(sampling.sample_groups, layout=layout), len(layout.pairs()[0])
+    raise ConfigError(f"config.sampling must be 'pairs' or 'groups', got {config.sampling!r}")
+
+
+def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, config, l2: dict):
+    """One training step, state -> (state, loss): sample, distort, encode, score, update, on the device."""
+    # Plain values, so the step closes over constants and no ConfigDict lookups are traced.
+    distortion = SimpleNamespace(**config.augment.to_dict())
+    balanced = bool(config.balanced_loss)
+
+    def step(state, train_images, tables):
+        key = jax.random.fold_in(state["rng"], state["step"])
+        sample_key, augment_key = jax.random.split(key)
+        batch = sampler(sample_key, tables)
+        images = to_float(train_images[batch.images])
+        if distortion.enabled:
+            images = augment.augment_batch(augment_key, images, distortion)
+
+        def loss_fn(params):
+            embeddings = model.apply({"params": params}, images, method=SiameseNet.embed)
+            logits = model.apply(
+                {"params": params}, embeddings[batch.left], embeddings[batch.right], method=SiameseNet.score
+            )
+            data_loss = losses.pair_loss(logits, batch.same, balanced)
+            return data_loss + optim.l2_penalty(params, l2), data_loss
+
+        (_, data_loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        new_state = dict(
+            state,
+            step=state["step"] + 1,
+            params=optax.apply_updates(state["params"], updates),
+            opt_state=opt_state,
+            loss_sum=state["loss_sum"] + data_loss,
+            loss_count=state["loss_count"] + 1,
+        )
+        return new_state, data_loss
+
+    return step
+
+
+def make_dispatch(step, steps_per_dispatch: int):
+    """Jits `steps_per_dispatch` steps as one call (lax.scan when more than one)."""
+    if steps_per_dispatch == 1:
+        return jax.jit(step, donate_argnums=0)
+
+    def many(state, train_images, tables):
+        state, step_losses = jax.lax.scan(
+            lambda s, _: step(s, train_images, tables), state, None, length=steps_per_dispatch
+        )
+        return state, step_losses[-1]
+
+    return jax.jit(many, donate_argnums=0)
+
+
+def validate_config(config) -> None:
+    """Rejects values that cannot work, before any data is loaded."""
+    for name in ("batch_size", "pairs_per_epoch", "num_epochs", "steps_per_dispatch", "eval_batch_size",
+                 "log_every_steps", "checkpoint_every_steps"):
+        value = config[name]
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
+    if config.batch_size % jax.device_count():
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by the {jax.device_count()} devices"
+        )
+    if config.optimizer not in ("sgd_paper", "adam"):
+        raise ConfigError(f"config.optimizer must be 'sgd_paper' or 'adam', got {config.optimizer!r}")
+
+
+def prepare_workdir(workdir: str, config) -> None:
+    """Creates the workdir, checks it is writable and that its checkpoints fit this model; saves the config."""
+    path = Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write to workdir {workdir}: {error.strerror or error}") from None
+    saved_path = path / "config.json"
+    if saved_path.exists():
+        saved = json.loads(saved_path.read_text())
+        current = json.loads(config.to_json())
+        changed = [k for k in MODEL_KEYS if saved.get(k) != current.get(k)]
+        if changed:
+            raise UserError(
+                f"{workdir} holds checkpoints of a different model ({', '.join(changed)} differ from this "
+                "config): pass a new --workdir, or delete that one to start over"
+            )
+    tmp = path / "config.json.tmp"
+    tmp.write_text(config.to_json(indent=2) + "\n")
+    os.replace(tmp, saved_path)
+
+
+def read_metrics(path: Path, up_to_epoch: int) -> list[dict]:
+    """metrics.jsonl records of epochs 1..up_to_epoch (later ones belong to work being redone)."""
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r["epoch"] <= up_to_epoch]
+
+
+def write_metrics(path: Path, records: list[dict]) -> None:
+    """Rewrites metrics.jsonl atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
+
+
+class _Interrupted(Exception):
+    """SIGTERM or Ctrl-C: stop at the next step boundary, keeping a checkpoint."""
+
+
+def _raise_interrupted(signum, frame):
+    del frame
+    raise _Interrupted(signal.Signals(signum).name)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains (resuming from WORKDIR if possible), then evaluates the best checkpoint into WORKDIR/eval.json."""
+    validate_config(config)
+    prepare_workdir(workdir, config)
+    workdir_path = Path(workdir)
+
+    dataset = load_omniglot(config.data_dir or None, config.cache_dir or None)
+    runs_path = locate_runs(config.data_dir or None)
+    t = config.train
+    train_ids = dataset.select(t.set, t.alphabets, t.drawers)
+    tables = sampling.build_tables(dataset.alphabet[train_ids], dataset.character[train_ids])
+    sampler, pairs_per_step = make_sampler(config, tables)
+    train_images = jnp.asarray(to_model_input(dataset.images[train_ids], config.image_size))
+    validator = evaluation.Validator(dataset, config)
+
+    model = build_model(config.model)
+    params = init_params(model, jax.random.PRNGKey(config.seed), config.image_size)
+    layers = optim.layer_names(params)
+    l2 = optim.per_layer(config.l2, layers, "l2")
+    spd = config.steps_per_dispatch
+    steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / pairs_per_step / spd)) * spd
+    optimizer = optim.create_optimizer(config, params, steps_per_epoch)
+    state = {
+        "step": jnp.zeros([], jnp.int32),
+        "params": params,
+        "opt_state": optimizer.init(params),
+        "rng": jax.random.PRNGKey(config.seed + 1),
+        "loss_sum": jnp.zeros([], jnp.float32),
+        "loss_count": jnp.zeros([], jnp.int32),
+    }
+    meta = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "epochs_without_improvement": 0, "wall_time": 0.0}
+
+    checkpoints = Checkpoints(workdir)
+    try:
+        restored = checkpoints.restore_latest(state)
+    except Exception as error:  # noqa: BLE001 - orbax reports shape mismatches in many ways.
+        raise UserError(
+            f"cannot restore {workdir}/checkpoints/latest ({type(error).__name__}): it was written by a "
+            "different model or is damaged; pass a new --workdir"
+        ) from None
+    if restored is not None:
+        state, meta = restored
+        print(f"resuming from step {int(state['step'])} (epoch {meta['epoch']} done) in {workdir}", flush=True)
+    metrics_path = workdir_path / "metrics.jsonl"
+    history = read_metrics(metrics_path, meta["epoch"])
+    write_metrics(metrics_path, history)
+
+    dispatch = make_dispatch(make_train_step(model, optimizer, sampler, config, l2), spd)
+    total_steps = config.num_epochs * steps_per_epoch
+    step = int(state["step"])
+    stopped_early = meta["epochs_without_improvement"] >= config.patience
+    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)
+    progress = tqdm(
+        total=total_steps * pairs_per_step, initial=step * pairs_per_step, unit="pair", unit_scale=True,
+        dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, smoothing=0.1,
+    )
+    started = time.time() - meta["wall_time"]
+    try:
+        while meta["epoch"] < config.num_epochs and not stopped_early:
+            epoch_end = (meta["epoch"] + 1) * steps_per_epoch
+            shown_loss = None
+            while step < epoch_end:
+                state, loss = dispatch(state, train_images, tables)
+                step += spd
+                progress.update(spd * pairs_per_step)
+                if step % config.log_every_steps < spd:
+                    # Show the loss of the previous log point: long computed, so reading it never
+                    # stalls the host while the device works through the queued steps.
+                    if shown_loss is not None:
+                        progress.set_postfix(epoch=meta["epoch"] + 1, loss=f"{float(shown_loss):.4f}", refresh=False)
+                    shown_loss = loss
+                if step % config.checkpoint_every_steps < spd and step < epoch_end:
+                    checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
+
+            epoch = meta["epoch"] + 1
+            train_loss = float(state["loss_sum"]) / max(int(state["loss_count"]), 1)
+            state = dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]), loss_count=jnp.zeros_like(state["loss_count"]))
+            scores = validator(model, state["params"])
+            improved = scores["one_shot_accuracy"] > meta["best_accuracy"]
+            meta = dict(
+                meta,
+                epoch=epoch,
+                best_accuracy=max(meta["best_accuracy"], scores["one_shot_accuracy"]),
+                best_epoch=epoch if improved else meta["best_epoch"],
+                epochs_without_improvement=0 if improved else meta["epochs_without_improvement"] + 1,
+                wall_time=time.time() - started,
+            )
+            record = {
+                "epoch": epoch,
+                "step": step,
+                "pairs": step * pairs_per_step,
+                "train_loss": train_loss,
+                "val_verification_accuracy": scores["verification_accuracy"],
+                "val_one_shot_accuracy": scores["one_shot_accuracy"],
+                "hyperparameters": optim.hyperparameters(config, layers, epoch - 1),
+                "wall_time": meta["wall_time"],
+            }
+            history.append(record)
+            write_metrics(metrics_path, history)
+            if improved:
+                checkpoints.save_best(step, state["params"], dict(meta, val=scores))
+            checkpoints.save_latest(step, state, meta)
+            progress.write(
+                f"epoch {epoch}: train loss {train_loss:.4f}, val one-shot {100 * scores['one_shot_accuracy']:.1f}%, "
+                f"val verification {100 * scores['verification_accuracy']:.1f}%"
+                + (" (best)" if improved else f" (best {100 * meta['best_accuracy']:.1f}% at epoch {meta['best_epoch']})")
+            )
+            stopped_early = meta["epochs_without_improvement"] >= config.patience
+    except (_Interrupted, KeyboardInterrupt) as why:
+        progress.close()
+        try:
+            checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
+            saved = f"saved step {step}"
+        except RuntimeError:  # The signal landed while the state's buffers were handed to a step.
+            saved = f"kept the checkpoint of step {checkpoints.latest.latest_step()}"
+        checkpoints.close()
+        raise UserError(f"interrupted ({why or 'Ctrl-C'}); {saved}. Run the same command to resume") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        progress.close()
+    checkpoints.close()
+    if stopped_early:
+        print(f"stopped early: no better validation one-shot accuracy for {config.patience} epochs", flush=True)
+
+    model, best_params = evaluation.restore_model(workdir, config, "best")
+    result = {"checkpoint": "best", **evaluation.evaluate_all(model, best_params, config, dataset, runs_path)}
+    evaluation.write_json(result, workdir_path / "eval.json")
+    print(evaluation.format_table(result), flush=True)
+    return result
+
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/omniglot.py.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and eval.json; reused to resume.")
+
+
+def main(argv):
+    """Command-line entry point."""
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO.
+    if FLAGS.config is None or not FLAGS.workdir:
+        sys.exit("error: --config=FILE and --workdir=DIR are both required")
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except UserError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,72 @@
+"""Shared fixtures: a synthetic Omniglot, a tiny config, and the real data directory when present."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from tests import synthetic
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_config(name: str):
+    """get_config() of configs/<name>.py."""
+    spec = importlib.util.spec_from_file_location(f"config_{name}", REPO / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    """A data directory holding synthetic Omniglot archives in the official layout."""
+    return synthetic.make_omniglot(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A decode cache private to the test session."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
+    """The CPU config shrunk to seconds on the synthetic dataset."""
+    config = load_config("omniglot_cpu")
+    config.data_dir = str(data_dir)
+    config.cache_dir = str(cache_dir)
+    config.image_size = 16
+    config.model.features = (8, 8)
+    config.model.kernel_sizes = (3, 3)
+    config.model.embedding_dim = 16
+    config.train.alphabets = synthetic.BACKGROUND
+    config.validation.alphabets = synthetic.VALIDATION
+    config.validation.way = 4
+    config.validation.one_shot_trials = 40
+    config.validation.verification_pairs = 100
+    config.test.alphabets = synthetic.TEST
+    config.test.way = 4
+    config.test.tasks = 40
+    config.batch_size = 16
+    config.classes_per_alphabet = 4
+    config.images_per_class = 2
+    config.pairs_per_epoch = 168  # 3 steps of 2 alphabet groups x 28 pairs.
+    config.num_epochs = 2
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 1
+    config.eval_batch_size = 32
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The real data directory from $SIAMESE_JAX_DATA_DIR; skips the test when it is absent."""
+    value = os.environ.get("SIAMESE_JAX_DATA_DIR")
+    if not value or not (Path(value) / "omniglot" / "images_background.zip").exists():
+        pytest.skip("real Omniglot not available: set SIAMESE_JAX_DATA_DIR to a folder holding omniglot/")
+    return Path(value)

@@ -1,0 +1,153 @@
+"""Reading the archives, the cache, the split, and the runs; clear errors for bad files."""
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from siamese_jax.data import omniglot
+from siamese_jax.data.sources import DATA_DIR_ENV, locate
+from siamese_jax.errors import DataError
+from tests import synthetic
+
+
+def test_decodes_layout_and_caches(synthetic_data_dir, tmp_path):
+    dataset = omniglot.load_omniglot(str(synthetic_data_dir), str(tmp_path))
+    n_alphabets = len(synthetic.BACKGROUND + synthetic.VALIDATION + synthetic.TEST)
+    assert dataset.images.shape == (n_alphabets * synthetic.CHARACTERS * synthetic.DRAWERS, 105, 105)
+    assert dataset.images.dtype == bool and 0.01 < dataset.images.mean() < 0.5  # Ink is the minority.
+    assert dataset.alphabet_sets.count("background") == len(synthetic.BACKGROUND)
+    assert len(np.unique(dataset.character)) == n_alphabets * synthetic.CHARACTERS
+    assert sorted(np.unique(dataset.drawer)) == list(range(1, 21))
+    (cache,) = list(tmp_path.glob("omniglot-*.npz"))
+    again = omniglot.load_omniglot(str(synthetic_data_dir), str(tmp_path))
+    np.testing.assert_array_equal(again.images, dataset.images)
+    np.testing.assert_array_equal(again.character, dataset.character)
+    assert again.alphabet_names == dataset.alphabet_names
+
+
+def test_reads_extracted_folders(synthetic_data_dir, tmp_path):
+    for name in omniglot.IMAGE_ARCHIVES:
+        with zipfile.ZipFile(synthetic_data_dir / "omniglot" / name) as archive:
+            archive.extractall(tmp_path / "omniglot")
+    dataset = omniglot.load_omniglot(str(tmp_path), str(tmp_path / "cache"))
+    assert len(dataset.images) == (len(synthetic.BACKGROUND) + 4) * synthetic.CHARACTERS * synthetic.DRAWERS
+
+
+def test_select_applies_split_and_rejects_unknown_names(synthetic_data_dir, cache_dir):
+    dataset = omniglot.load_omniglot(str(synthetic_data_dir), str(cache_dir))
+    ids = dataset.select("background", (), tuple(range(9, 21)))
+    assert len(ids) == len(synthetic.BACKGROUND) * synthetic.CHARACTERS * 12
+    assert set(dataset.drawer[ids]) == set(range(9, 21))
+    ids = dataset.select("evaluation", ("Val_A",), (1, 2))
+    assert {dataset.alphabet_names[a] for a in dataset.alphabet[ids]} == {"Val_A"}
+    with pytest.raises(DataError, match=r"unknown alphabet\(s\) \['Klingon'\]"):
+        dataset.select("evaluation", ("Klingon",), (1,))
+    with pytest.raises(DataError, match="drawers"):
+        dataset.select("background", (), (0, 21))
+
+
+def test_missing_file_names_it_and_where_to_put_it(tmp_path):
+    (tmp_path / "omniglot").mkdir()
+    with pytest.raises(DataError) as error:
+        omniglot.load_omniglot(str(tmp_path), str(tmp_path / "cache"))
+    message = str(error.value)
+    assert "images_background.zip" in message and "images_evaluation.zip" in message
+    assert str(tmp_path / "omniglot") in message
+
+
+def test_offline_without_data_dir_says_how_to_fix(monkeypatch, tmp_path):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+
+    def offline(urls, dataset_name):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr("siamese_jax.data.sources.download", offline)
+    with pytest.raises(DataError, match=f"all_runs.zip.*{DATA_DIR_ENV}"):
+        locate(None, "omniglot", omniglot.omniglot_urls([omniglot.RUNS_ARCHIVE]))
+
+
+def test_environment_variable_is_used(monkeypatch, synthetic_data_dir):
+    monkeypatch.setenv(DATA_DIR_ENV, str(synthetic_data_dir))
+    assert omniglot.locate_runs(None) == synthetic_data_dir / "omniglot" / "all_runs.zip"
+
+
+def _copy_data_dir(source: Path, target: Path) -> Path:
+    (target / "omniglot").mkdir(parents=True)
+    for name in omniglot.IMAGE_ARCHIVES + (omniglot.RUNS_ARCHIVE,):
+        (target / "omniglot" / name).write_bytes((source / "omniglot" / name).read_bytes())
+    return target
+
+
+def test_truncated_archive_is_reported(synthetic_data_dir, tmp_path):
+    data = _copy_data_dir(synthetic_data_dir, tmp_path / "data")
+    path = data / "omniglot" / "images_background.zip"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match="images_background.zip.*(truncated or corrupt|corrupt)"):
+        omniglot.load_omniglot(str(data), str(tmp_path / "cache"))
+
+
+def test_corrupt_member_is_reported(synthetic_data_dir, tmp_path):
+    data = _copy_data_dir(synthetic_data_dir, tmp_path / "data")
+    path = data / "omniglot" / "images_evaluation.zip"
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.infolist()[5]
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 10
+    raw[start : start + 20] = bytes(20)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="images_evaluation.zip.*corrupt"):
+        omniglot.load_omniglot(str(data), str(tmp_path / "cache"))
+
+
+def test_wrong_layout_is_reported(synthetic_data_dir, tmp_path):
+    data = _copy_data_dir(synthetic_data_dir, tmp_path / "data")
+    with zipfile.ZipFile(data / "omniglot" / "images_background.zip", "w") as archive:
+        archive.writestr("readme.txt", "not omniglot")
+    with pytest.raises(DataError, match="no images in the Omniglot layout"):
+        omniglot.load_omniglot(str(data), str(tmp_path / "cache"))
+
+
+def test_parses_runs_archive(synthetic_data_dir):
+    runs = omniglot.load_runs(synthetic_data_dir / "omniglot" / "all_runs.zip")
+    assert runs.names == ("run01", "run02")
+    assert runs.support.shape == runs.query.shape == runs.answer.shape == (2, 4)
+    assert runs.images.shape == (16, 105, 105)
+    # The synthetic labels map item k to class order[k]; answers must index that class's image.
+    with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
+        first = archive.read("run01/class_labels.txt").decode().split()[1]
+    assert first == f"run01/training/class{runs.answer[0, 0] + 1:02d}.png"
+
+
+def test_runs_folder_with_any_number_of_runs(synthetic_data_dir, tmp_path):
+    with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
+        archive.extractall(tmp_path / "runs", members=[n for n in archive.namelist() if n.startswith("run02/")])
+    runs = omniglot.load_runs(tmp_path / "runs")
+    assert runs.names == ("run02",) and runs.query.shape == (1, 4)
+
+
+def test_runs_label_naming_a_missing_image(tmp_path):
+    (tmp_path / "run01" / "training").mkdir(parents=True)
+    (tmp_path / "run01" / "test").mkdir()
+    (tmp_path / "run01" / "training" / "class01.png").write_bytes(synthetic.png_bytes(synthetic.glyph(0)))
+    (tmp_path / "run01" / "class_labels.txt").write_text("run01/test/item01.png run01/training/class01.png\n")
+    with pytest.raises(DataError, match="item01.png"):
+        omniglot.load_runs(tmp_path)
+
+
+def test_official_runs(real_data_dir):
+    runs = omniglot.load_runs(omniglot.locate_runs(str(real_data_dir)))
+    assert len(runs.names) == 20 and runs.query.size == 400 and runs.support.shape == (20, 20)
+    assert runs.answer[0, 0] == 7  # run01/test/item01.png -> run01/training/class08.png
+
+
+def test_real_split_sizes(real_data_dir, cache_dir):
+    from tests.conftest import load_config
+
+    config = load_config("omniglot")
+    dataset = omniglot.load_omniglot(str(real_data_dir), None)
+    assert len(dataset.select(config.train.set, config.train.alphabets, config.train.drawers)) == 964 * 12
+    val = dataset.select(config.validation.set, config.validation.alphabets, config.validation.drawers)
+    test = dataset.select(config.test.set, config.test.alphabets, config.test.drawers)
+    assert not set(dataset.character[val]) & set(dataset.character[test])

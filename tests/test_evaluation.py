@@ -1,0 +1,88 @@
+"""Scoring one-shot trials and verification pairs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from siamese_jax import evaluation, tasks
+from siamese_jax.data import omniglot
+from siamese_jax.models import SiameseNet, init_params
+
+
+def _trials(count=2000, way=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return tasks.Trials(
+        support=rng.integers(0, 100, (count, way, 1)).astype(np.int32),
+        query=rng.integers(0, 100, count).astype(np.int32),
+        answer=rng.integers(0, way, count).astype(np.int32),
+        group=np.zeros(count, np.int32),
+    )
+
+
+def test_perfect_scorer_gets_everything_right():
+    trials = _trials()
+    probabilities = np.eye(20)[trials.answer] * 0.9 + 0.05
+    summary = evaluation.one_shot_summary(probabilities, trials, group_names=["all"])
+    assert summary["accuracy"] == 1.0 and summary["correct"] == summary["trials"] == 2000
+    assert summary["per_run"]["all"]["accuracy"] == 1.0
+
+
+def test_random_scorer_gets_about_one_in_twenty():
+    trials = _trials()
+    probabilities = np.random.default_rng(1).uniform(size=(2000, 20))
+    summary = evaluation.one_shot_summary(probabilities, trials)
+    # 2000 trials at p = 0.05: standard error 0.0049.
+    assert abs(summary["accuracy"] - 0.05) < 0.02
+    low, high = summary["ci95"]
+    assert low < 0.05 < high
+
+
+def test_wilson_interval_contains_estimate_and_narrows():
+    wide = evaluation.wilson_interval(368, 400)
+    narrow = evaluation.wilson_interval(3680, 4000)
+    assert wide[0] < 0.92 < wide[1] and narrow[0] < 0.92 < narrow[1]
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+    assert evaluation.wilson_interval(400, 400)[1] == 1.0
+
+
+def test_random_trials_are_within_alphabet_with_disjoint_query(synthetic_data_dir, cache_dir):
+    dataset = omniglot.load_omniglot(str(synthetic_data_dir), str(cache_dir))
+    ids = dataset.select("evaluation", ("Run_A", "Run_B"), tuple(range(1, 9)))
+    trials = tasks.random_trials(ids, dataset.alphabet, dataset.character, way=4, shots=2, count=50, seed=3)
+    assert trials.support.shape == (50, 4, 2)
+    for t in range(50):
+        support = trials.support[t]
+        assert len(set(dataset.alphabet[support.ravel()])) == 1
+        assert len(set(dataset.character[support[:, 0]])) == 4
+        assert dataset.character[trials.query[t]] == dataset.character[support[trials.answer[t], 0]]
+        assert trials.query[t] not in support
+    again = tasks.random_trials(ids, dataset.alphabet, dataset.character, way=4, shots=2, count=50, seed=3)
+    np.testing.assert_array_equal(again.support, trials.support)
+
+
+def test_random_pairs_are_half_same(synthetic_data_dir, cache_dir):
+    dataset = omniglot.load_omniglot(str(synthetic_data_dir), str(cache_dir))
+    ids = dataset.select("evaluation", ("Val_A", "Val_B"), (1, 2, 3, 4))
+    pairs = tasks.random_pairs(ids, dataset.alphabet, dataset.character, 100, seed=0)
+    same = dataset.character[pairs.left] == dataset.character[pairs.right]
+    np.testing.assert_array_equal(same, pairs.same)
+    assert pairs.same.sum() == 50 and np.all(pairs.left != pairs.right)
+
+
+def test_head_scores_match_pairwise_model_calls():
+    """Encoding once then scoring with the head equals running the whole network on each pair."""
+    model = SiameseNet(features=(4, 4), kernel_sizes=(3, 3), embedding_dim=8, padding="SAME", init_scheme="lecun")
+    params = init_params(model, jax.random.PRNGKey(0), 12)
+    images = (np.random.default_rng(0).uniform(size=(7, 12, 12)) * 255).astype(np.uint8)
+    trials = tasks.Trials(
+        support=np.array([[[0], [1], [2]], [[3], [4], [5]]], np.int32),
+        query=np.array([6, 2], np.int32), answer=np.array([0, 1], np.int32), group=np.zeros(2, np.int32),
+    )
+    embeddings = evaluation.encode(model, params, images, batch_size=4)
+    probabilities = evaluation.trial_probabilities(model, params, embeddings, trials)
+    x = jnp.asarray(images, jnp.float32) / 255
+    for t in range(2):
+        for n in range(3):
+            direct = jax.nn.sigmoid(model.apply({"params": params}, x[trials.query[t]][None], x[trials.support[t, n]]))
+            assert probabilities[t, n] == pytest.approx(float(direct[0]), rel=1e-4)

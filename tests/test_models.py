@@ -1,0 +1,68 @@
+"""The network: the paper's shapes, parameter count and initialisation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from siamese_jax.models import SiameseNet, max_pool_2x2
+from tests.conftest import load_config
+from siamese_jax.models import build_model, init_params
+
+
+def test_paper_model_shapes_and_parameter_count():
+    config = load_config("omniglot")
+    model = build_model(config.model)
+    dummy = jnp.zeros((1, 105, 105))
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy, dummy))["params"]
+    shapes = jax.tree.map(lambda x: x.shape, params)
+    assert shapes["encoder"]["conv_0"]["kernel"] == (10, 10, 1, 64)
+    assert shapes["encoder"]["conv_1"]["kernel"] == (7, 7, 64, 128)
+    assert shapes["encoder"]["conv_2"]["kernel"] == (4, 4, 128, 128)
+    assert shapes["encoder"]["conv_3"]["kernel"] == (4, 4, 128, 256)
+    assert shapes["encoder"]["embed"]["kernel"] == (6 * 6 * 256, 4096)
+    assert shapes["head"]["alpha"]["kernel"] == (4096, 1)
+    assert sum(np.prod(s) for s in jax.tree.leaves(shapes, is_leaf=lambda x: isinstance(x, tuple))) == 38_951_745
+
+
+def test_paper_initialisation_statistics():
+    config = load_config("omniglot")
+    params = init_params(build_model(config.model), jax.random.PRNGKey(0), 105)
+    enc = params["encoder"]
+    for layer in ("conv_1", "conv_2", "conv_3"):  # conv_0 has only 6,400 weights; checked loosely below.
+        kernel = np.asarray(enc[layer]["kernel"])
+        assert abs(kernel.mean()) < 1e-3 and kernel.std() == pytest.approx(0.01, rel=0.02)
+    assert np.asarray(enc["conv_0"]["kernel"]).std() == pytest.approx(0.01, rel=0.05)
+    dense = np.asarray(enc["embed"]["kernel"])
+    assert abs(dense.mean()) < 1e-3 and dense.std() == pytest.approx(0.2, rel=0.01)
+    alpha = np.asarray(params["head"]["alpha"]["kernel"])
+    assert alpha.std() == pytest.approx(0.2, rel=0.1)
+    biases = np.concatenate([np.asarray(enc[l]["bias"]) for l in ("conv_1", "conv_2", "conv_3", "embed")])
+    assert biases.mean() == pytest.approx(0.5, abs=1e-3) and biases.std() == pytest.approx(0.01, rel=0.05)
+
+
+def test_head_is_weighted_l1_and_symmetric():
+    model = SiameseNet(features=(4,), kernel_sizes=(3,), embedding_dim=8, padding="SAME", init_scheme="lecun")
+    params = init_params(model, jax.random.PRNGKey(1), 12)
+    h1, h2 = jax.random.uniform(jax.random.PRNGKey(2), (2, 5, 8))
+    logits = model.apply({"params": params}, h1, h2, method=SiameseNet.score)
+    alpha, bias = params["head"]["alpha"]["kernel"][:, 0], params["head"]["alpha"]["bias"][0]
+    np.testing.assert_allclose(logits, jnp.abs(h1 - h2) @ alpha + bias, rtol=1e-5)
+    np.testing.assert_allclose(logits, model.apply({"params": params}, h2, h1, method=SiameseNet.score), rtol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    config = load_config("omniglot_cpu")
+    config.model.dtype = "bfloat16"
+    model = build_model(config.model)
+    params = init_params(model, jax.random.PRNGKey(0), 28)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    x = jax.random.uniform(jax.random.PRNGKey(1), (3, 28, 28))
+    logits = model.apply({"params": params}, x, x[::-1])
+    assert logits.dtype == jnp.float32 and logits.shape == (3,)
+
+
+def test_max_pool_matches_reduce_window():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 10, 3))
+    expected = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    np.testing.assert_array_equal(max_pool_2x2(x), expected)

@@ -1,0 +1,170 @@
+"""End to end: train, crash, resume, evaluate on a synthetic Omniglot; bad input ends in one clear line."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+
+from siamese_jax import train
+from siamese_jax.checkpointing import Checkpoints
+from siamese_jax.errors import DataError, UserError
+from siamese_jax.models import build_model, init_params
+from tests.conftest import REPO, tiny_config
+
+
+def _metrics(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _latest_params(workdir, like):
+    checkpoints = Checkpoints(str(workdir))
+    params = checkpoints.restore_params("latest", like)
+    checkpoints.close()
+    return params
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_data_dir, cache_dir, tmp_path_factory):
+    """An uninterrupted tiny run: its config, workdir and result."""
+    config = tiny_config(synthetic_data_dir, cache_dir)
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    result = train.train_and_evaluate(config, str(workdir))
+    return config, workdir, result
+
+
+def test_training_writes_metrics_checkpoints_and_eval(trained):
+    config, workdir, result = trained
+    records = _metrics(workdir)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert {"train_loss", "val_verification_accuracy", "val_one_shot_accuracy", "hyperparameters", "wall_time"} <= set(records[0])
+    assert set(records[0]["hyperparameters"]) == {"conv_0", "conv_1", "embed", "alpha"}
+    assert records[1]["step"] == 6
+    saved = json.loads((workdir / "eval.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    runs = saved["runs"]
+    assert runs["trials"] == 8 and 0 <= runs["accuracy"] <= 1
+    assert runs["correct"] == round(runs["accuracy"] * 8)
+    assert set(runs["per_run"]) == {"run01", "run02"}
+    assert saved["random_tasks"]["trials"] == config.test.tasks
+    assert (workdir / "checkpoints" / "best").is_dir() and (workdir / "checkpoints" / "latest").is_dir()
+
+
+def test_crash_and_resume_matches_uninterrupted_run(trained, monkeypatch, tmp_path):
+    config, reference_dir, _ = trained
+    real_make_dispatch = train.make_dispatch
+
+    def crashing_make_dispatch(step, steps_per_dispatch):
+        dispatch = real_make_dispatch(step, steps_per_dispatch)
+        calls = {"n": 0}
+
+        def crash_on_fifth(*args):
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise RuntimeError("simulated crash")
+            return dispatch(*args)
+
+        return crash_on_fifth
+
+    monkeypatch.setattr(train, "make_dispatch", crashing_make_dispatch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert [r["epoch"] for r in _metrics(tmp_path)] == [1]
+    monkeypatch.setattr(train, "make_dispatch", real_make_dispatch)
+    train.train_and_evaluate(config, str(tmp_path))
+
+    reference, resumed = _metrics(reference_dir), _metrics(tmp_path)
+    assert [r["epoch"] for r in resumed] == [1, 2]
+    for a, b in zip(reference, resumed):
+        for key in ("train_loss", "val_one_shot_accuracy", "val_verification_accuracy", "step"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    like = init_params(build_model(config.model), jax.random.PRNGKey(0), config.image_size)
+    for x, y in zip(jax.tree.leaves(_latest_params(reference_dir, like)), jax.tree.leaves(_latest_params(tmp_path, like))):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+def test_training_reduces_the_loss(synthetic_data_dir, cache_dir, tmp_path):
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=4)
+    train.train_and_evaluate(config, str(tmp_path))
+    losses = [r["train_loss"] for r in _metrics(tmp_path)]
+    assert losses[-1] < losses[0]
+
+
+def test_paper_sampling_and_sgd_run(synthetic_data_dir, cache_dir, tmp_path):
+    config = tiny_config(synthetic_data_dir, cache_dir, sampling="pairs", optimizer="sgd_paper", num_epochs=1)
+    config.learning_rates = {"*": 0.01}
+    config.momenta = {"*": 0.9}
+    config.l2 = {"*": 1e-4}
+    result = train.train_and_evaluate(config, str(tmp_path))
+    assert result["runs"]["trials"] == 8
+    assert np.isfinite(_metrics(tmp_path)[0]["train_loss"])
+
+
+def test_workdir_of_a_different_model_is_refused_and_kept(trained, synthetic_data_dir, cache_dir):
+    _, workdir, _ = trained
+    before = sorted(p.name for p in (workdir / "checkpoints" / "latest").iterdir())
+    config = tiny_config(synthetic_data_dir, cache_dir)
+    config.model.embedding_dim = 32
+    with pytest.raises(UserError, match="different model"):
+        train.train_and_evaluate(config, str(workdir))
+    assert sorted(p.name for p in (workdir / "checkpoints" / "latest").iterdir()) == before
+
+
+def test_unwritable_workdir(synthetic_data_dir, cache_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="cannot write to workdir"):
+        train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir), str(blocker / "run"))
+
+
+def test_unknown_alphabet(synthetic_data_dir, cache_dir, tmp_path):
+    config = tiny_config(synthetic_data_dir, cache_dir)
+    config.train.alphabets = ("Alpha", "Klingon")
+    with pytest.raises(DataError, match="Klingon"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+def _run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_bad_override_is_one_clear_line(tmp_path):
+    done = _run_cli("siamese_jax.train", "--config=configs/omniglot_cpu.py", "--config.batch_size=abc", f"--workdir={tmp_path}")
+    assert done.returncode != 0
+    assert "batch_size" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_batch_size_not_divisible_by_devices(tmp_path):
+    done = _run_cli(
+        "siamese_jax.train", "--config=configs/omniglot_cpu.py", "--config.batch_size=127", f"--workdir={tmp_path}",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"},
+    )
+    assert done.returncode != 0
+    assert "not divisible by the 2 devices" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_evaluate_command_with_custom_runs(trained, synthetic_data_dir, tmp_path):
+    _, workdir, _ = trained
+    with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
+        archive.extractall(tmp_path / "runs", members=[n for n in archive.namelist() if n.startswith("run02/")])
+    output = tmp_path / "eval.json"
+    done = _run_cli("siamese_jax.evaluate", f"--workdir={workdir}", f"--runs={tmp_path / 'runs'}", f"--output={output}",
+                    "--checkpoint=latest", "--tasks=10")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(output.read_text())
+    assert result["runs"]["trials"] == 4 and list(result["runs"]["per_run"]) == ["run02"]
+    assert result["random_tasks"]["trials"] == 10
+    assert "run02" in done.stdout
+
+
+def test_evaluate_without_checkpoint_is_one_clear_line(tmp_path):
+    done = _run_cli("siamese_jax.evaluate", f"--workdir={tmp_path}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "config.json" in done.stderr
