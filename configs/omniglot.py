@@ -43,7 +43,7 @@ def get_config():
 
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=4096,
-             padding="VALID", init="paper", dtype="float32")
+             padding="VALID", init="paper", norm="none", dtype="float32")
     )
 
     # 'pairs': independent pairs, half same, half different (the paper). batch_size counts pairs.
@@ -52,6 +52,9 @@ def get_config():
     config.classes_per_alphabet = 0  # Only for sampling='groups'.
     config.images_per_class = 0
     config.balanced_loss = False
+    # Weight of a softmax ranking loss over each image's scored partners, added to the paper's
+    # cross-entropy (losses.ranking_loss). 0 is the paper.
+    config.ranking_loss_weight = 0.0
 
     config.augment = ml_collections.ConfigDict(
         dict(enabled=True, probability=0.5, rotation=10.0, shear=0.3, scale=(0.8, 1.2), translation=2.0)

@@ -19,3 +19,24 @@ def pair_loss(logits: jax.Array, same: jax.Array, balanced: bool) -> jax.Array:
     positive = jnp.sum(per_pair * same) / jnp.maximum(jnp.sum(same), 1.0)
     negative = jnp.sum(per_pair * (1 - same)) / jnp.maximum(jnp.sum(1 - same), 1.0)
     return 0.5 * (positive + negative)
+
+
+def ranking_loss(logits: jax.Array, same: jax.Array, left: jax.Array, right: jax.Array, num_images: int) -> jax.Array:
+    """Softmax cross-entropy of picking a same-class partner among each image's scored partners.
+
+    Every image of the batch acts as a one-shot query over the images it was paired with (its
+    alphabet group): the loss is -log(sum of exp(logit) over same-class partners / sum over all
+    partners), averaged over images that have a same-class partner. It trains the decision the
+    one-shot test makes, the argmax over candidates, with the paper's head as the score.
+    """
+    logits = logits.astype(jnp.float32)
+    anchor = jnp.concatenate([left, right])
+    scores = jnp.concatenate([logits, logits])  # The head is symmetric: each pair serves both ends.
+    positive = jnp.concatenate([same, same])
+    peak = jax.ops.segment_max(scores, anchor, num_segments=num_images)
+    weights = jnp.exp(scores - peak[anchor])
+    total = jax.ops.segment_sum(weights, anchor, num_segments=num_images)
+    matched = jax.ops.segment_sum(weights * positive, anchor, num_segments=num_images)
+    has_match = matched > 0
+    per_image = jnp.where(has_match, jnp.log(total) - jnp.log(jnp.where(has_match, matched, 1.0)), 0.0)
+    return jnp.sum(per_image) / jnp.maximum(jnp.sum(has_match), 1)

@@ -56,6 +56,7 @@ class Encoder(nn.Module):
     embedding_dim: int = 4096
     padding: str = "VALID"
     init_scheme: str = "paper"
+    norm: str = "none"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -73,6 +74,9 @@ class Encoder(nn.Module):
                 dtype=self.dtype,
                 name=f"conv_{i}",
             )(x)
+            if self.norm == "layer":
+                # Per-position LayerNorm over channels: stateless, so the model stays a pure function.
+                x = nn.LayerNorm(dtype=self.dtype, name=f"norm_{i}")(x)
             x = nn.relu(x)
             # As in the paper, every convolution but the last is followed by 2x2 max-pooling.
             if i < len(self.features) - 1:
@@ -110,11 +114,12 @@ class SiameseNet(nn.Module):
     embedding_dim: int = 4096
     padding: str = "VALID"
     init_scheme: str = "paper"
+    norm: str = "none"
     dtype: Any = jnp.float32
 
     def setup(self):
         self.encoder = Encoder(
-            self.features, self.kernel_sizes, self.embedding_dim, self.padding, self.init_scheme, self.dtype
+            self.features, self.kernel_sizes, self.embedding_dim, self.padding, self.init_scheme, self.norm, self.dtype
         )
         self.head = L1Head(self.init_scheme)
 
@@ -138,6 +143,8 @@ def build_model(model_config) -> SiameseNet:
     dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
     if model_config.dtype not in dtypes:
         raise ConfigError(f"model.dtype must be one of {sorted(dtypes)}, got {model_config.dtype!r}")
+    if model_config.get("norm", "none") not in ("none", "layer"):
+        raise ConfigError(f"model.norm must be 'none' or 'layer', got {model_config.norm!r}")
     if len(model_config.features) != len(model_config.kernel_sizes):
         raise ConfigError("model.features and model.kernel_sizes must have the same length")
     return SiameseNet(
@@ -146,6 +153,7 @@ def build_model(model_config) -> SiameseNet:
         embedding_dim=model_config.embedding_dim,
         padding=model_config.padding,
         init_scheme=model_config.init,
+        norm=model_config.get("norm", "none"),
         dtype=dtypes[model_config.dtype],
     )
 

@@ -58,6 +58,7 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
     # Plain values, so the step closes over constants and no ConfigDict lookups are traced.
     distortion = SimpleNamespace(**config.augment.to_dict())
     balanced = bool(config.balanced_loss)
+    ranking_weight = float(config.ranking_loss_weight)
 
     def step(state, train_images, tables):
         key = jax.random.fold_in(state["rng"], state["step"])
@@ -73,6 +74,10 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
                 {"params": params}, embeddings[batch.left], embeddings[batch.right], method=SiameseNet.score
             )
             data_loss = losses.pair_loss(logits, batch.same, balanced)
+            if ranking_weight:
+                data_loss += ranking_weight * losses.ranking_loss(
+                    logits, batch.same, batch.left, batch.right, batch.images.shape[0]
+                )
             return data_loss + optim.l2_penalty(params, l2), data_loss
 
         (_, data_loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -219,7 +224,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     total_steps = config.num_epochs * steps_per_epoch
     step = int(state["step"])
     stopped_early = meta["epochs_without_improvement"] >= config.patience
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous_int = signal.getsignal(signal.SIGINT)
     progress = tqdm(
         total=total_steps * pairs_per_step, initial=step * pairs_per_step, unit="pair", unit_scale=True,
         dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, smoothing=0.1,
@@ -277,6 +283,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
             )
             stopped_early = meta["epochs_without_improvement"] >= config.patience
     except (_Interrupted, KeyboardInterrupt) as why:
+        # A second Ctrl-C or SIGTERM must not cut the save short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         progress.close()
         try:
             checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
@@ -286,7 +295,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         checkpoints.close()
         raise UserError(f"interrupted ({why or 'Ctrl-C'}); {saved}. Run the same command to resume") from None
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
         progress.close()
     checkpoints.close()
     if stopped_early:

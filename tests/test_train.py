@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 import jax
@@ -14,7 +16,7 @@ from siamese_jax import train
 from siamese_jax.checkpointing import Checkpoints
 from siamese_jax.errors import DataError, UserError
 from siamese_jax.models import build_model, init_params
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, load_config, tiny_config
 
 
 def _metrics(workdir):
@@ -168,3 +170,43 @@ def test_evaluate_without_checkpoint_is_one_clear_line(tmp_path):
     done = _run_cli("siamese_jax.evaluate", f"--workdir={tmp_path}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "config.json" in done.stderr
+
+
+def test_tiny_run_on_real_omniglot(real_data_dir, cache_dir, tmp_path):
+    config = tiny_config(real_data_dir, cache_dir, num_epochs=1)
+    config.train.alphabets = ()
+    config.validation.alphabets = load_config("omniglot").validation.alphabets
+    config.test.alphabets = load_config("omniglot").test.alphabets
+    config.validation.way = config.test.way = 20
+    result = train.train_and_evaluate(config, str(tmp_path))
+    assert result["runs"]["trials"] == 400 and len(result["runs"]["per_run"]) == 20
+    assert result["validation"]["one_shot_trials"] == 40
+
+
+def test_sigterm_saves_and_the_same_command_resumes(synthetic_data_dir, cache_dir, tmp_path):
+    config_file = tmp_path / "tiny.py"
+    config_file.write_text(
+        "import sys\nfrom pathlib import Path\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from tests.conftest import tiny_config\n\n\n"
+        "def get_config():\n"
+        f"    return tiny_config(Path({str(synthetic_data_dir)!r}), Path({str(cache_dir)!r}), num_epochs=3)\n"
+    )
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={workdir}",
+               "--config.num_epochs=400", "--config.patience=1000"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    assert "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr
+    done_epochs = len(_metrics(workdir))
+    assert done_epochs >= 1
+    resumed = _run_cli(*command[2:4], f"--workdir={workdir}", f"--config.num_epochs={done_epochs + 1}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from step" in resumed.stdout
+    assert [r["epoch"] for r in _metrics(workdir)] == list(range(1, done_epochs + 2))
