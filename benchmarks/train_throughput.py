@@ -11,11 +11,7 @@ line printed is one JSON object; --output also writes it to a file.
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -145,27 +141,14 @@ def time_torch(step, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def device_description() -> str:
-    """The JAX device and the host's processor."""
-    import jax
-
-    device = jax.devices()[0]
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{device.platform}:{device.device_kind} x{jax.device_count()}; host {cpu}, {os.cpu_count()} cores"
-
-
 def main(argv):
     """Times both frameworks and prints the JSON summary."""
     del argv
-    import jax
+    from siamese_jax.provenance import provenance
 
     config = FLAGS.config
     config.batch_size = FLAGS.batch_size
-    dispatch, state, images, tables, pairs_per_step, flops, (embed, params, eval_images) = jax_setup(config)
+    dispatch, state, images, tables, pairs_per_step, flops, (embed, _, eval_images) = jax_setup(config)
     setup = {"dispatch": dispatch, "state": state, "images": images, "tables": tables}
     torch_step = None
     if FLAGS.torch:
@@ -182,17 +165,13 @@ def main(argv):
     jax_step = min(jax_times)
     result = {
         "benchmark": "train_throughput",
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_description(),
-        "jax_version": jax.__version__,
+        **provenance(),
         "image_size": config.image_size,
         "sampling": config.sampling,
         "batch_size": config.batch_size,
         "pairs_per_step": pairs_per_step,
         "jax_pairs_per_s": pairs_per_step / jax_step,
-        "jax_eval_images_per_s": time_jax_eval(embed, params, eval_images),
+        "jax_eval_images_per_s": time_jax_eval(embed, setup["state"]["params"], eval_images),
         "flops_per_pair": flops / pairs_per_step,
         "jax_gflop_per_s": flops / jax_step / 1e9,
     }

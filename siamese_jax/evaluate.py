@@ -12,6 +12,7 @@ from absl import app, flags, logging
 
 from siamese_jax.data.omniglot import load_omniglot, locate_runs
 from siamese_jax.errors import UserError
+from siamese_jax.provenance import provenance
 from siamese_jax.evaluation import evaluate_all, format_table, load_workdir_config, restore_model, write_json
 
 FLAGS = flags.FLAGS
@@ -42,7 +43,11 @@ def main(argv):
         model, params = restore_model(FLAGS.workdir, config, FLAGS.checkpoint)
         runs_path = FLAGS.runs or locate_runs(config.data_dir or None)
         dataset = load_omniglot(config.data_dir or None, config.cache_dir or None)
-        result = {"checkpoint": FLAGS.checkpoint, **evaluate_all(model, params, config, dataset, runs_path)}
+        result = {
+            "checkpoint": FLAGS.checkpoint,
+            **evaluate_all(model, params, config, dataset, runs_path),
+            "provenance": provenance(),
+        }
         output = FLAGS.output or os.path.join(FLAGS.workdir, "eval.json")
         write_json(result, output)
     except (UserError, OSError) as error:

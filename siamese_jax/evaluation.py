@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from siamese_jax.data.images import to_float, to_model_input
-from siamese_jax.data.omniglot import Omniglot, load_omniglot, load_runs, locate_runs
+from siamese_jax.data.omniglot import Omniglot, load_runs
 from siamese_jax.errors import DataError
 from siamese_jax.models import SiameseNet, build_model, init_params
 from siamese_jax.tasks import Pairs, Trials, random_pairs, random_trials, runs_trials

@@ -74,9 +74,11 @@ class Encoder(nn.Module):
                 dtype=self.dtype,
                 name=f"conv_{i}",
             )(x)
-            if self.norm == "layer":
-                # Per-position LayerNorm over channels: stateless, so the model stays a pure function.
+            # Stateless normalisations, so the model stays a pure function of its parameters.
+            if self.norm == "layer":  # Over the channels at each position.
                 x = nn.LayerNorm(dtype=self.dtype, name=f"norm_{i}")(x)
+            elif self.norm == "group":  # Over positions and groups of 8 channels, per image.
+                x = nn.GroupNorm(num_groups=None, group_size=min(8, width), dtype=self.dtype, name=f"norm_{i}")(x)
             x = nn.relu(x)
             # As in the paper, every convolution but the last is followed by 2x2 max-pooling.
             if i < len(self.features) - 1:
@@ -143,8 +145,8 @@ def build_model(model_config) -> SiameseNet:
     dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
     if model_config.dtype not in dtypes:
         raise ConfigError(f"model.dtype must be one of {sorted(dtypes)}, got {model_config.dtype!r}")
-    if model_config.get("norm", "none") not in ("none", "layer"):
-        raise ConfigError(f"model.norm must be 'none' or 'layer', got {model_config.norm!r}")
+    if model_config.get("norm", "none") not in ("none", "layer", "group"):
+        raise ConfigError(f"model.norm must be 'none', 'layer' or 'group', got {model_config.norm!r}")
     if len(model_config.features) != len(model_config.kernel_sizes):
         raise ConfigError("model.features and model.kernel_sizes must have the same length")
     return SiameseNet(

@@ -19,7 +19,6 @@ from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -31,6 +30,7 @@ from siamese_jax.data.images import to_float, to_model_input
 from siamese_jax.data.omniglot import load_omniglot, locate_runs
 from siamese_jax.errors import ConfigError, UserError
 from siamese_jax.models import SiameseNet, build_model, init_params
+from siamese_jax.provenance import provenance
 
 # Config entries that fix the parameters' shapes: a workdir's checkpoints only fit these.
 MODEL_KEYS = ("model", "image_size")
@@ -303,15 +303,25 @@ def train_and_evaluate(config, workdir: str) -> dict:
         print(f"stopped early: no better validation one-shot accuracy for {config.patience} epochs", flush=True)
 
     model, best_params = evaluation.restore_model(workdir, config, "best")
-    result = {"checkpoint": "best", **evaluation.evaluate_all(model, best_params, config, dataset, runs_path)}
+    result = {
+        "checkpoint": "best",
+        **evaluation.evaluate_all(model, best_params, config, dataset, runs_path),
+        "training": {"epochs": meta["epoch"], "best_epoch": meta["best_epoch"], "steps": step,
+                     "pairs": step * pairs_per_step, "wall_time_s": meta["wall_time"]},
+        "provenance": provenance(),
+    }
     evaluation.write_json(result, workdir_path / "eval.json")
     print(evaluation.format_table(result), flush=True)
     return result
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/omniglot.py.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and eval.json; reused to resume.")
+
+
+def define_flags() -> None:
+    """The command's flags; defined only when run as a command, so the module imports anywhere."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/omniglot.py.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and eval.json; reused to resume.")
 
 
 def main(argv):
@@ -327,4 +337,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
