@@ -111,19 +111,10 @@ class L1Head(nn.Module):
 class SiameseNet(nn.Module):
     """Twin encoder with shared weights and an L1 head; both images are encoded in one batched call."""
 
-    features: Sequence[int] = (64, 128, 128, 256)
-    kernel_sizes: Sequence[int] = (10, 7, 4, 4)
-    embedding_dim: int = 4096
-    padding: str = "VALID"
-    init_scheme: str = "paper"
-    norm: str = "none"
-    dtype: Any = jnp.float32
+    encoder: Encoder
 
     def setup(self):
-        self.encoder = Encoder(
-            self.features, self.kernel_sizes, self.embedding_dim, self.padding, self.init_scheme, self.norm, self.dtype
-        )
-        self.head = L1Head(self.init_scheme)
+        self.head = L1Head(self.encoder.init_scheme)
 
     def __call__(self, images1: jax.Array, images2: jax.Array) -> jax.Array:
         """Logits that images1[i] and images2[i] show the same class."""
@@ -145,19 +136,20 @@ def build_model(model_config) -> SiameseNet:
     dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
     if model_config.dtype not in dtypes:
         raise ConfigError(f"model.dtype must be one of {sorted(dtypes)}, got {model_config.dtype!r}")
-    if model_config.get("norm", "none") not in ("none", "layer", "group"):
+    if model_config.norm not in ("none", "layer", "group"):
         raise ConfigError(f"model.norm must be 'none', 'layer' or 'group', got {model_config.norm!r}")
     if len(model_config.features) != len(model_config.kernel_sizes):
         raise ConfigError("model.features and model.kernel_sizes must have the same length")
-    return SiameseNet(
+    encoder = Encoder(
         features=tuple(model_config.features),
         kernel_sizes=tuple(model_config.kernel_sizes),
         embedding_dim=model_config.embedding_dim,
         padding=model_config.padding,
         init_scheme=model_config.init,
-        norm=model_config.get("norm", "none"),
+        norm=model_config.norm,
         dtype=dtypes[model_config.dtype],
     )
+    return SiameseNet(encoder)
 
 
 def init_params(model: SiameseNet, key: jax.Array, image_size: int):

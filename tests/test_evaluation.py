@@ -7,7 +7,7 @@ import pytest
 
 from siamese_jax import evaluation, tasks
 from siamese_jax.data import omniglot
-from siamese_jax.models import SiameseNet, init_params
+from siamese_jax.models import Encoder, SiameseNet, init_params
 
 
 def _trials(count=2000, way=20, seed=0):
@@ -72,7 +72,7 @@ def test_random_pairs_are_half_same(synthetic_data_dir, cache_dir):
 
 def test_head_scores_match_pairwise_model_calls():
     """Encoding once then scoring with the head equals running the whole network on each pair."""
-    model = SiameseNet(features=(4, 4), kernel_sizes=(3, 3), embedding_dim=8, padding="SAME", init_scheme="lecun")
+    model = SiameseNet(Encoder(features=(4, 4), kernel_sizes=(3, 3), embedding_dim=8, padding="SAME", init_scheme="lecun"))
     params = init_params(model, jax.random.PRNGKey(0), 12)
     images = (np.random.default_rng(0).uniform(size=(7, 12, 12)) * 255).astype(np.uint8)
     trials = tasks.Trials(

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from siamese_jax.models import SiameseNet, max_pool_2x2
+from siamese_jax.models import Encoder, SiameseNet, max_pool_2x2
 from tests.conftest import load_config
 from siamese_jax.models import build_model, init_params
 
@@ -42,7 +42,7 @@ def test_paper_initialisation_statistics():
 
 
 def test_head_is_weighted_l1_and_symmetric():
-    model = SiameseNet(features=(4,), kernel_sizes=(3,), embedding_dim=8, padding="SAME", init_scheme="lecun")
+    model = SiameseNet(Encoder(features=(4,), kernel_sizes=(3,), embedding_dim=8, padding="SAME", init_scheme="lecun"))
     params = init_params(model, jax.random.PRNGKey(1), 12)
     h1, h2 = jax.random.uniform(jax.random.PRNGKey(2), (2, 5, 8))
     logits = model.apply({"params": params}, h1, h2, method=SiameseNet.score)
