@@ -25,8 +25,8 @@ def get_config():
     config = _paper_config()
     config.image_size = 28
     config.model = ml_collections.ConfigDict(
-        dict(features=(64, 64, 64, 64), kernel_sizes=(3, 3, 3, 3), embedding_dim=1024,
-             padding="SAME", init="lecun", norm="none", dtype="float32")
+        dict(features=(64, 64, 64, 64), kernel_sizes=(3, 3, 3, 3), embedding_dim=4096,
+             padding="SAME", init="lecun", norm="group", dtype="float32")
     )
     # 'groups': batch_size images = alphabets x classes_per_alphabet x images_per_class, and
     # every pair inside each alphabet group is scored (1,984 pairs per step here).
@@ -42,8 +42,8 @@ def get_config():
     config.l2 = ml_collections.ConfigDict({"*": 0.0})
 
     config.pairs_per_epoch = 200_000  # About 100 steps.
-    config.num_epochs = 14
-    config.patience = 5
+    config.num_epochs = 20
+    config.patience = 6
     config.validation.verification_pairs = 2_000
     config.checkpoint_every_steps = 200
     return config
