@@ -164,13 +164,23 @@ def write_metrics(path: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+class _StopRequest:
+    """Signal handler that only records SIGTERM or Ctrl-C; the loop stops at the next step boundary.
+
+    Raising from the handler instead could land anywhere, in the middle of a checkpoint write
+    or a thread start, and leave a traceback or a half-finished operation behind.
+    """
+
+    def __init__(self):
+        self.signal_name: str | None = None
+
+    def __call__(self, signum, frame):
+        del frame
+        self.signal_name = signal.Signals(signum).name
+
+
 class _Interrupted(Exception):
-    """SIGTERM or Ctrl-C: stop at the next step boundary, keeping a checkpoint."""
-
-
-def _raise_interrupted(signum, frame):
-    del frame
-    raise _Interrupted(signal.Signals(signum).name)
+    """Raised by the training loop, at a step boundary, once a stop was requested."""
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -224,8 +234,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     total_steps = config.num_epochs * steps_per_epoch
     step = int(state["step"])
     stopped_early = meta["epochs_without_improvement"] >= config.patience
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupted)
-    previous_int = signal.getsignal(signal.SIGINT)
+    stop = _StopRequest()
+    previous_term = signal.signal(signal.SIGTERM, stop)
+    previous_int = signal.signal(signal.SIGINT, stop)
     progress = tqdm(
         total=total_steps * pairs_per_step, initial=step * pairs_per_step, unit="pair", unit_scale=True,
         dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, smoothing=0.1,
@@ -236,6 +247,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             epoch_end = (meta["epoch"] + 1) * steps_per_epoch
             shown_loss = None
             while step < epoch_end:
+                if stop.signal_name:
+                    raise _Interrupted(stop.signal_name)
                 state, loss = dispatch(state, train_images, tables)
                 step += spd
                 progress.update(spd * pairs_per_step)
@@ -282,18 +295,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 + (" (best)" if improved else f" (best {100 * meta['best_accuracy']:.1f}% at epoch {meta['best_epoch']})")
             )
             stopped_early = meta["epochs_without_improvement"] >= config.patience
-    except (_Interrupted, KeyboardInterrupt) as why:
-        # A second Ctrl-C or SIGTERM must not cut the save short.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except _Interrupted as why:
         progress.close()
-        try:
-            checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
-            saved = f"saved step {step}"
-        except RuntimeError:  # The signal landed while the state's buffers were handed to a step.
-            saved = f"kept the checkpoint of step {checkpoints.latest.latest_step()}"
+        checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
         checkpoints.close()
-        raise UserError(f"interrupted ({why or 'Ctrl-C'}); {saved}. Run the same command to resume") from None
+        raise UserError(f"interrupted ({why}); saved step {step}. Run the same command to resume") from None
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGINT, previous_int)

@@ -44,7 +44,7 @@ def test_training_writes_metrics_checkpoints_and_eval(trained):
     records = _metrics(workdir)
     assert [r["epoch"] for r in records] == [1, 2]
     assert {"train_loss", "val_verification_accuracy", "val_one_shot_accuracy", "hyperparameters", "wall_time"} <= set(records[0])
-    assert set(records[0]["hyperparameters"]) == {"conv_0", "conv_1", "embed", "alpha"}
+    assert set(records[0]["hyperparameters"]) == {"conv_0", "norm_0", "conv_1", "norm_1", "embed", "alpha"}
     assert records[1]["step"] == 6
     saved = json.loads((workdir / "eval.json").read_text())
     assert saved == json.loads(json.dumps(result))
