@@ -340,6 +340,8 @@ def main(argv):
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except UserError as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # Before or after the training loop, which handles its own.
+        sys.exit("error: interrupted outside training; checkpoints already written are kept")
 
 
 if __name__ == "__main__":
