@@ -47,7 +47,7 @@ def jax_setup(config):
     import jax
     import jax.numpy as jnp
 
-    from siamese_jax import optim, train
+    from siamese_jax import evaluation, optim, train
     from siamese_jax.models import build_model, init_params
 
     tables, num_images = synthetic_tables()
@@ -58,15 +58,12 @@ def jax_setup(config):
     params = init_params(model, jax.random.PRNGKey(1), size)
     layers = optim.layer_names(params)
     optimizer = optim.create_optimizer(config, params, steps_per_epoch=1000)
-    state = {
-        "step": jnp.zeros([], jnp.int32), "params": params, "opt_state": optimizer.init(params),
-        "rng": jax.random.PRNGKey(2), "loss_sum": jnp.zeros([]), "loss_count": jnp.zeros([], jnp.int32),
-    }
+    state = train.initial_state(params, optimizer, config.seed)
     step = train.make_train_step(model, optimizer, sampler, config, optim.per_layer(config.l2, layers, "l2"))
     flops = jax.jit(step).lower(state, images, tables).compile().cost_analysis()
     flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
     dispatch = train.make_dispatch(step, 1)
-    embed = jax.jit(lambda p, x: model.apply({"params": p}, x.astype(jnp.float32) / 255, method=model.embed))
+    embed = evaluation.embed_fn(model)
     return dispatch, state, images, tables, pairs_per_step, flops, (embed, params, images[:256])
 
 

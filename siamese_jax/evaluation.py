@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -51,18 +52,23 @@ def make_eval_set(ink: np.ndarray, image_size: int, trials: Trials | None = None
 
 def encode(model: SiameseNet, params, images: np.ndarray, batch_size: int) -> jax.Array:
     """Embeddings [M, D] of uint8 images [M, S, S], in fixed-size batches (one compilation)."""
-    embed = _embed_fn(model)
+    embed = embed_fn(model)
     count = len(images)
     padded = np.concatenate([images, np.zeros((-count % batch_size, *images.shape[1:]), images.dtype)])
     chunks = [embed(params, jnp.asarray(padded[i : i + batch_size])) for i in range(0, len(padded), batch_size)]
     return jnp.concatenate(chunks)[:count]
 
 
-def _embed_fn(model: SiameseNet):
+# The jitted functions are built once per model (linen modules hash by their fields): a fresh
+# jax.jit per call would trace and compile again at every epoch's validation.
+@functools.lru_cache(maxsize=8)
+def embed_fn(model: SiameseNet):
+    """Jitted (params, uint8 images [B, S, S]) -> embeddings [B, D]."""
     return jax.jit(lambda params, x: model.apply({"params": params}, to_float(x), method=SiameseNet.embed))
 
 
-def _score_fn(model: SiameseNet):
+@functools.lru_cache(maxsize=8)
+def _trial_score_fn(model: SiameseNet):
     @jax.jit
     def score(params, embeddings, query, support):
         h_query = embeddings[query][:, None, None, :]  # [T, 1, 1, D]
@@ -74,7 +80,7 @@ def _score_fn(model: SiameseNet):
 
 def trial_probabilities(model: SiameseNet, params, embeddings: jax.Array, trials: Trials) -> np.ndarray:
     """Probability [T, N] that each trial's query matches each support class."""
-    score = _score_fn(model)
+    score = _trial_score_fn(model)
     count = len(trials.query)
     pad = -count % TRIAL_CHUNK
     query = np.concatenate([trials.query, np.zeros(pad, np.int32)])
@@ -88,10 +94,14 @@ def trial_probabilities(model: SiameseNet, params, embeddings: jax.Array, trials
 
 def pair_probabilities(model: SiameseNet, params, embeddings: jax.Array, pairs: Pairs) -> np.ndarray:
     """Probability [P] that each pair shows one class."""
-    score = jax.jit(
+    return np.asarray(_pair_score_fn(model)(params, embeddings, jnp.asarray(pairs.left), jnp.asarray(pairs.right)))
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_score_fn(model: SiameseNet):
+    return jax.jit(
         lambda p, e, a, b: jax.nn.sigmoid(model.apply({"params": p}, e[a], e[b], method=SiameseNet.score))
     )
-    return np.asarray(score(params, embeddings, jnp.asarray(pairs.left), jnp.asarray(pairs.right)))
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:

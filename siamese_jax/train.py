@@ -95,6 +95,18 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
     return step
 
 
+def initial_state(params, optimizer: optax.GradientTransformation, seed: int) -> dict:
+    """The training state before the first step: the pytree that steps carry and checkpoints hold."""
+    return {
+        "step": jnp.zeros([], jnp.int32),
+        "params": params,
+        "opt_state": optimizer.init(params),
+        "rng": jax.random.PRNGKey(seed + 1),
+        "loss_sum": jnp.zeros([], jnp.float32),
+        "loss_count": jnp.zeros([], jnp.int32),
+    }
+
+
 def make_dispatch(step, steps_per_dispatch: int):
     """Jits `steps_per_dispatch` steps as one call (lax.scan when more than one)."""
     if steps_per_dispatch == 1:
@@ -205,14 +217,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     spd = config.steps_per_dispatch
     steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / pairs_per_step / spd)) * spd
     optimizer = optim.create_optimizer(config, params, steps_per_epoch)
-    state = {
-        "step": jnp.zeros([], jnp.int32),
-        "params": params,
-        "opt_state": optimizer.init(params),
-        "rng": jax.random.PRNGKey(config.seed + 1),
-        "loss_sum": jnp.zeros([], jnp.float32),
-        "loss_count": jnp.zeros([], jnp.int32),
-    }
+    state = initial_state(params, optimizer, config.seed)
     meta = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "epochs_without_improvement": 0, "wall_time": 0.0}
 
     checkpoints = Checkpoints(workdir)
