@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Identity value of each component, in the order sample_affine_params returns them.
 COMPONENTS = ("rotation", "shear_x", "shear_y", "scale_x", "scale_y", "translate_x", "translate_y")
-IDENTITY = jnp.array([0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+# A host constant: a device array here would start the backend at import, before a
+# multi-process run can call jax.distributed.initialize().
+IDENTITY = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0], np.float32)
 
 
 def sample_affine_params(key: jax.Array, config, image_size: int) -> jax.Array:

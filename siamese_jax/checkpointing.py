@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
-def _manager(directory: str, items: tuple[str, ...]) -> ocp.CheckpointManager:
-    """A manager keeping one checkpoint; orbax writes to a temporary folder and renames it when complete."""
+def _manager(directory: epath.Path, tree_item: str) -> ocp.CheckpointManager:
+    """A manager of one checkpoint holding a pytree item and a JSON "meta" item.
+
+    Orbax writes to a temporary folder and renames it when complete. The handlers are named up
+    front so that metadata can be read before anything is restored.
+    """
     options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=items)
+    handlers = {tree_item: ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    if "://" not in str(directory):  # Orbax wants absolute local paths; bucket URLs already are.
+        directory = directory.absolute()
+    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
 def _abstract(tree):
-    """Shapes and dtypes of a tree, the target orbax restores into."""
+    """Shapes, dtypes and shardings of a tree: the target orbax restores into, on today's devices."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
@@ -24,9 +31,9 @@ class Checkpoints:
     """WORKDIR/checkpoints/latest (state + meta) and WORKDIR/checkpoints/best (params + meta)."""
 
     def __init__(self, workdir: str):
-        root = os.path.join(workdir, "checkpoints")
-        self.latest = _manager(os.path.join(root, "latest"), ("state", "meta"))
-        self.best = _manager(os.path.join(root, "best"), ("params", "meta"))
+        root = epath.Path(workdir) / "checkpoints"
+        self.latest = _manager(root / "latest", "state")
+        self.best = _manager(root / "best", "params")
 
     @staticmethod
     def _save(manager: ocp.CheckpointManager, step: int, name: str, tree, meta: dict) -> None:
@@ -74,7 +81,10 @@ class Checkpoints:
         return restored["state"], restored["meta"]
 
     def restore_params(self, which: str, like):
-        """Parameters from the 'best' checkpoint or the 'latest' state, shaped like `like`, or None."""
+        """Parameters from the 'best' checkpoint or the 'latest' state, laid out like `like`, or None.
+
+        `like` holds arrays or ShapeDtypeStructs with shardings: the devices to restore onto.
+        """
         if which == "best":
             step = self.best.latest_step()
             if step is None:
@@ -85,7 +95,16 @@ class Checkpoints:
         step = self.latest.latest_step()
         if step is None:
             return None
-        state = self.latest.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        # The whole state is read (orbax restores whole items), laid out like `like`'s parameters,
+        # whatever device count wrote it.
+        metadata = self.latest.item_metadata(step)["state"]
+        sharding = jax.tree.leaves(like)[0].sharding
+        target = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+            getattr(metadata, "tree", metadata),
+            is_leaf=lambda node: isinstance(node, ocp.metadata.ArrayMetadata),
+        )
+        state = self.latest.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
         return jax.tree.map(lambda _, x: x, like, state["params"])
 
     def close(self) -> None:

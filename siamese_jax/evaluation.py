@@ -6,17 +6,20 @@ import dataclasses
 import functools
 import json
 import math
-import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
+from jax.sharding import Mesh
 
+from siamese_jax import distributed
 from siamese_jax.data.images import to_float, to_model_input
 from siamese_jax.data.omniglot import Omniglot, load_runs
 from siamese_jax.errors import DataError
+from siamese_jax.files import write_atomically
 from siamese_jax.models import SiameseNet, build_model, init_params
 from siamese_jax.tasks import Pairs, Trials, random_pairs, random_trials, runs_trials
 
@@ -50,21 +53,40 @@ def make_eval_set(ink: np.ndarray, image_size: int, trials: Trials | None = None
     )
 
 
-def encode(model: SiameseNet, params, images: np.ndarray, batch_size: int) -> jax.Array:
-    """Embeddings [M, D] of uint8 images [M, S, S], in fixed-size batches (one compilation)."""
-    embed = embed_fn(model)
+def encode(model: SiameseNet, params, images: np.ndarray, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
+    """Embeddings [M, D] of uint8 images [M, S, S], in fixed-size batches split over the mesh's devices.
+
+    The batch size is rounded up to a multiple of the device count; the embeddings come back
+    replicated on every device. `mesh` defaults to every device.
+    """
+    mesh = mesh or distributed.data_mesh()
+    batch_size = -(-batch_size // mesh.size) * mesh.size
+    embed = embed_fn(model, mesh)
+    params = distributed.put(params, distributed.replicated(mesh))
+    split = distributed.batch_sharded(mesh)
     count = len(images)
     padded = np.concatenate([images, np.zeros((-count % batch_size, *images.shape[1:]), images.dtype)])
-    chunks = [embed(params, jnp.asarray(padded[i : i + batch_size])) for i in range(0, len(padded), batch_size)]
+    chunks = [
+        embed(params, distributed.put(padded[i : i + batch_size], split)) for i in range(0, len(padded), batch_size)
+    ]
     return jnp.concatenate(chunks)[:count]
 
 
-# The jitted functions are built once per model (linen modules hash by their fields): a fresh
-# jax.jit per call would trace and compile again at every epoch's validation.
+# The jitted functions are built once per model and mesh (linen modules hash by their fields):
+# a fresh jax.jit per call would trace and compile again at every epoch's validation.
 @functools.lru_cache(maxsize=8)
-def embed_fn(model: SiameseNet):
-    """Jitted (params, uint8 images [B, S, S]) -> embeddings [B, D]."""
-    return jax.jit(lambda params, x: model.apply({"params": params}, to_float(x), method=SiameseNet.embed))
+def embed_fn(model: SiameseNet, mesh: Mesh | None = None):
+    """Jitted (params, uint8 images [B, S, S]) -> embeddings [B, D], replicated over `mesh` if given."""
+    return jax.jit(
+        lambda params, x: model.apply({"params": params}, to_float(x), method=SiameseNet.embed),
+        out_shardings=distributed.replicated(mesh) if mesh is not None else None,
+    )
+
+
+def _replicated_inputs(mesh: Mesh | None, *trees):
+    """Host or device values as arrays replicated over `mesh` (default: every device)."""
+    where = distributed.replicated(mesh or distributed.data_mesh())
+    return tuple(distributed.put(tree, where) for tree in trees)
 
 
 @functools.lru_cache(maxsize=8)
@@ -78,23 +100,26 @@ def _trial_score_fn(model: SiameseNet):
     return score
 
 
-def trial_probabilities(model: SiameseNet, params, embeddings: jax.Array, trials: Trials) -> np.ndarray:
+def trial_probabilities(model: SiameseNet, params, embeddings: jax.Array, trials: Trials,
+                        mesh: Mesh | None = None) -> np.ndarray:
     """Probability [T, N] that each trial's query matches each support class."""
     score = _trial_score_fn(model)
     count = len(trials.query)
     pad = -count % TRIAL_CHUNK
     query = np.concatenate([trials.query, np.zeros(pad, np.int32)])
     support = np.concatenate([trials.support, np.zeros((pad, *trials.support.shape[1:]), np.int32)])
+    params, embeddings = _replicated_inputs(mesh, params, embeddings)
     out = [
-        score(params, embeddings, jnp.asarray(query[i : i + TRIAL_CHUNK]), jnp.asarray(support[i : i + TRIAL_CHUNK]))
+        score(params, embeddings, *_replicated_inputs(mesh, query[i : i + TRIAL_CHUNK], support[i : i + TRIAL_CHUNK]))
         for i in range(0, len(query), TRIAL_CHUNK)
     ]
-    return np.asarray(jnp.concatenate(out))[:count]
+    return np.concatenate([np.asarray(chunk) for chunk in out])[:count]
 
 
-def pair_probabilities(model: SiameseNet, params, embeddings: jax.Array, pairs: Pairs) -> np.ndarray:
+def pair_probabilities(model: SiameseNet, params, embeddings: jax.Array, pairs: Pairs,
+                       mesh: Mesh | None = None) -> np.ndarray:
     """Probability [P] that each pair shows one class."""
-    return np.asarray(_pair_score_fn(model)(params, embeddings, jnp.asarray(pairs.left), jnp.asarray(pairs.right)))
+    return np.asarray(_pair_score_fn(model)(*_replicated_inputs(mesh, params, embeddings, pairs.left, pairs.right)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -135,29 +160,32 @@ def one_shot_summary(probabilities: np.ndarray, trials: Trials, group_names=None
     return summary
 
 
-def evaluate_one_shot(model, params, eval_set: EvalSet, batch_size: int, group_names=None) -> dict:
+def evaluate_one_shot(model, params, eval_set: EvalSet, batch_size: int, group_names=None,
+                      mesh: Mesh | None = None) -> dict:
     """One-shot summary of an EvalSet's trials."""
-    embeddings = encode(model, params, eval_set.images, batch_size)
-    return one_shot_summary(trial_probabilities(model, params, embeddings, eval_set.trials), eval_set.trials, group_names)
+    embeddings = encode(model, params, eval_set.images, batch_size, mesh)
+    probabilities = trial_probabilities(model, params, embeddings, eval_set.trials, mesh)
+    return one_shot_summary(probabilities, eval_set.trials, group_names)
 
 
 class Validator:
     """The fixed validation trials and pairs of a config, encoded together after each epoch."""
 
-    def __init__(self, dataset: Omniglot, config):
+    def __init__(self, dataset: Omniglot, config, mesh: Mesh | None = None):
         v = config.validation
         indices = dataset.select(v.set, v.alphabets, v.drawers)
         trials = random_trials(indices, dataset.alphabet, dataset.character, v.way, 1, v.one_shot_trials, v.seed)
         pairs = random_pairs(indices, dataset.alphabet, dataset.character, v.verification_pairs, v.seed + 1)
         self.eval_set = make_eval_set(dataset.images, config.image_size, trials, pairs)
         self.batch_size = config.eval_batch_size
+        self.mesh = mesh
 
     def __call__(self, model, params) -> dict:
         """Validation one-shot accuracy and verification accuracy (threshold 0.5)."""
-        embeddings = encode(model, params, self.eval_set.images, self.batch_size)
+        embeddings = encode(model, params, self.eval_set.images, self.batch_size, self.mesh)
         trials, pairs = self.eval_set.trials, self.eval_set.pairs
-        one_shot = one_shot_summary(trial_probabilities(model, params, embeddings, trials), trials)
-        verified = (pair_probabilities(model, params, embeddings, pairs) > 0.5) == pairs.same
+        one_shot = one_shot_summary(trial_probabilities(model, params, embeddings, trials, self.mesh), trials)
+        verified = (pair_probabilities(model, params, embeddings, pairs, self.mesh) > 0.5) == pairs.same
         return {
             "one_shot_accuracy": one_shot["accuracy"],
             "one_shot_trials": one_shot["trials"],
@@ -166,11 +194,13 @@ class Validator:
         }
 
 
-def evaluate_all(model, params, config, dataset: Omniglot, runs_path: str | Path) -> dict:
+def evaluate_all(model, params, config, dataset: Omniglot, runs_path: str | Path, mesh: Mesh | None = None) -> dict:
     """Everything the evaluate command reports: official runs, random test tasks, validation."""
     runs = load_runs(runs_path)
     runs_set = make_eval_set(runs.images, config.image_size, runs_trials(runs))
-    result = {"runs": {"path": str(runs_path), **evaluate_one_shot(model, params, runs_set, config.eval_batch_size, runs.names)}}
+    result = {"runs": {
+        "path": str(runs_path), **evaluate_one_shot(model, params, runs_set, config.eval_batch_size, runs.names, mesh)
+    }}
     t = config.test
     indices = dataset.select(t.set, t.alphabets, t.drawers)
     tasks = random_trials(indices, dataset.alphabet, dataset.character, t.way, t.shots, t.tasks, t.seed)
@@ -180,9 +210,9 @@ def evaluate_all(model, params, config, dataset: Omniglot, runs_path: str | Path
         "shots": t.shots,
         "alphabets": list(t.alphabets),
         "drawers": list(t.drawers),
-        **evaluate_one_shot(model, params, tasks_set, config.eval_batch_size),
+        **evaluate_one_shot(model, params, tasks_set, config.eval_batch_size, mesh=mesh),
     }
-    result["validation"] = Validator(dataset, config)(model, params)
+    result["validation"] = Validator(dataset, config, mesh)(model, params)
     return result
 
 
@@ -210,18 +240,23 @@ def format_table(result: dict) -> str:
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a training run saved in its workdir."""
-    path = Path(workdir) / "config.json"
+    path = epath.Path(workdir) / "config.json"
     if not path.exists():
         raise DataError(f"{path} not found: --workdir must be a directory written by siamese_jax.train")
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def restore_model(workdir: str, config, which: str):
-    """The model of a workdir and its 'best' or 'latest' parameters."""
+def restore_model(workdir: str, config, which: str, mesh: Mesh | None = None):
+    """The model of a workdir and its 'best' or 'latest' parameters, replicated over `mesh` (default: all devices).
+
+    Checkpoints written with any device count restore onto any other.
+    """
     from siamese_jax.checkpointing import Checkpoints  # Deferred: orbax is slow to import.
 
     model = build_model(config.model)
-    like = init_params(model, jax.random.PRNGKey(0), config.image_size)
+    like = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), config.image_size))
+    where = distributed.replicated(mesh or distributed.data_mesh())
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), like)
     checkpoints = Checkpoints(workdir)
     params = checkpoints.restore_params(which, like)
     checkpoints.close()
@@ -230,12 +265,10 @@ def restore_model(workdir: str, config, which: str):
     return model, params
 
 
-def write_json(result: dict, path: str | Path) -> None:
+def write_json(result: dict, path: epath.PathLike) -> None:
     """Writes a result atomically."""
-    path = Path(path)
+    path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(result, indent=2) + "\n")
 
 

@@ -13,16 +13,18 @@ from pathlib import Path
 import jax
 
 
-def device_description() -> str:
-    """The JAX devices and the host's processor, e.g. 'cpu:cpu x1; host AMD EPYC, 2 cores'."""
+def device_description(num_devices: int | None = None) -> str:
+    """The devices used (default: all) and the host's processor, e.g. 'cpu:cpu x1; host AMD EPYC, 2 cores'."""
     device = jax.devices()[0]
+    count = jax.device_count() if num_devices is None else num_devices
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{device.platform}:{device.device_kind} x{jax.device_count()}; host {cpu}, {os.cpu_count()} cores"
+    return f"{device.platform}:{device.device_kind} x{count}{processes}; host {cpu}, {os.cpu_count()} cores"
 
 
 def git_commit() -> str | None:
@@ -36,12 +38,12 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def provenance() -> dict:
-    """The record stored with every result."""
+def provenance(num_devices: int | None = None) -> dict:
+    """The record stored with every result; `num_devices` used (default: all)."""
     return {
         "command": command_line(),
         "commit": git_commit(),
-        "device": device_description(),
+        "device": device_description(num_devices),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "jax_version": jax.__version__,
     }

@@ -2,7 +2,9 @@
 
     python -m siamese_jax.train --config=configs/omniglot.py --workdir=runs/omniglot
 
-Starting again with the same workdir resumes from the latest checkpoint.
+Starting again with the same workdir resumes from the latest checkpoint. Training is data parallel
+over every visible device; several processes (hosts) join with --coordinator_address,
+--num_processes and --process_id, or --distributed on TPU pods and Slurm (see launch/).
 """
 
 from __future__ import annotations
@@ -10,25 +12,26 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import signal
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 from absl import app, flags, logging
+from etils import epath
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from siamese_jax import augment, evaluation, losses, optim, sampling
+from siamese_jax import augment, distributed, evaluation, losses, optim, sampling
 from siamese_jax.checkpointing import Checkpoints
 from siamese_jax.data.images import to_float, to_model_input
 from siamese_jax.data.omniglot import load_omniglot, locate_runs
 from siamese_jax.errors import ConfigError, UserError
+from siamese_jax.files import write_atomically
 from siamese_jax.models import SiameseNet, build_model, init_params
 from siamese_jax.provenance import provenance
 
@@ -53,20 +56,30 @@ def make_sampler(config, tables: sampling.SamplingTables):
     raise ConfigError(f"config.sampling must be 'pairs' or 'groups', got {config.sampling!r}")
 
 
-def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, config, l2: dict):
-    """One training step, state -> (state, loss): sample, distort, encode, score, update, on the device."""
+def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, config, l2: dict,
+                    mesh: Mesh | None = None):
+    """One training step, state -> (state, loss): sample, distort, encode, score, update, on the device.
+
+    With a mesh, each device gathers, distorts and encodes its slice of the batch's images; the
+    random draws do not depend on the slicing, so any device count follows the same trajectory.
+    """
     # Plain values, so the step closes over constants and no ConfigDict lookups are traced.
     distortion = SimpleNamespace(**config.augment.to_dict())
     balanced = bool(config.balanced_loss)
     ranking_weight = float(config.ranking_loss_weight)
+    split_batch = distributed.batch_sharded(mesh) if mesh is not None else None
+
+    def on_slices(x):
+        return x if split_batch is None else jax.lax.with_sharding_constraint(x, split_batch)
 
     def step(state, train_images, tables):
         key = jax.random.fold_in(state["rng"], state["step"])
         sample_key, augment_key = jax.random.split(key)
         batch = sampler(sample_key, tables)
-        images = to_float(train_images[batch.images])
+        images = to_float(train_images[on_slices(batch.images)])
         if distortion.enabled:
             images = augment.augment_batch(augment_key, images, distortion)
+        images = on_slices(images)
 
         def loss_fn(params):
             embeddings = model.apply({"params": params}, images, method=SiameseNet.embed)
@@ -107,10 +120,14 @@ def initial_state(params, optimizer: optax.GradientTransformation, seed: int) ->
     }
 
 
-def make_dispatch(step, steps_per_dispatch: int):
-    """Jits `steps_per_dispatch` steps as one call (lax.scan when more than one)."""
+def make_dispatch(step, steps_per_dispatch: int, mesh: Mesh | None = None):
+    """Jits `steps_per_dispatch` steps as one call (lax.scan when more than one).
+
+    With a mesh, the returned state and loss are replicated over it.
+    """
+    out_shardings = distributed.replicated(mesh) if mesh is not None else None
     if steps_per_dispatch == 1:
-        return jax.jit(step, donate_argnums=0)
+        return jax.jit(step, donate_argnums=0, out_shardings=out_shardings)
 
     def many(state, train_images, tables):
         state, step_losses = jax.lax.scan(
@@ -118,30 +135,31 @@ def make_dispatch(step, steps_per_dispatch: int):
         )
         return state, step_losses[-1]
 
-    return jax.jit(many, donate_argnums=0)
+    return jax.jit(many, donate_argnums=0, out_shardings=out_shardings)
 
 
-def validate_config(config) -> None:
-    """Rejects values that cannot work, before any data is loaded."""
+def validate_config(config, num_devices: int) -> None:
+    """Rejects values that cannot work on `num_devices` devices, before any data is loaded."""
     for name in ("batch_size", "pairs_per_epoch", "num_epochs", "steps_per_dispatch", "eval_batch_size",
                  "log_every_steps", "checkpoint_every_steps"):
         value = config[name]
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"config.{name} must be a positive integer, got {value!r}")
-    if config.batch_size % jax.device_count():
+    if config.batch_size % num_devices:
         raise ConfigError(
-            f"config.batch_size={config.batch_size} is not divisible by the {jax.device_count()} devices"
+            f"config.batch_size={config.batch_size} is not divisible by the {num_devices} devices: each "
+            f"device takes an equal slice of the batch, so use a multiple of {num_devices}"
         )
     if config.optimizer not in ("sgd_paper", "adam"):
         raise ConfigError(f"config.optimizer must be 'sgd_paper' or 'adam', got {config.optimizer!r}")
 
 
-def prepare_workdir(workdir: str, config) -> None:
+def prepare_workdir(workdir: str, config, save_config: bool = True) -> None:
     """Creates the workdir, checks it is writable and that its checkpoints fit this model; saves the config."""
-    path = Path(workdir)
+    path = epath.Path(workdir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_test"
+        probe = path / f".write_test.{jax.process_index()}"
         probe.write_text("")
         probe.unlink()
     except OSError as error:
@@ -156,12 +174,11 @@ def prepare_workdir(workdir: str, config) -> None:
                 f"{workdir} holds checkpoints of a different model ({', '.join(changed)} differ from this "
                 "config): pass a new --workdir, or delete that one to start over"
             )
-    tmp = path / "config.json.tmp"
-    tmp.write_text(config.to_json(indent=2) + "\n")
-    os.replace(tmp, saved_path)
+    if save_config:
+        write_atomically(saved_path, config.to_json(indent=2) + "\n")
 
 
-def read_metrics(path: Path, up_to_epoch: int) -> list[dict]:
+def read_metrics(path: epath.Path, up_to_epoch: int) -> list[dict]:
     """metrics.jsonl records of epochs 1..up_to_epoch (later ones belong to work being redone)."""
     if not path.exists():
         return []
@@ -169,11 +186,9 @@ def read_metrics(path: Path, up_to_epoch: int) -> list[dict]:
     return [r for r in records if r["epoch"] <= up_to_epoch]
 
 
-def write_metrics(path: Path, records: list[dict]) -> None:
+def write_metrics(path: epath.Path, records: list[dict]) -> None:
     """Rewrites metrics.jsonl atomically."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    write_atomically(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 class _StopRequest:
@@ -195,11 +210,18 @@ class _Interrupted(Exception):
     """Raised by the training loop, at a step boundary, once a stop was requested."""
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains (resuming from WORKDIR if possible), then evaluates the best checkpoint into WORKDIR/eval.json."""
-    validate_config(config)
-    prepare_workdir(workdir, config)
-    workdir_path = Path(workdir)
+def train_and_evaluate(config, workdir: str, devices=None) -> dict:
+    """Trains (resuming from WORKDIR if possible), then evaluates the best checkpoint into WORKDIR/eval.json.
+
+    Data parallel over `devices` (default: every device of every process). With several
+    processes, every process runs this; only process 0 prints and writes metrics and results.
+    """
+    mesh = distributed.data_mesh(devices)
+    everywhere = distributed.replicated(mesh)
+    primary = distributed.is_primary()
+    validate_config(config, mesh.size)
+    prepare_workdir(workdir, config, save_config=primary)
+    workdir_path = epath.Path(workdir)
 
     dataset = load_omniglot(config.data_dir or None, config.cache_dir or None)
     runs_path = locate_runs(config.data_dir or None)
@@ -207,8 +229,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     train_ids = dataset.select(t.set, t.alphabets, t.drawers)
     tables = sampling.build_tables(dataset.alphabet[train_ids], dataset.character[train_ids])
     sampler, pairs_per_step = make_sampler(config, tables)
-    train_images = jnp.asarray(to_model_input(dataset.images[train_ids], config.image_size))
-    validator = evaluation.Validator(dataset, config)
+    tables = distributed.put(tables, everywhere)
+    train_images = distributed.put(to_model_input(dataset.images[train_ids], config.image_size), everywhere)
+    validator = evaluation.Validator(dataset, config, mesh)
 
     model = build_model(config.model)
     params = init_params(model, jax.random.PRNGKey(config.seed), config.image_size)
@@ -217,7 +240,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     spd = config.steps_per_dispatch
     steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / pairs_per_step / spd)) * spd
     optimizer = optim.create_optimizer(config, params, steps_per_epoch)
-    state = initial_state(params, optimizer, config.seed)
+    state = distributed.put(initial_state(params, optimizer, config.seed), everywhere)
     meta = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "epochs_without_improvement": 0, "wall_time": 0.0}
 
     checkpoints = Checkpoints(workdir)
@@ -230,12 +253,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ) from None
     if restored is not None:
         state, meta = restored
-        print(f"resuming from step {int(state['step'])} (epoch {meta['epoch']} done) in {workdir}", flush=True)
+        if primary:
+            print(f"resuming from step {int(state['step'])} (epoch {meta['epoch']} done) in {workdir}", flush=True)
     metrics_path = workdir_path / "metrics.jsonl"
     history = read_metrics(metrics_path, meta["epoch"])
-    write_metrics(metrics_path, history)
+    if primary:
+        write_metrics(metrics_path, history)
 
-    dispatch = make_dispatch(make_train_step(model, optimizer, sampler, config, l2), spd)
+    dispatch = make_dispatch(make_train_step(model, optimizer, sampler, config, l2, mesh), spd, mesh)
     total_steps = config.num_epochs * steps_per_epoch
     step = int(state["step"])
     stopped_early = meta["epochs_without_improvement"] >= config.patience
@@ -244,7 +269,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     previous_int = signal.signal(signal.SIGINT, stop)
     progress = tqdm(
         total=total_steps * pairs_per_step, initial=step * pairs_per_step, unit="pair", unit_scale=True,
-        dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, smoothing=0.1,
+        dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, smoothing=0.1, disable=not primary,
     )
     started = time.time() - meta["wall_time"]
     try:
@@ -290,15 +315,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 "wall_time": meta["wall_time"],
             }
             history.append(record)
-            write_metrics(metrics_path, history)
+            if primary:
+                write_metrics(metrics_path, history)
             if improved:
                 checkpoints.save_best(step, state["params"], dict(meta, val=scores))
             checkpoints.save_latest(step, state, meta)
-            progress.write(
-                f"epoch {epoch}: train loss {train_loss:.4f}, val one-shot {100 * scores['one_shot_accuracy']:.1f}%, "
-                f"val verification {100 * scores['verification_accuracy']:.1f}%"
-                + (" (best)" if improved else f" (best {100 * meta['best_accuracy']:.1f}% at epoch {meta['best_epoch']})")
-            )
+            if primary:
+                progress.write(
+                    f"epoch {epoch}: train loss {train_loss:.4f}, val one-shot "
+                    f"{100 * scores['one_shot_accuracy']:.1f}%, val verification {100 * scores['verification_accuracy']:.1f}%"
+                    + (" (best)" if improved else f" (best {100 * meta['best_accuracy']:.1f}% at epoch {meta['best_epoch']})")
+                )
             stopped_early = meta["epochs_without_improvement"] >= config.patience
     except _Interrupted as why:
         progress.close()
@@ -310,19 +337,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
         signal.signal(signal.SIGINT, previous_int)
         progress.close()
     checkpoints.close()
-    if stopped_early:
+    if stopped_early and primary:
         print(f"stopped early: no better validation one-shot accuracy for {config.patience} epochs", flush=True)
 
-    model, best_params = evaluation.restore_model(workdir, config, "best")
+    model, best_params = evaluation.restore_model(workdir, config, "best", mesh)
     result = {
         "checkpoint": "best",
-        **evaluation.evaluate_all(model, best_params, config, dataset, runs_path),
+        **evaluation.evaluate_all(model, best_params, config, dataset, runs_path, mesh),
         "training": {"epochs": meta["epoch"], "best_epoch": meta["best_epoch"], "steps": step,
                      "pairs": step * pairs_per_step, "wall_time_s": meta["wall_time"]},
-        "provenance": provenance(),
+        "provenance": provenance(mesh.size),
     }
-    evaluation.write_json(result, workdir_path / "eval.json")
-    print(evaluation.format_table(result), flush=True)
+    if primary:
+        evaluation.write_json(result, workdir_path / "eval.json")
+        print(evaluation.format_table(result), flush=True)
     return result
 
 
@@ -332,7 +360,15 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The command's flags; defined only when run as a command, so the module imports anywhere."""
     config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/omniglot.py.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and eval.json; reused to resume.")
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and eval.json; reused to resume. "
+                        "With several hosts it must be shared by all (NFS, or gs:// on TPU VMs).")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 in a multi-process run; needs "
+                        "--num_processes and --process_id too (see launch/).")
+    flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
+    flags.DEFINE_integer("process_id", None, "This process's index in [0, --num_processes).")
+    flags.DEFINE_bool("distributed", False, "Join a multi-process run that JAX detects by itself (TPU pod "
+                      "slices, Slurm jobs) without --coordinator_address.")
+    flags.DEFINE_integer("distributed_timeout", 300, "Seconds to wait for every process to join before giving up.")
 
 
 def main(argv):
@@ -342,6 +378,8 @@ def main(argv):
     if FLAGS.config is None or not FLAGS.workdir:
         sys.exit("error: --config=FILE and --workdir=DIR are both required")
     try:
+        distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                               auto=FLAGS.distributed, timeout_s=FLAGS.distributed_timeout)
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except UserError as error:
         sys.exit(f"error: {error}")

@@ -10,6 +10,12 @@ import pytest
 
 from tests import synthetic
 
+# Every test process sees 8 CPU devices, so training and evaluation run data parallel throughout;
+# tests that want fewer pass devices=jax.devices()[:n]. Set before JAX starts its backend.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+NUM_TEST_DEVICES = 8
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -61,6 +67,18 @@ def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def tiny_config_file(path: Path, data_dir: Path, cache_dir: Path, **overrides) -> Path:
+    """Writes a config file whose get_config() is tiny_config(...), for runs in a subprocess."""
+    path.write_text(
+        "import sys\nfrom pathlib import Path\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from tests.conftest import tiny_config\n\n\n"
+        "def get_config():\n"
+        f"    return tiny_config(Path({str(data_dir)!r}), Path({str(cache_dir)!r}), **{overrides!r})\n"
+    )
+    return path
 
 
 @pytest.fixture

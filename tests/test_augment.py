@@ -19,7 +19,7 @@ def test_identity_transform_returns_image():
 
 def test_translation_moves_pixels():
     image = jnp.zeros((11, 11)).at[5, 5].set(1.0)
-    params = augment.IDENTITY.at[5].set(2.0).at[6].set(-1.0)  # 2 px right, 1 px up.
+    params = jnp.asarray(augment.IDENTITY).at[5].set(2.0).at[6].set(-1.0)  # 2 px right, 1 px up.
     out = augment.warp(image, *augment.affine_matrix(params))
     assert out[4, 7] == pytest.approx(1.0) and float(out.sum()) == pytest.approx(1.0)
 

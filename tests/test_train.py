@@ -16,7 +16,7 @@ from siamese_jax import train
 from siamese_jax.checkpointing import Checkpoints
 from siamese_jax.errors import DataError, UserError
 from siamese_jax.models import build_model, init_params
-from tests.conftest import REPO, load_config, tiny_config
+from tests.conftest import REPO, load_config, tiny_config, tiny_config_file
 
 
 def _metrics(workdir):
@@ -60,8 +60,8 @@ def test_crash_and_resume_matches_uninterrupted_run(trained, monkeypatch, tmp_pa
     config, reference_dir, _ = trained
     real_make_dispatch = train.make_dispatch
 
-    def crashing_make_dispatch(step, steps_per_dispatch):
-        dispatch = real_make_dispatch(step, steps_per_dispatch)
+    def crashing_make_dispatch(*args):
+        dispatch = real_make_dispatch(*args)
         calls = {"n": 0}
 
         def crash_on_fifth(*args):
@@ -184,14 +184,7 @@ def test_tiny_run_on_real_omniglot(real_data_dir, cache_dir, tmp_path):
 
 
 def test_sigterm_saves_and_the_same_command_resumes(synthetic_data_dir, cache_dir, tmp_path):
-    config_file = tmp_path / "tiny.py"
-    config_file.write_text(
-        "import sys\nfrom pathlib import Path\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from tests.conftest import tiny_config\n\n\n"
-        "def get_config():\n"
-        f"    return tiny_config(Path({str(synthetic_data_dir)!r}), Path({str(cache_dir)!r}), num_epochs=3)\n"
-    )
+    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=3)
     workdir = tmp_path / "run"
     command = [sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={workdir}",
                "--config.num_epochs=400", "--config.patience=1000"]

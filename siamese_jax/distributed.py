@@ -1,0 +1,106 @@
+"""Devices and processes: joining a multi-process run, the data-parallel mesh, and global arrays.
+
+Training is data parallel with `jax.jit` over a one-axis mesh: parameters and optimiser state are
+replicated, the batch is split over the "data" axis, and XLA inserts the gradient all-reduce.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from siamese_jax.errors import ConfigError, UserError
+
+DATA_AXIS = "data"
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, auto: bool = False, timeout_s: int = 300) -> None:
+    """Joins a multi-process run (explicit coordinator, or auto-detected on TPU pods and Slurm).
+
+    Does nothing for a single process. Must run before anything touches a device.
+    """
+    explicit = (coordinator_address, num_processes, process_id)
+    if all(value is None for value in explicit) and not auto:
+        return
+    if any(value is not None for value in explicit):
+        if any(value is None for value in explicit):
+            raise ConfigError("--coordinator_address, --num_processes and --process_id go together: give all three")
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise ConfigError(f"--process_id={process_id} must lie in [0, --num_processes={num_processes})")
+    if timeout_s < 1:
+        raise ConfigError(f"--distributed_timeout must be a positive number of seconds, got {timeout_s}")
+    where = coordinator_address or "the auto-detected coordinator"
+    # XLA aborts the whole process with a C++ stack trace when the run does not form in time;
+    # this watchdog ends it first, with a message that says what to check.
+    watchdog = threading.Timer(timeout_s, _give_up, args=(
+        f"error: the multi-process run did not form within {timeout_s}s: process "
+        f"{'?' if process_id is None else process_id} could not meet all "
+        f"{'the' if num_processes is None else num_processes} processes at {where}. Start every "
+        "process with the same --coordinator_address (host:port of process 0, reachable from all "
+        "hosts) and --num_processes, each with its own --process_id; raise --distributed_timeout "
+        "if the hosts start slowly",
+    ))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                   initialization_timeout=timeout_s + 30)
+    except (RuntimeError, ValueError) as error:
+        raise UserError(f"cannot join the multi-process run at {where}: {error}") from None
+    finally:
+        watchdog.cancel()
+    if num_processes is not None and jax.process_count() != num_processes:
+        # Not an exception: a normal exit would wait at JAX's shutdown barrier for peers that
+        # are waiting for this process in turn.
+        _give_up(
+            f"error: this process was started with --num_processes={num_processes} but the run at {where} "
+            f"has {jax.process_count()} processes: give every process the same --num_processes"
+        )
+
+
+def _give_up(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def is_primary() -> bool:
+    """True on the one process that logs, writes metrics and reports (process 0)."""
+    return jax.process_index() == 0
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A one-axis mesh over `devices` (default: every device of every process)."""
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """The leading (batch) axis is split over the mesh's data axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def put(tree, sharding: NamedSharding):
+    """Places host values, identical on every process, as global arrays of `sharding`.
+
+    Arrays already laid out that way are returned as they are. Works with several processes,
+    where each process only fills the shards of its own devices.
+    """
+
+    def place(value):
+        if isinstance(value, jax.Array) and value.sharding.is_equivalent_to(sharding, value.ndim):
+            return value
+        host = np.asarray(value)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(place, tree)

@@ -1,0 +1,13 @@
+"""Workdir files on a local disk or in a bucket (gs://, as TPU pods share them), written atomically."""
+
+from __future__ import annotations
+
+from etils import epath
+
+
+def write_atomically(path: epath.PathLike, text: str) -> None:
+    """Writes text to a temporary file beside `path`, then renames it over `path`: never half-written."""
+    path = epath.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

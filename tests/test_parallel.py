@@ -1,0 +1,158 @@
+"""Data parallelism: the device count is an execution detail, and checkpoints move between counts."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from siamese_jax import distributed, train
+from siamese_jax.checkpointing import Checkpoints
+from siamese_jax.errors import ConfigError
+from siamese_jax.models import build_model, init_params
+from tests.conftest import NUM_TEST_DEVICES, REPO, tiny_config, tiny_config_file
+
+
+def _metrics(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _latest_params(workdir, config, devices):
+    like = init_params(build_model(config.model), jax.random.PRNGKey(0), config.image_size)
+    like = distributed.put(like, distributed.replicated(distributed.data_mesh(devices)))
+    checkpoints = Checkpoints(str(workdir))
+    params = checkpoints.restore_params("latest", like)
+    checkpoints.close()
+    return params
+
+
+@pytest.fixture(scope="module")
+def one_and_eight(synthetic_data_dir, cache_dir, tmp_path_factory):
+    """The same tiny run on 1 device and on 8: (config, workdir on 1, workdir on 8)."""
+    assert jax.device_count() == NUM_TEST_DEVICES
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3)
+    one, eight = tmp_path_factory.mktemp("one_device"), tmp_path_factory.mktemp("eight_devices")
+    train.train_and_evaluate(config, str(one), devices=jax.devices()[:1])
+    train.train_and_evaluate(config, str(eight))
+    return config, one, eight
+
+
+def test_eight_devices_follow_the_one_device_trajectory(one_and_eight):
+    config, one, eight = one_and_eight
+    on_one, on_eight = _metrics(one), _metrics(eight)
+    assert [r["step"] for r in on_one] == [r["step"] for r in on_eight] == [3, 6, 9]
+    for a, b in zip(on_one, on_eight):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_one_shot_accuracy"] == pytest.approx(b["val_one_shot_accuracy"], abs=1 / 40)
+    params_one = _latest_params(one, config, jax.devices()[:1])
+    params_eight = _latest_params(eight, config, jax.devices())
+    for x, y in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_eight)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=1e-5)
+    assert json.loads((eight / "eval.json").read_text())["provenance"]["device"].startswith("cpu:cpu x8")
+
+
+def test_checkpoints_restore_on_another_device_count(one_and_eight):
+    config, one, eight = one_and_eight
+    from_eight_on_one = _latest_params(eight, config, jax.devices()[:1])
+    from_one_on_eight = _latest_params(one, config, jax.devices())
+    leaf = jax.tree.leaves(from_eight_on_one)[0]
+    assert len(leaf.sharding.device_set) == 1
+    assert len(jax.tree.leaves(from_one_on_eight)[0].sharding.device_set) == NUM_TEST_DEVICES
+    for x, y in zip(jax.tree.leaves(from_eight_on_one), jax.tree.leaves(_latest_params(eight, config, jax.devices()))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_run_begun_on_eight_devices_resumes_on_two(one_and_eight, synthetic_data_dir, cache_dir, tmp_path):
+    config, _, eight = one_and_eight
+    import shutil
+
+    workdir = tmp_path / "moved"
+    shutil.copytree(eight, workdir)
+    longer = tiny_config(synthetic_data_dir, cache_dir, num_epochs=4)
+    train.train_and_evaluate(longer, str(workdir), devices=jax.devices()[:2])
+    records = _metrics(workdir)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert records[:3] == _metrics(eight)
+
+
+def test_batch_that_the_devices_do_not_divide(synthetic_data_dir, cache_dir, tmp_path):
+    config = tiny_config(synthetic_data_dir, cache_dir, batch_size=12, images_per_class=3)
+    with pytest.raises(ConfigError, match="not divisible by the 8 devices"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def _train_process(config_file, workdir, process_id, num_processes, port, *extra, timeout_s=60):
+    """A `siamese_jax.train` process of a localhost multi-process run with 4 CPU devices."""
+    command = [sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={workdir}",
+               f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
+               f"--process_id={process_id}", f"--distributed_timeout={timeout_s}", *extra]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_of_four_devices_train_as_one_mesh(one_and_eight, synthetic_data_dir, cache_dir, tmp_path):
+    _, _, eight = one_and_eight
+    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=3)
+    workdir, port = tmp_path / "run", _free_port()
+    processes = [_train_process(config_file, workdir, i, 2, port) for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr
+    records = _metrics(workdir)
+    assert [r["epoch"] for r in records] == [1, 2, 3]  # Written once, by process 0 alone.
+    for a, b in zip(records, _metrics(eight)):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert "official runs" in outputs[0][0] and "official runs" not in outputs[1][0]
+    result = json.loads((workdir / "eval.json").read_text())
+    assert result["provenance"]["device"].startswith("cpu:cpu x8 in 2 processes")
+
+
+def test_unreachable_coordinator_gives_up_with_a_clear_message(synthetic_data_dir, cache_dir, tmp_path):
+    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir)
+    started = time.time()
+    process = _train_process(config_file, tmp_path / "run", 1, 2, _free_port(), timeout_s=3)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "did not form within 3s" in stderr and "--coordinator_address" in stderr
+    assert "Traceback" not in stderr and "Check failure" not in stderr
+    assert time.time() - started < 60
+
+
+def test_process_count_mismatch_is_refused(synthetic_data_dir, cache_dir, tmp_path):
+    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir)
+    port = _free_port()
+    coordinator = _train_process(config_file, tmp_path / "run", 0, 2, port)
+    stray = _train_process(config_file, tmp_path / "run", 1, 3, port)
+    try:
+        _, stderr = stray.communicate(timeout=120)
+    finally:
+        coordinator.kill()  # Left waiting for its peer at the first collective.
+        coordinator.communicate()
+    assert stray.returncode == 1
+    assert "--num_processes=3 but the run at localhost" in stderr and "has 2 processes" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--coordinator_address=localhost:1234", "--num_processes=2", "--process_id=2"], "must lie in [0, --num_processes=2)"),
+    (["--coordinator_address=localhost:1234"], "go together"),
+])
+def test_bad_process_flags(flags, message, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "siamese_jax.train", "--config=configs/omniglot_cpu.py", f"--workdir={tmp_path}", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
