@@ -6,6 +6,9 @@
    slices (siamese_jax.models.max_pool_2x2), on a 128x28x28x64 batch.
 2. Scoring pairs with the L1 head: every pair of a 128-image batch by broadcasting, against the
    1,984 within-group pairs of the CPU config by gathering (what the training step does).
+3. The kernel gradient of each of the paper's four convolutions (16 images): XLA's own against
+   one matmul per kernel row (siamese_jax.conv.kernel_grad_as_matmuls), with the forward pass
+   for scale. The first is what XLA:CPU does for lax.conv_general_dilated's gradient.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from siamese_jax.conv import kernel_grad_as_matmuls  # noqa: E402
 from siamese_jax.models import max_pool_2x2  # noqa: E402
 from siamese_jax.provenance import provenance  # noqa: E402
 from siamese_jax.sampling import GroupLayout  # noqa: E402
@@ -43,6 +47,38 @@ def milliseconds(fn, *args) -> float:
 def reduce_window_pool(x):
     """flax.linen.max_pool's formulation."""
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+# The paper's convolutions: (input side, input channels, output channels, kernel side).
+PAPER_CONVS = ((105, 1, 64, 10), (48, 64, 128, 7), (21, 128, 128, 4), (9, 128, 256, 4))
+
+
+def conv_kernel_grads(batch: int = 16) -> dict:
+    """Forward and kernel-gradient times of each paper convolution, XLA's gradient against ours."""
+    layout = ("NHWC", "HWIO", "NHWC")
+    out = {}
+    for size, cin, cout, k in PAPER_CONVS:
+        x = jax.random.normal(jax.random.PRNGKey(0), (batch, size, size, cin))
+        kernel = jax.random.normal(jax.random.PRNGKey(1), (k, k, cin, cout))
+        dy = jax.random.normal(jax.random.PRNGKey(2), (batch, size - k + 1, size - k + 1, cout))
+
+        def forward(x, kernel):
+            return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=layout)
+
+        def xla_grad(x, dy):
+            return jax.vjp(lambda w: forward(x, w), kernel)[1](dy)[0]
+
+        def row_matmuls(x, dy):
+            return kernel_grad_as_matmuls(x, dy, kernel.shape, ((0, 0), (0, 0)))
+
+        gflop = 2 * batch * (size - k + 1) ** 2 * cout * cin * k * k / 1e9
+        times = {
+            "forward_ms": milliseconds(jax.jit(forward), x, kernel),
+            "kernel_grad_xla_ms": milliseconds(jax.jit(xla_grad), x, dy),
+            "kernel_grad_row_matmuls_ms": milliseconds(jax.jit(row_matmuls), x, dy),
+        }
+        out[f"{size}x{size}x{cin}->{cout}_k{k}"] = {"gflop": gflop, **times}
+    return out
 
 
 def main(argv):
@@ -69,6 +105,7 @@ def main(argv):
     }
     result = {
         "benchmark": "cpu_kernels",
+        "paper_conv_kernel_grad_16_images": conv_kernel_grads(),
         **provenance(),
         "max_pool_2x2_fwd_bwd_128x28x28x64": pool,
         "l1_head_fwd_bwd_128_images_4096_dims": heads,

@@ -1,17 +1,27 @@
-"""Training-step and evaluation throughput of siamese_jax, against a plain PyTorch eager baseline.
+"""Training-step throughput of siamese_jax against device count, and against PyTorch eager.
 
-    python benchmarks/train_throughput.py [--config=configs/omniglot.py] [--batch_size=32] [--steps=3]
+    python benchmarks/train_throughput.py [--config=configs/omniglot.py] [--batch_size=32]
+        [--devices=1,2,4,8] [--scaling=strong|weak] [--peak_tflops=X]
 
 The JAX step is the real one from siamese_jax.train: sampling, augmentation, forward, backward and
-update, all on the device. The PyTorch step is what the public implementations do: the same
-network and loss in eager mode, SGD with momentum, on a ready batch (no sampling or augmentation
-cost counted, which favours PyTorch). Timings alternate between the two in one process. The last
-line printed is one JSON object; --output also writes it to a file.
+update, all on the device, data parallel over a mesh of the first N devices for each N of
+--devices. On a CPU, N devices are made with --xla_force_host_platform_device_count and share the
+same cores, so scaling there measures the cost of partitioning, not added hardware. 'strong'
+scaling keeps the global batch; 'weak' multiplies it by N.
+
+FLOPs per pair come from XLA's cost analysis of the 1-device step; the fraction of peak uses
+--peak_tflops, or a datasheet value for known accelerators (dense bfloat16), none for CPUs.
+
+The PyTorch step is what the public implementations do: the same network and loss in eager mode,
+SGD with momentum, on a ready batch (no sampling or augmentation cost counted, which favours
+PyTorch), timed alternately with the 1-device JAX step in the same process. The last line printed
+is one JSON object; --output also writes it to a file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +38,12 @@ flags.DEFINE_integer("batch_size", 32, "Pairs per training step (overrides the c
 flags.DEFINE_integer("steps", 3, "Timed steps per repetition.")
 flags.DEFINE_integer("repeats", 2, "Alternating repetitions of (JAX, PyTorch).")
 flags.DEFINE_bool("torch", True, "Also time the PyTorch baseline.")
+flags.DEFINE_list("devices", ["1"], "Device counts to time the JAX step on, e.g. 1,2,4,8.")
+flags.DEFINE_enum("scaling", "strong", ["strong", "weak"], "Keep the global batch (strong) or scale it with N (weak).")
+flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s for the fraction of peak (default: datasheet).")
+
+# Dense bfloat16 peak TFLOP/s per device, from vendor datasheets (SXM parts for NVIDIA).
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5p": 459.0}
 flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
 
 
@@ -42,29 +58,32 @@ def synthetic_tables(num_alphabets: int = 30, classes: int = 30, drawers: int = 
     return sampling.build_tables(alphabet, character), len(alphabet)
 
 
-def jax_setup(config):
-    """The real training step, its state and inputs, and its XLA FLOP count per dispatch."""
+def jax_setup(config, devices):
+    """The real training step on a mesh of `devices`: a dict of its state, inputs and XLA FLOP count."""
     import jax
-    import jax.numpy as jnp
+    import numpy as np
 
-    from siamese_jax import evaluation, optim, train
+    from siamese_jax import distributed, optim, train
     from siamese_jax.models import build_model, init_params
 
+    mesh = distributed.data_mesh(devices)
+    everywhere = distributed.replicated(mesh)
     tables, num_images = synthetic_tables()
     sampler, pairs_per_step = train.make_sampler(config, tables)
     size = config.image_size
-    images = (jax.random.uniform(jax.random.PRNGKey(0), (num_images, size, size)) < 0.1).astype(jnp.uint8) * 255
+    images = (np.random.default_rng(0).random((num_images, size, size)) < 0.1).astype(np.uint8) * 255
     model = build_model(config.model)
     params = init_params(model, jax.random.PRNGKey(1), size)
     layers = optim.layer_names(params)
     optimizer = optim.create_optimizer(config, params, steps_per_epoch=1000)
-    state = train.initial_state(params, optimizer, config.seed)
-    step = train.make_train_step(model, optimizer, sampler, config, optim.per_layer(config.l2, layers, "l2"))
-    flops = jax.jit(step).lower(state, images, tables).compile().cost_analysis()
-    flops = (flops[0] if isinstance(flops, list) else flops).get("flops", float("nan"))
-    dispatch = train.make_dispatch(step, 1)
-    embed = evaluation.embed_fn(model)
-    return dispatch, state, images, tables, pairs_per_step, flops, (embed, params, images[:256])
+    state = distributed.put(train.initial_state(params, optimizer, config.seed), everywhere)
+    images, tables = distributed.put(images, everywhere), distributed.put(tables, everywhere)
+    step = train.make_train_step(model, optimizer, sampler, config, optim.per_layer(config.l2, layers, "l2"), mesh)
+    dispatch = train.make_dispatch(step, 1, mesh)
+    cost = dispatch.lower(state, images, tables).compile().cost_analysis()
+    flops = (cost[0] if isinstance(cost, list) else cost).get("flops", float("nan"))
+    return {"dispatch": dispatch, "state": state, "images": images, "tables": tables,
+            "pairs_per_step": pairs_per_step, "flops_per_device": flops}
 
 
 def time_jax(setup, steps: int):
@@ -80,18 +99,6 @@ def time_jax(setup, steps: int):
     jax.block_until_ready(loss)
     setup["state"] = state
     return (time.perf_counter() - start) / steps
-
-
-def time_jax_eval(embed, params, images, repeats: int = 3) -> float:
-    """Images encoded per second (forward only) in batches of 256."""
-    import jax
-
-    jax.block_until_ready(embed(params, images))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = embed(params, images)
-    jax.block_until_ready(out)
-    return repeats * images.shape[0] / (time.perf_counter() - start)
 
 
 def torch_setup(config, batch_size: int):
@@ -138,47 +145,78 @@ def time_torch(step, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def peak_tflops(device) -> float | None:
+    """--peak_tflops, else the datasheet's dense bfloat16 peak of a known accelerator, else None."""
+    if FLAGS.peak_tflops:
+        return FLAGS.peak_tflops
+    return next((peak for name, peak in PEAK_BF16_TFLOPS.items() if name in device.device_kind), None)
+
+
 def main(argv):
-    """Times both frameworks and prints the JSON summary."""
+    """Times the JAX step on each device count and PyTorch once; prints the JSON summary."""
     del argv
+    counts = sorted({int(n) for n in FLAGS.devices})
+    # Before JAX starts: on a CPU, make as many devices as the largest count asks for.
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max(counts)}"
+    import jax
+
+    from siamese_jax.models import compute_dtype
     from siamese_jax.provenance import provenance
 
     config = FLAGS.config
-    config.batch_size = FLAGS.batch_size
-    dispatch, state, images, tables, pairs_per_step, flops, (embed, _, eval_images) = jax_setup(config)
-    setup = {"dispatch": dispatch, "state": state, "images": images, "tables": tables}
+    missing = [n for n in counts if n > jax.device_count()]
+    if missing:
+        sys.exit(f"error: --devices asks for {missing} but JAX sees only {jax.device_count()} devices")
     torch_step = None
     if FLAGS.torch:
         import torch
 
-        torch_step, torch_params = torch_setup(config, config.batch_size)
-    jax_times, torch_times = [], []
-    for repeat in range(FLAGS.repeats):
-        jax_times.append(time_jax(setup, FLAGS.steps))
-        if torch_step is not None:
-            torch_times.append(time_torch(torch_step, FLAGS.steps))
-        print(f"repeat {repeat + 1}: jax {jax_times[-1]:.3f} s/step"
-              + (f", torch {torch_times[-1]:.3f} s/step" if torch_times else ""), flush=True)
-    jax_step = min(jax_times)
+        torch_step, _ = torch_setup(config, FLAGS.batch_size)
+    rows, torch_times = [], []
+    for n in counts:
+        config.batch_size = FLAGS.batch_size * (n if FLAGS.scaling == "weak" else 1)
+        setup = jax_setup(config, jax.devices()[:n])
+        times = []
+        for repeat in range(FLAGS.repeats):
+            times.append(time_jax(setup, FLAGS.steps))
+            if n == 1 and torch_step is not None:
+                torch_times.append(time_torch(torch_step, FLAGS.steps))
+            print(f"{n} device(s), repeat {repeat + 1}: jax {times[-1]:.3f} s/step"
+                  + (f", torch {torch_times[-1]:.3f} s/step" if n == 1 and torch_times else ""), flush=True)
+        rows.append({"devices": n, "batch_size": config.batch_size, "pairs_per_step": setup["pairs_per_step"],
+                     "s_per_step": min(times), "pairs_per_s": setup["pairs_per_step"] / min(times),
+                     "flops_per_device": setup["flops_per_device"]})
+    base = rows[0]
+    for row in rows:
+        # Pairs/s per device against the first count's: 1.0 is perfect scaling.
+        row["scaling_efficiency"] = (row["pairs_per_s"] / row["devices"]) / (base["pairs_per_s"] / base["devices"])
+    device = jax.devices()[0]
+    flops_per_pair = base["flops_per_device"] * base["devices"] / base["pairs_per_step"]
+    peak = peak_tflops(device)
+    achieved = flops_per_pair * base["pairs_per_s"] / base["devices"] / 1e12
     result = {
         "benchmark": "train_throughput",
-        **provenance(),
+        **provenance(max(counts)),
+        "device_kind": device.device_kind,
+        "compute_dtype": jax.numpy.dtype(compute_dtype(config.model.dtype)).name,
         "image_size": config.image_size,
         "sampling": config.sampling,
-        "batch_size": config.batch_size,
-        "pairs_per_step": pairs_per_step,
-        "jax_pairs_per_s": pairs_per_step / jax_step,
-        "jax_eval_images_per_s": time_jax_eval(embed, setup["state"]["params"], eval_images),
-        "flops_per_pair": flops / pairs_per_step,
-        "jax_gflop_per_s": flops / jax_step / 1e9,
+        "scaling_mode": FLAGS.scaling,
+        "scaling": rows,
+        "flops_per_pair": flops_per_pair,
+        "tflop_per_s_per_device": achieved,
+        "peak_tflop_per_s_per_device": peak,
+        "fraction_of_peak": achieved / peak if peak else None,
+        "jax_pairs_per_s": base["pairs_per_s"],
     }
     if torch_times:
-        torch_step_time = min(torch_times)
+        torch_pairs_per_s = FLAGS.batch_size / min(torch_times)
         result.update(
             torch_version=torch.__version__,
             torch_threads=torch.get_num_threads(),
-            torch_pairs_per_s=config.batch_size / torch_step_time,
-            ratio=(pairs_per_step / jax_step) / (config.batch_size / torch_step_time),
+            torch_pairs_per_s=torch_pairs_per_s,
+            ratio=base["pairs_per_s"] / torch_pairs_per_s if base["devices"] == 1 else None,
         )
         if config.sampling != "pairs":
             result["note"] = "torch baseline scores batch_size sampled pairs; JAX scores every within-group pair"

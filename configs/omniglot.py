@@ -41,9 +41,10 @@ def get_config():
              way=20, shots=1, tasks=1000, seed=2)
     )
 
+    # dtype 'auto': bfloat16 compute on GPUs and TPUs, float32 on CPUs (models.compute_dtype).
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=4096,
-             padding="VALID", init="paper", norm="none", dtype="float32")
+             padding="VALID", init="paper", norm="none", dtype="auto")
     )
 
     # 'pairs': independent pairs, half same, half different (the paper). batch_size counts pairs.

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from siamese_jax import conv
 from siamese_jax.errors import ConfigError
 
 # The paper's initialisation, as (mean, std) of normal distributions.
@@ -72,6 +73,7 @@ class Encoder(nn.Module):
                 kernel_init=conv_kernel,
                 bias_init=conv_bias,
                 dtype=self.dtype,
+                conv_general_dilated=conv.conv_general_dilated,
                 name=f"conv_{i}",
             )(x)
             # Stateless normalisations, so the model stays a pure function of its parameters.
@@ -131,11 +133,24 @@ class SiameseNet(nn.Module):
         return self.head(h1, h2)
 
 
+def compute_dtype(name: str, backend: str | None = None):
+    """The encoder's compute dtype for model.dtype: 'float32', 'bfloat16', or 'auto'.
+
+    'auto' is bfloat16 on GPUs and TPUs, whose matrix units run it several times faster than
+    float32, and float32 on CPUs, where bfloat16 convolutions are slower. Parameters, optimiser
+    state, the head and the loss stay float32 either way.
+    """
+    if name == "auto":
+        name = "float32" if (backend or jax.default_backend()) == "cpu" else "bfloat16"
+    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+    if name not in dtypes:
+        raise ConfigError(f"model.dtype must be 'auto', 'float32' or 'bfloat16', got {name!r}")
+    return dtypes[name]
+
+
 def build_model(model_config) -> SiameseNet:
     """Builds the network described by a config's `model` section."""
-    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if model_config.dtype not in dtypes:
-        raise ConfigError(f"model.dtype must be one of {sorted(dtypes)}, got {model_config.dtype!r}")
+    dtype = compute_dtype(model_config.dtype)
     if model_config.norm not in ("none", "layer", "group"):
         raise ConfigError(f"model.norm must be 'none', 'layer' or 'group', got {model_config.norm!r}")
     if len(model_config.features) != len(model_config.kernel_sizes):
@@ -147,7 +162,7 @@ def build_model(model_config) -> SiameseNet:
         padding=model_config.padding,
         init_scheme=model_config.init,
         norm=model_config.norm,
-        dtype=dtypes[model_config.dtype],
+        dtype=dtype,
     )
     return SiameseNet(encoder)
 

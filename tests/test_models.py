@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from siamese_jax.models import Encoder, SiameseNet, max_pool_2x2
+from siamese_jax.errors import ConfigError
+from siamese_jax.models import Encoder, SiameseNet, build_model, compute_dtype, init_params, max_pool_2x2
 from tests.conftest import load_config
-from siamese_jax.models import build_model, init_params
 
 
 def test_paper_model_shapes_and_parameter_count():
@@ -60,6 +60,14 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     x = jax.random.uniform(jax.random.PRNGKey(1), (3, 28, 28))
     logits = model.apply({"params": params}, x, x[::-1])
     assert logits.dtype == jnp.float32 and logits.shape == (3,)
+
+
+def test_auto_dtype_is_bfloat16_on_accelerators_only():
+    assert compute_dtype("auto", "cpu") == jnp.float32
+    assert compute_dtype("auto", "gpu") == compute_dtype("auto", "tpu") == jnp.bfloat16
+    assert compute_dtype("float32", "tpu") == jnp.float32
+    with pytest.raises(ConfigError, match="model.dtype"):
+        compute_dtype("float16")
 
 
 def test_max_pool_matches_reduce_window():
