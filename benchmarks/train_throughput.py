@@ -156,9 +156,14 @@ def main(argv):
     """Times the JAX step on each device count and PyTorch once; prints the JSON summary."""
     del argv
     counts = sorted({int(n) for n in FLAGS.devices})
-    # Before JAX starts: on a CPU, make as many devices as the largest count asks for.
+    # Before JAX starts: on a CPU, make as many devices as the largest count asks for. They share
+    # the cores, so a device can reach a collective minutes after the others: XLA:CPU's default
+    # 40 s rendezvous timeout aborted the paper network on 8 devices of a 2-core machine.
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max(counts)}"
+        os.environ["XLA_FLAGS"] = (
+            f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max(counts)}"
+            " --xla_cpu_collective_call_terminate_timeout_seconds=1800"
+        )
     import jax
 
     from siamese_jax.models import compute_dtype

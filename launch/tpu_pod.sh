@@ -5,8 +5,8 @@
 #       [--install] [--config=configs/omniglot.py] --workdir=gs://BUCKET/RUN [-- TRAIN_FLAGS]
 #
 # The checkout must be at --repo_dir on every worker (gcloud compute tpus tpu-vm scp --worker=all,
-# or git clone). --install first installs it with the TPU build of JAX on every worker. The
-# workdir must be shared by all workers: a gs:// bucket, or an NFS mount.
+# or git clone). --install first installs it, gcsfs (for gs:// workdirs) and the TPU build of JAX
+# on every worker. The workdir must be shared by all workers: a gs:// bucket, or an NFS mount.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source launch/common.sh
@@ -32,7 +32,7 @@ SSH=(gcloud compute tpus tpu-vm ssh "$TPU" "--zone=$ZONE" ${PROJECT:+"--project=
 # The remote shell expands REPO_DIR (it may start with ~).
 REMOTE="cd $REPO_DIR"
 if (( INSTALL )); then
-  REMOTE+=" && python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/pip install -q -U \"jax[tpu]\""
+  REMOTE+=" && python3 -m venv .venv && .venv/bin/pip install -q -e . gcsfs && .venv/bin/pip install -q -U \"jax[tpu]\""
 fi
 PYTHON=.venv/bin/python
 REMOTE+=" && $(train_command --distributed)"
