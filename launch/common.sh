@@ -28,6 +28,8 @@ common_flag() {
     --dry-run) DRY_RUN=1 ;;
     --config=*) CONFIG="${1#*=}" ;;
     --workdir=*) WORKDIR="${1#*=}" ;;
+    # The script's usage is its header comment, from line 2 to the first line that is not one.
+    -h|--help) sed -n '2,/^[^#]/s/^#//p' "$0"; exit 0 ;;
     *) return 1 ;;
   esac
 }

@@ -13,7 +13,6 @@ while (( $# )); do
   case "$1" in
     --gpus=*) GPUS="${1#*=}" ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) common_flag "$1" || die "unknown flag $1 (see --help)" ;;
   esac
   shift

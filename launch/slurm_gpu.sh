@@ -24,7 +24,6 @@ while (( $# )); do
     --port=*) PORT="${1#*=}" ;;
     --python=*) PYTHON="${1#*=}" ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) common_flag "$1" || die "unknown flag $1 (see --help)" ;;
   esac
   shift

@@ -19,7 +19,6 @@ while (( $# )); do
     --repo_dir=*) REPO_DIR="${1#*=}" ;;
     --install) INSTALL=1 ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) common_flag "$1" || die "unknown flag $1 (see --help)" ;;
   esac
   shift

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -67,6 +68,18 @@ def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def metrics(workdir: Path) -> list[dict]:
+    """The records of a workdir's metrics.jsonl."""
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def latest_params(workdir: Path, config, devices=None):
+    """The parameters of a workdir's latest state, replicated over `devices` (default: all)."""
+    from siamese_jax import distributed, evaluation
+
+    return evaluation.restore_model(str(workdir), config, "latest", distributed.data_mesh(devices))[1]
 
 
 def tiny_config_file(path: Path, data_dir: Path, cache_dir: Path, **overrides) -> Path:

@@ -68,3 +68,10 @@ def test_bad_launch_flags(script, flags, message):
     done = subprocess.run(["bash", f"launch/{script}", "--dry-run", *flags], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
+
+
+@pytest.mark.parametrize("script", ["multi_gpu.sh", "slurm_gpu.sh", "tpu_pod.sh"])
+def test_help_prints_the_usage(script):
+    done = subprocess.run(["bash", f"launch/{script}", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert f"launch/{script} [--dry-run]" in done.stdout and "set -euo" not in done.stdout

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,24 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from siamese_jax import distributed, train
-from siamese_jax.checkpointing import Checkpoints
+from siamese_jax import train
 from siamese_jax.errors import ConfigError
-from siamese_jax.models import build_model, init_params
 from tests.conftest import NUM_TEST_DEVICES, REPO, tiny_config, tiny_config_file
-
-
-def _metrics(workdir):
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _latest_params(workdir, config, devices):
-    like = init_params(build_model(config.model), jax.random.PRNGKey(0), config.image_size)
-    like = distributed.put(like, distributed.replicated(distributed.data_mesh(devices)))
-    checkpoints = Checkpoints(str(workdir))
-    params = checkpoints.restore_params("latest", like)
-    checkpoints.close()
-    return params
+from tests.conftest import latest_params as _latest_params
+from tests.conftest import metrics as _metrics
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +57,6 @@ def test_checkpoints_restore_on_another_device_count(one_and_eight):
 
 def test_a_run_begun_on_eight_devices_resumes_on_two(one_and_eight, synthetic_data_dir, cache_dir, tmp_path):
     config, _, eight = one_and_eight
-    import shutil
-
     workdir = tmp_path / "moved"
     shutil.copytree(eight, workdir)
     longer = tiny_config(synthetic_data_dir, cache_dir, num_epochs=4)

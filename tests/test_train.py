@@ -13,21 +13,10 @@ import numpy as np
 import pytest
 
 from siamese_jax import train
-from siamese_jax.checkpointing import Checkpoints
 from siamese_jax.errors import DataError, UserError
-from siamese_jax.models import build_model, init_params
 from tests.conftest import REPO, load_config, tiny_config, tiny_config_file
-
-
-def _metrics(workdir):
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _latest_params(workdir, like):
-    checkpoints = Checkpoints(str(workdir))
-    params = checkpoints.restore_params("latest", like)
-    checkpoints.close()
-    return params
+from tests.conftest import latest_params as _latest_params
+from tests.conftest import metrics as _metrics
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +73,7 @@ def test_crash_and_resume_matches_uninterrupted_run(trained, monkeypatch, tmp_pa
     for a, b in zip(reference, resumed):
         for key in ("train_loss", "val_one_shot_accuracy", "val_verification_accuracy", "step"):
             assert a[key] == pytest.approx(b[key], rel=1e-6), key
-    like = init_params(build_model(config.model), jax.random.PRNGKey(0), config.image_size)
-    for x, y in zip(jax.tree.leaves(_latest_params(reference_dir, like)), jax.tree.leaves(_latest_params(tmp_path, like))):
+    for x, y in zip(jax.tree.leaves(_latest_params(reference_dir, config)), jax.tree.leaves(_latest_params(tmp_path, config))):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
 
 
