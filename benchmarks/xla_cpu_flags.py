@@ -36,14 +36,12 @@ CHILD = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
 import jax, jax.numpy as jnp
-from siamese_jax.models import SiameseNet, build_model, init_params
-import importlib.util
-spec = importlib.util.spec_from_file_location("paper", {config!r})
-paper = importlib.util.module_from_spec(spec); spec.loader.exec_module(paper)
-config = paper.get_config()
+from siamese_jax.models import SiameseNet, build_model, init_variables
+from siamese_jax.config_files import load_config_file
+config = load_config_file({config!r})
 config.model.dtype = "float32"
 model = build_model(config.model)
-params = init_params(model, jax.random.PRNGKey(0), 105)
+params = init_variables(model, jax.random.PRNGKey(0), (105, 105))["params"]
 x = (jax.random.uniform(jax.random.PRNGKey(1), ({batch}, 105, 105)) < 0.1).astype(jnp.float32)
 loss = lambda p, x: model.apply({{"params": p}}, x, method=SiameseNet.embed).sum()
 out = {{}}

@@ -6,23 +6,14 @@ Same split, evaluation, head and loss as configs/omniglot.py; smaller images and
 and every within-alphabet pair of each batch scored (see README, "The CPU config").
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _paper_config():
-    """configs/omniglot.py, loaded from beside this file (configs are files, not a package)."""
-    spec = importlib.util.spec_from_file_location("omniglot_paper", pathlib.Path(__file__).with_name("omniglot.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from siamese_jax.config_files import sibling_config
 
 
 def get_config():
     """The CPU experiment."""
-    config = _paper_config()
+    config = sibling_config(__file__, "omniglot.py")
     config.image_size = 28
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 64, 64, 64), kernel_sizes=(3, 3, 3, 3), embedding_dim=4096,
