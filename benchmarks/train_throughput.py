@@ -64,7 +64,7 @@ def jax_setup(config, devices):
     import numpy as np
 
     from siamese_jax import distributed, optim, train
-    from siamese_jax.models import build_model, init_params
+    from siamese_jax.models import build_model, init_variables
 
     mesh = distributed.data_mesh(devices)
     everywhere = distributed.replicated(mesh)
@@ -73,7 +73,7 @@ def jax_setup(config, devices):
     size = config.image_size
     images = (np.random.default_rng(0).random((num_images, size, size)) < 0.1).astype(np.uint8) * 255
     model = build_model(config.model)
-    params = init_params(model, jax.random.PRNGKey(1), size)
+    params = init_variables(model, jax.random.PRNGKey(1), (size, size))["params"]
     layers = optim.layer_names(params)
     optimizer = optim.create_optimizer(config, params, steps_per_epoch=1000)
     state = distributed.put(train.initial_state(params, optimizer, config.seed), everywhere)

@@ -21,6 +21,7 @@ LAYERS = ("conv_0", "conv_1", "conv_2", "conv_3", "embed", "alpha")
 def get_config():
     """The paper's experiment."""
     config = ml_collections.ConfigDict()
+    config.dataset = "omniglot"
     config.seed = 0
     # '' means $SIAMESE_JAX_DATA_DIR, else a download with tensorflow-datasets.
     config.data_dir = ""
@@ -34,7 +35,9 @@ def get_config():
     )
     config.validation = ml_collections.ConfigDict(
         dict(set="evaluation", alphabets=VALIDATION_ALPHABETS, drawers=(1, 2, 3, 4),
-             way=20, one_shot_trials=320, verification_pairs=10_000, seed=1)
+             way=20, one_shot_trials=320, verification_pairs=10_000, seed=1,
+             # What picks the best checkpoint and early stopping: the one-shot task itself.
+             metric="one_shot_accuracy")
     )
     config.test = ml_collections.ConfigDict(
         dict(set="evaluation", alphabets=RUN_ALPHABETS, drawers=tuple(range(1, 9)),
@@ -53,12 +56,14 @@ def get_config():
     config.classes_per_alphabet = 0  # Only for sampling='groups'.
     config.images_per_class = 0
     config.balanced_loss = False
+    config.loss = "cross_entropy"  # The paper's; 'contrastive' needs model.head='euclidean' (configs/lfw.py).
     # Weight of a softmax ranking loss over each image's scored partners, added to the paper's
     # cross-entropy (losses.ranking_loss). 0 is the paper.
     config.ranking_loss_weight = 0.0
 
     config.augment = ml_collections.ConfigDict(
-        dict(enabled=True, probability=0.5, rotation=10.0, shear=0.3, scale=(0.8, 1.2), translation=2.0)
+        dict(enabled=True, probability=0.5, rotation=10.0, shear=0.3, scale=(0.8, 1.2), translation=2.0,
+             flip=0.0)  # Probability of a left-right mirror: never for characters.
     )
 
     # The paper tuned eta_j, mu_j, lambda_j per layer by Bayesian optimisation and never published

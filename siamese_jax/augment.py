@@ -40,7 +40,9 @@ def affine_matrix(params: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def warp(image: jax.Array, linear: jax.Array, translation: jax.Array) -> jax.Array:
-    """Applies x -> linear @ (x - c) + c + translation to an image [H, W], bilinear, background 0."""
+    """Applies x -> linear @ (x - c) + c + translation to an image [H, W] or [H, W, C], bilinear, background 0."""
+    if image.ndim == 3:
+        return jax.vmap(warp, in_axes=(2, None, None), out_axes=2)(image, linear, translation)
     height, width = image.shape
     center = jnp.array([(width - 1) / 2.0, (height - 1) / 2.0])
     ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32), indexing="ij")
@@ -52,12 +54,20 @@ def warp(image: jax.Array, linear: jax.Array, translation: jax.Array) -> jax.Arr
 
 
 def augment_image(key: jax.Array, image: jax.Array, config) -> jax.Array:
-    """One randomly distorted copy of an image [H, W]."""
+    """One randomly distorted copy of an image [H, W] or [H, W, C].
+
+    With config.flip > 0 (faces; characters must not be mirrored), the image is also mirrored
+    left-right with that probability, folded into the same warp.
+    """
     linear, translation = affine_matrix(sample_affine_params(key, config, image.shape[0]))
+    flip = getattr(config, "flip", 0.0)
+    if flip:  # A separate key, so configs without flips draw exactly what they did before.
+        mirrored = jax.random.bernoulli(jax.random.fold_in(key, 1), flip)
+        linear = linear @ jnp.diag(jnp.where(mirrored, jnp.array([-1.0, 1.0]), jnp.array([1.0, 1.0])))
     return warp(image, linear, translation)
 
 
 def augment_batch(key: jax.Array, images: jax.Array, config) -> jax.Array:
-    """Distorts every image of a batch [B, H, W] independently (vmapped)."""
+    """Distorts every image of a batch [B, H, W] or [B, H, W, C] independently (vmapped)."""
     keys = jax.random.split(key, images.shape[0])
     return jax.vmap(augment_image, in_axes=(0, 0, None))(keys, images, config)

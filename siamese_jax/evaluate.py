@@ -1,6 +1,8 @@
-"""Evaluates a trained workdir on the official runs, random test tasks and validation.
+"""Evaluates a trained workdir: Omniglot's official runs and random tasks, or LFW's protocols.
 
     python -m siamese_jax.evaluate --workdir=DIR [--checkpoint=best|latest] [--runs=PATH] [--output=FILE]
+    python -m siamese_jax.evaluate --workdir=LFW_DIR [--protocol=view1|view2]
+    python -m siamese_jax.evaluate --fold_workdirs=F0,...,F9 --output=view2.json   # LFW View 2, strict
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import sys
 
 from absl import app, flags, logging
 
+from siamese_jax import faces
 from siamese_jax.data.omniglot import load_omniglot, locate_runs
 from siamese_jax.errors import UserError
+from siamese_jax.experiments import dataset_name
 from siamese_jax.provenance import provenance
 from siamese_jax.evaluation import evaluate_all, format_table, load_workdir_config, restore_model, write_json
 
@@ -25,34 +29,77 @@ flags.DEFINE_integer("way", None, "N of the random N-way tasks (default: the con
 flags.DEFINE_integer("shots", None, "K of the random K-shot tasks (default: the config's test.shots).")
 flags.DEFINE_integer("tasks", None, "How many random tasks (default: the config's test.tasks).")
 flags.DEFINE_integer("seed", None, "Seed of the random tasks (default: the config's test.seed).")
+flags.DEFINE_enum("protocol", None, list(faces.PROTOCOLS), "LFW only: 'view1', or 'view2' with this one model "
+                  "for every fold (thresholds-only setting). Default: what the workdir was trained for.")
+flags.DEFINE_list("fold_workdirs", None, "LFW View 2, strict setting: the 10 workdirs trained with "
+                  "--config.lfw.protocol=view2 --config.lfw.fold=0..9, in fold order; needs --output.")
+
+
+def evaluate_omniglot(config) -> dict:
+    """The Omniglot report of --workdir."""
+    for name in ("way", "shots", "tasks", "seed"):
+        if getattr(FLAGS, name) is not None:
+            config.test[name] = getattr(FLAGS, name)
+    model, variables = restore_model(FLAGS.workdir, config, FLAGS.checkpoint)
+    runs_path = FLAGS.runs or locate_runs(config.data_dir or None)
+    dataset = load_omniglot(config.data_dir or None, config.cache_dir or None)
+    return evaluate_all(model, variables, config, dataset, runs_path)
+
+
+def evaluate_faces(config) -> dict:
+    """The LFW report of --workdir: its protocol, or the one --protocol names."""
+    dataset = faces.load_dataset(config)
+    model, variables = restore_model(FLAGS.workdir, config, FLAGS.checkpoint)
+    if FLAGS.protocol is None or FLAGS.protocol == config.lfw.protocol:
+        return faces.evaluate_lfw(model, variables, config, dataset)
+    if FLAGS.protocol == "view1":
+        raise UserError(f"{FLAGS.workdir} was trained for View 2 fold {config.lfw.fold}, whose training people "
+                        "include View 1's test people: evaluate it with --protocol=view2")
+    return {"lfw": faces.view2([(model, variables)], config, dataset, None)}
+
+
+def evaluate_view2_strict(workdirs: list[str]) -> dict:
+    """LFW View 2 in the strict setting from the ten fold workdirs."""
+    if len(workdirs) != faces.NUM_FOLDS:
+        raise UserError(f"--fold_workdirs needs {faces.NUM_FOLDS} workdirs (folds 0-9 in order), got {len(workdirs)}")
+    configs = [load_workdir_config(w) for w in workdirs]
+    for k, (workdir, config) in enumerate(zip(workdirs, configs)):
+        if dataset_name(config) != "lfw" or config.lfw.protocol != "view2" or config.lfw.fold != k:
+            raise UserError(f"{workdir} is not a View 2 fold {k} run (train it with --config.lfw.protocol=view2 "
+                            f"--config.lfw.fold={k})")
+        if (config.image_size, config.channels, config.lfw.crop) != (configs[0].image_size, configs[0].channels,
+                                                                      configs[0].lfw.crop):
+            raise UserError(f"{workdir} preprocesses images differently from {workdirs[0]}")
+    dataset = faces.load_dataset(configs[0])
+    models = [restore_model(w, c, FLAGS.checkpoint) for w, c in zip(workdirs, configs)]
+    return {"lfw": faces.view2(models, configs[0], dataset, None), "fold_workdirs": list(workdirs)}
 
 
 def main(argv):
-    """Evaluates a workdir's checkpoint and writes the JSON report."""
+    """Evaluates a workdir's checkpoint (or View 2's ten) and writes the JSON report."""
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO.
-    if not FLAGS.workdir:
-        sys.exit("error: --workdir is required")
+    if not FLAGS.workdir and not FLAGS.fold_workdirs:
+        sys.exit("error: --workdir is required (or --fold_workdirs for LFW View 2 in the strict setting)")
+    if FLAGS.fold_workdirs and not FLAGS.output:
+        sys.exit("error: --fold_workdirs needs --output=FILE for the View 2 report")
     try:
-        config = load_workdir_config(FLAGS.workdir)
-        for name in ("way", "shots", "tasks", "seed"):
-            if getattr(FLAGS, name) is not None:
-                config.test[name] = getattr(FLAGS, name)
-        if FLAGS.data_dir:
-            config.data_dir = FLAGS.data_dir
-        model, params = restore_model(FLAGS.workdir, config, FLAGS.checkpoint)
-        runs_path = FLAGS.runs or locate_runs(config.data_dir or None)
-        dataset = load_omniglot(config.data_dir or None, config.cache_dir or None)
-        result = {
-            "checkpoint": FLAGS.checkpoint,
-            **evaluate_all(model, params, config, dataset, runs_path),
-            "provenance": provenance(),
-        }
+        if FLAGS.fold_workdirs:
+            report, summarize = evaluate_view2_strict(FLAGS.fold_workdirs), faces.format_lfw
+        else:
+            config = load_workdir_config(FLAGS.workdir)
+            if FLAGS.data_dir:
+                config.data_dir = FLAGS.data_dir
+            if dataset_name(config) == "lfw":
+                report, summarize = evaluate_faces(config), faces.format_lfw
+            else:
+                report, summarize = evaluate_omniglot(config), format_table
+        result = {"checkpoint": FLAGS.checkpoint, **report, "provenance": provenance()}
         output = FLAGS.output or os.path.join(FLAGS.workdir, "eval.json")
         write_json(result, output)
     except (UserError, OSError) as error:
         sys.exit(f"error: {error}")
-    print(format_table(result))
+    print(summarize(result))
     print(f"wrote {output}")
 
 

@@ -20,7 +20,7 @@ from siamese_jax.data.images import to_float, to_model_input
 from siamese_jax.data.omniglot import Omniglot, load_runs
 from siamese_jax.errors import DataError
 from siamese_jax.files import write_atomically
-from siamese_jax.models import SiameseNet, build_model, init_params
+from siamese_jax.models import SiameseNet, build_model, init_variables, input_shape
 from siamese_jax.tasks import Pairs, Trials, random_pairs, random_trials, runs_trials
 
 TRIAL_CHUNK = 128  # Trials scored per call: bounds the [chunk, N, K, D] difference tensor.
@@ -35,8 +35,13 @@ class EvalSet:
     pairs: Pairs | None = None
 
 
-def make_eval_set(ink: np.ndarray, image_size: int, trials: Trials | None = None, pairs: Pairs | None = None) -> EvalSet:
-    """Keeps only the images the trials and pairs use, and renumbers them."""
+def make_eval_set(images: np.ndarray, trials: Trials | None = None, pairs: Pairs | None = None,
+                  prepare=None) -> EvalSet:
+    """Keeps only the images the trials and pairs use, renumbers them, and applies `prepare`.
+
+    `prepare` turns the kept images into uint8 model input (e.g. Omniglot's ink masks resized by
+    to_model_input); None means they already are.
+    """
     used = [a.ravel() for a in (
         *((trials.support, trials.query) if trials else ()),
         *((pairs.left, pairs.right) if pairs else ()),
@@ -46,15 +51,16 @@ def make_eval_set(ink: np.ndarray, image_size: int, trials: Trials | None = None
     def local(a):
         return np.searchsorted(ids, a).astype(np.int32)
 
+    kept = images[ids]
     return EvalSet(
-        images=to_model_input(ink[ids], image_size),
+        images=prepare(kept) if prepare is not None else kept,
         trials=dataclasses.replace(trials, support=local(trials.support), query=local(trials.query)) if trials else None,
         pairs=dataclasses.replace(pairs, left=local(pairs.left), right=local(pairs.right)) if pairs else None,
     )
 
 
-def encode(model: SiameseNet, params, images: np.ndarray, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
-    """Embeddings [M, D] of uint8 images [M, S, S], in fixed-size batches split over the mesh's devices.
+def encode(model: SiameseNet, variables: dict, images: np.ndarray, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
+    """Embeddings [M, D] of uint8 images [M, S, S(, C)], in fixed-size batches split over the mesh's devices.
 
     The batch size is rounded up to a multiple of the device count; the embeddings come back
     replicated on every device. `mesh` defaults to every device.
@@ -62,23 +68,23 @@ def encode(model: SiameseNet, params, images: np.ndarray, batch_size: int, mesh:
     mesh = mesh or distributed.data_mesh()
     batch_size = -(-batch_size // mesh.size) * mesh.size
     embed = embed_fn(model, mesh)
-    params = distributed.put(params, distributed.replicated(mesh))
+    variables = distributed.put(variables, distributed.replicated(mesh))
     split = distributed.batch_sharded(mesh)
     count = len(images)
     padded = np.concatenate([images, np.zeros((-count % batch_size, *images.shape[1:]), images.dtype)])
-    chunks = [
-        embed(params, distributed.put(padded[i : i + batch_size], split)) for i in range(0, len(padded), batch_size)
-    ]
-    return jnp.concatenate(chunks)[:count]
+    chunks = distributed.paced(
+        embed(variables, distributed.put(padded[i : i + batch_size], split)) for i in range(0, len(padded), batch_size)
+    )
+    return jnp.concatenate(list(chunks))[:count]
 
 
 # The jitted functions are built once per model and mesh (linen modules hash by their fields):
 # a fresh jax.jit per call would trace and compile again at every epoch's validation.
 @functools.lru_cache(maxsize=8)
 def embed_fn(model: SiameseNet, mesh: Mesh | None = None):
-    """Jitted (params, uint8 images [B, S, S]) -> embeddings [B, D], replicated over `mesh` if given."""
+    """Jitted (variables, uint8 images [B, S, S(, C)]) -> embeddings [B, D], replicated over `mesh` if given."""
     return jax.jit(
-        lambda params, x: model.apply({"params": params}, to_float(x), method=SiameseNet.embed),
+        lambda variables, x: model.apply(variables, to_float(x), method=SiameseNet.embed),
         out_shardings=distributed.replicated(mesh) if mesh is not None else None,
     )
 
@@ -92,15 +98,15 @@ def _replicated_inputs(mesh: Mesh | None, *trees):
 @functools.lru_cache(maxsize=8)
 def _trial_score_fn(model: SiameseNet):
     @jax.jit
-    def score(params, embeddings, query, support):
+    def score(variables, embeddings, query, support):
         h_query = embeddings[query][:, None, None, :]  # [T, 1, 1, D]
-        logits = model.apply({"params": params}, h_query, embeddings[support], method=SiameseNet.score)
+        logits = model.apply(variables, h_query, embeddings[support], method=SiameseNet.score)
         return jnp.mean(jax.nn.sigmoid(logits), axis=-1)  # Average over the K shots: [T, N].
 
     return score
 
 
-def trial_probabilities(model: SiameseNet, params, embeddings: jax.Array, trials: Trials,
+def trial_probabilities(model: SiameseNet, variables: dict, embeddings: jax.Array, trials: Trials,
                         mesh: Mesh | None = None) -> np.ndarray:
     """Probability [T, N] that each trial's query matches each support class."""
     score = _trial_score_fn(model)
@@ -108,24 +114,24 @@ def trial_probabilities(model: SiameseNet, params, embeddings: jax.Array, trials
     pad = -count % TRIAL_CHUNK
     query = np.concatenate([trials.query, np.zeros(pad, np.int32)])
     support = np.concatenate([trials.support, np.zeros((pad, *trials.support.shape[1:]), np.int32)])
-    params, embeddings = _replicated_inputs(mesh, params, embeddings)
-    out = [
-        score(params, embeddings, *_replicated_inputs(mesh, query[i : i + TRIAL_CHUNK], support[i : i + TRIAL_CHUNK]))
+    variables, embeddings = _replicated_inputs(mesh, variables, embeddings)
+    out = list(distributed.paced(
+        score(variables, embeddings, *_replicated_inputs(mesh, query[i : i + TRIAL_CHUNK], support[i : i + TRIAL_CHUNK]))
         for i in range(0, len(query), TRIAL_CHUNK)
-    ]
+    ))
     return np.concatenate([np.asarray(chunk) for chunk in out])[:count]
 
 
-def pair_probabilities(model: SiameseNet, params, embeddings: jax.Array, pairs: Pairs,
+def pair_probabilities(model: SiameseNet, variables: dict, embeddings: jax.Array, pairs: Pairs,
                        mesh: Mesh | None = None) -> np.ndarray:
     """Probability [P] that each pair shows one class."""
-    return np.asarray(_pair_score_fn(model)(*_replicated_inputs(mesh, params, embeddings, pairs.left, pairs.right)))
+    return np.asarray(_pair_score_fn(model)(*_replicated_inputs(mesh, variables, embeddings, pairs.left, pairs.right)))
 
 
 @functools.lru_cache(maxsize=8)
 def _pair_score_fn(model: SiameseNet):
     return jax.jit(
-        lambda p, e, a, b: jax.nn.sigmoid(model.apply({"params": p}, e[a], e[b], method=SiameseNet.score))
+        lambda v, e, a, b: jax.nn.sigmoid(model.apply(v, e[a], e[b], method=SiameseNet.score))
     )
 
 
@@ -160,59 +166,91 @@ def one_shot_summary(probabilities: np.ndarray, trials: Trials, group_names=None
     return summary
 
 
-def evaluate_one_shot(model, params, eval_set: EvalSet, batch_size: int, group_names=None,
+def evaluate_one_shot(model, variables: dict, eval_set: EvalSet, batch_size: int, group_names=None,
                       mesh: Mesh | None = None) -> dict:
     """One-shot summary of an EvalSet's trials."""
-    embeddings = encode(model, params, eval_set.images, batch_size, mesh)
-    probabilities = trial_probabilities(model, params, embeddings, eval_set.trials, mesh)
+    embeddings = encode(model, variables, eval_set.images, batch_size, mesh)
+    probabilities = trial_probabilities(model, variables, embeddings, eval_set.trials, mesh)
     return one_shot_summary(probabilities, eval_set.trials, group_names)
 
 
-class Validator:
-    """The fixed validation trials and pairs of a config, encoded together after each epoch."""
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a random positive outscores a random negative (ties half)."""
+    from scipy.stats import rankdata
 
-    def __init__(self, dataset: Omniglot, config, mesh: Mesh | None = None):
-        v = config.validation
-        indices = dataset.select(v.set, v.alphabets, v.drawers)
-        trials = random_trials(indices, dataset.alphabet, dataset.character, v.way, 1, v.one_shot_trials, v.seed)
-        pairs = random_pairs(indices, dataset.alphabet, dataset.character, v.verification_pairs, v.seed + 1)
-        self.eval_set = make_eval_set(dataset.images, config.image_size, trials, pairs)
-        self.batch_size = config.eval_batch_size
+    positive = np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("the ROC AUC needs both positive and negative pairs")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def validation_set(images: np.ndarray, groups: np.ndarray, labels: np.ndarray, indices: np.ndarray, v,
+                   prepare=None) -> EvalSet:
+    """Fixed v.way-way one-shot trials and verification pairs drawn from the images `indices`."""
+    trials = random_trials(indices, groups, labels, v.way, 1, v.one_shot_trials, v.seed)
+    pairs = random_pairs(indices, groups, labels, v.verification_pairs, v.seed + 1)
+    return make_eval_set(images, trials, pairs, prepare)
+
+
+class Validator:
+    """Fixed validation trials and pairs, encoded together after each epoch."""
+
+    def __init__(self, eval_set: EvalSet, batch_size: int, mesh: Mesh | None = None):
+        self.eval_set = eval_set
+        self.batch_size = batch_size
         self.mesh = mesh
 
-    def __call__(self, model, params) -> dict:
-        """Validation one-shot accuracy and verification accuracy (threshold 0.5)."""
-        embeddings = encode(model, params, self.eval_set.images, self.batch_size, self.mesh)
+    def __call__(self, model, variables: dict) -> dict:
+        """Validation one-shot accuracy, verification accuracy (probability threshold 0.5) and ROC AUC."""
+        embeddings = encode(model, variables, self.eval_set.images, self.batch_size, self.mesh)
         trials, pairs = self.eval_set.trials, self.eval_set.pairs
-        one_shot = one_shot_summary(trial_probabilities(model, params, embeddings, trials, self.mesh), trials)
-        verified = (pair_probabilities(model, params, embeddings, pairs, self.mesh) > 0.5) == pairs.same
+        one_shot = one_shot_summary(trial_probabilities(model, variables, embeddings, trials, self.mesh), trials)
+        probabilities = pair_probabilities(model, variables, embeddings, pairs, self.mesh)
+        verified = (probabilities > 0.5) == pairs.same
         return {
             "one_shot_accuracy": one_shot["accuracy"],
             "one_shot_trials": one_shot["trials"],
             "verification_accuracy": float(verified.mean()),
+            "verification_auc": roc_auc(probabilities, pairs.same),
             "verification_pairs": int(verified.size),
         }
 
 
-def evaluate_all(model, params, config, dataset: Omniglot, runs_path: str | Path, mesh: Mesh | None = None) -> dict:
-    """Everything the evaluate command reports: official runs, random test tasks, validation."""
+def omniglot_input(config):
+    """Omniglot's `prepare`: ink masks to uint8 model input of the config's size."""
+    return functools.partial(to_model_input, image_size=config.image_size)
+
+
+def omniglot_validator(dataset: Omniglot, config, mesh: Mesh | None = None) -> Validator:
+    """The Validator of an Omniglot config's validation split."""
+    v = config.validation
+    indices = dataset.select(v.set, v.alphabets, v.drawers)
+    eval_set = validation_set(dataset.images, dataset.alphabet, dataset.character, indices, v, omniglot_input(config))
+    return Validator(eval_set, config.eval_batch_size, mesh)
+
+
+def evaluate_all(model, variables: dict, config, dataset: Omniglot, runs_path: str | Path,
+                 mesh: Mesh | None = None) -> dict:
+    """Everything the Omniglot evaluation reports: official runs, random test tasks, validation."""
     runs = load_runs(runs_path)
-    runs_set = make_eval_set(runs.images, config.image_size, runs_trials(runs))
+    runs_set = make_eval_set(runs.images, runs_trials(runs), prepare=omniglot_input(config))
     result = {"runs": {
-        "path": str(runs_path), **evaluate_one_shot(model, params, runs_set, config.eval_batch_size, runs.names, mesh)
+        "path": str(runs_path), **evaluate_one_shot(model, variables, runs_set, config.eval_batch_size, runs.names, mesh)
     }}
     t = config.test
     indices = dataset.select(t.set, t.alphabets, t.drawers)
     tasks = random_trials(indices, dataset.alphabet, dataset.character, t.way, t.shots, t.tasks, t.seed)
-    tasks_set = make_eval_set(dataset.images, config.image_size, tasks)
+    tasks_set = make_eval_set(dataset.images, tasks, prepare=omniglot_input(config))
     result["random_tasks"] = {
         "way": t.way,
         "shots": t.shots,
         "alphabets": list(t.alphabets),
         "drawers": list(t.drawers),
-        **evaluate_one_shot(model, params, tasks_set, config.eval_batch_size, mesh=mesh),
+        **evaluate_one_shot(model, variables, tasks_set, config.eval_batch_size, mesh=mesh),
     }
-    result["validation"] = Validator(dataset, config, mesh)(model, params)
+    result["validation"] = omniglot_validator(dataset, config, mesh)(model, variables)
     return result
 
 
@@ -247,22 +285,22 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def restore_model(workdir: str, config, which: str, mesh: Mesh | None = None):
-    """The model of a workdir and its 'best' or 'latest' parameters, replicated over `mesh` (default: all devices).
+    """The model of a workdir and its 'best' or 'latest' variables, replicated over `mesh` (default: all devices).
 
     Checkpoints written with any device count restore onto any other.
     """
     from siamese_jax.checkpointing import Checkpoints  # Deferred: orbax is slow to import.
 
     model = build_model(config.model)
-    like = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0), config.image_size))
+    like = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), input_shape(config)))
     where = distributed.replicated(mesh or distributed.data_mesh())
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), like)
     checkpoints = Checkpoints(workdir)
-    params = checkpoints.restore_params(which, like)
+    variables = checkpoints.restore_variables(which, like)
     checkpoints.close()
-    if params is None:
+    if variables is None:
         raise DataError(f"no {which} checkpoint in {workdir}/checkpoints: train first, or pass --checkpoint=latest")
-    return model, params
+    return model, variables
 
 
 def write_json(result: dict, path: epath.PathLike) -> None:

@@ -7,18 +7,29 @@ import jax.numpy as jnp
 import optax
 
 
-def pair_loss(logits: jax.Array, same: jax.Array, balanced: bool) -> jax.Array:
-    """Binary cross-entropy of same-class logits; `balanced` weighs same and different pairs equally.
+def pair_mean(per_pair: jax.Array, same: jax.Array, balanced: bool) -> jax.Array:
+    """Mean of per-pair losses; `balanced` weighs same and different pairs equally.
 
     Balancing matters when a batch scores all pairs of a group: different pairs then outnumber
     same pairs many times over, and the plain mean would learn to answer 'different'.
     """
-    per_pair = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), same)
     if not balanced:
         return jnp.mean(per_pair)
     positive = jnp.sum(per_pair * same) / jnp.maximum(jnp.sum(same), 1.0)
     negative = jnp.sum(per_pair * (1 - same)) / jnp.maximum(jnp.sum(1 - same), 1.0)
     return 0.5 * (positive + negative)
+
+
+def pair_loss(logits: jax.Array, same: jax.Array, balanced: bool) -> jax.Array:
+    """Binary cross-entropy of same-class logits (the paper's loss), averaged by pair_mean."""
+    return pair_mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), same), same, balanced)
+
+
+def contrastive_loss(distance: jax.Array, same: jax.Array, margin: float, balanced: bool) -> jax.Array:
+    """Hadsell, Chopra & LeCun (2006): d^2 / 2 for same pairs, max(0, margin - d)^2 / 2 for different ones."""
+    distance = distance.astype(jnp.float32)
+    per_pair = 0.5 * jnp.where(same > 0, jnp.square(distance), jnp.square(jnp.maximum(margin - distance, 0.0)))
+    return pair_mean(per_pair, same, balanced)
 
 
 def ranking_loss(logits: jax.Array, same: jax.Array, left: jax.Array, right: jax.Array, num_images: int) -> jax.Array:

@@ -1,4 +1,8 @@
-"""The siamese network of Koch et al. (2015): a convolutional twin encoder and a weighted L1 head."""
+"""The siamese network of Koch et al. (2015): a convolutional twin encoder and a weighted L1 head.
+
+Also, for faces: batch normalisation in the encoder, unit-length embeddings, and a Euclidean
+distance head for the contrastive loss of Hadsell, Chopra & LeCun (2006).
+"""
 
 from __future__ import annotations
 
@@ -58,12 +62,17 @@ class Encoder(nn.Module):
     padding: str = "VALID"
     init_scheme: str = "paper"
     norm: str = "none"
+    embedding: str = "sigmoid"
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
-        """Maps images [B, H, W] (ink = 1) to embeddings [B, embedding_dim] in (0, 1)."""
-        x = images[..., None].astype(self.dtype)
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Maps images [B, H, W] or [B, H, W, C] in [0, 1] to embeddings [B, embedding_dim].
+
+        `train` matters only with batch normalisation: batch statistics (and updated running
+        averages in the 'batch_stats' collection) when True, the running averages when False.
+        """
+        x = (images if images.ndim == 4 else images[..., None]).astype(self.dtype)
         conv_kernel, conv_bias = _initializers(self.init_scheme, "conv")
         for i, (width, size) in enumerate(zip(self.features, self.kernel_sizes)):
             x = nn.Conv(
@@ -76,8 +85,10 @@ class Encoder(nn.Module):
                 conv_general_dilated=conv.conv_general_dilated,
                 name=f"conv_{i}",
             )(x)
-            # Stateless normalisations, so the model stays a pure function of its parameters.
-            if self.norm == "layer":  # Over the channels at each position.
+            # Layer and group norms are stateless; batch norm keeps running averages in 'batch_stats'.
+            if self.norm == "batch":
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, name=f"norm_{i}")(x)
+            elif self.norm == "layer":  # Over the channels at each position.
                 x = nn.LayerNorm(dtype=self.dtype, name=f"norm_{i}")(x)
             elif self.norm == "group":  # Over positions and groups of 8 channels, per image.
                 x = nn.GroupNorm(num_groups=None, group_size=min(8, width), dtype=self.dtype, name=f"norm_{i}")(x)
@@ -94,6 +105,9 @@ class Encoder(nn.Module):
             dtype=self.dtype,
             name="embed",
         )(x)
+        if self.embedding == "normalize":  # Unit length: distances in [0, 2], one scale for a margin.
+            x = x.astype(jnp.float32)
+            return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
         return nn.sigmoid(x)
 
 
@@ -110,13 +124,37 @@ class L1Head(nn.Module):
         return nn.Dense(1, kernel_init=kernel_init, bias_init=bias_init, name="alpha")(distance)[..., 0]
 
 
+class EuclideanHead(nn.Module):
+    """Euclidean distance d; its logit is margin/2 - d, so that 'same' means closer than half the margin.
+
+    The contrastive loss pulls same pairs to d = 0 and pushes different pairs beyond the margin;
+    the logit is a monotone score for ranking and thresholds, not a calibrated probability.
+    """
+
+    margin: float = 1.0
+
+    def distance(self, h1: jax.Array, h2: jax.Array) -> jax.Array:
+        """Euclidean distances [...] between embeddings [..., D], float32."""
+        squared = jnp.sum(jnp.square(h1.astype(jnp.float32) - h2.astype(jnp.float32)), axis=-1)
+        return jnp.sqrt(squared + 1e-12)  # The epsilon keeps the gradient finite at d = 0.
+
+    def __call__(self, h1: jax.Array, h2: jax.Array) -> jax.Array:
+        """Logits [...]: margin/2 - distance."""
+        return 0.5 * self.margin - self.distance(h1, h2)
+
+
 class SiameseNet(nn.Module):
-    """Twin encoder with shared weights and an L1 head; both images are encoded in one batched call."""
+    """Twin encoder with shared weights and a head; both images are encoded in one batched call."""
 
     encoder: Encoder
+    head_type: str = "l1"
+    margin: float = 1.0
 
     def setup(self):
-        self.head = L1Head(self.encoder.init_scheme)
+        if self.head_type == "euclidean":
+            self.head = EuclideanHead(self.margin)
+        else:
+            self.head = L1Head(self.encoder.init_scheme)
 
     def __call__(self, images1: jax.Array, images2: jax.Array) -> jax.Array:
         """Logits that images1[i] and images2[i] show the same class."""
@@ -124,13 +162,17 @@ class SiameseNet(nn.Module):
         h1, h2 = jnp.split(embeddings, 2, axis=0)
         return self.head(h1, h2)
 
-    def embed(self, images: jax.Array) -> jax.Array:
-        """Encodes images [B, H, W] to embeddings [B, D]."""
-        return self.encoder(images)
+    def embed(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """Encodes images [B, H, W] or [B, H, W, C] to embeddings [B, D] (see Encoder for `train`)."""
+        return self.encoder(images, train)
 
     def score(self, h1: jax.Array, h2: jax.Array) -> jax.Array:
         """Scores embeddings with the head alone (broadcasting over leading axes)."""
         return self.head(h1, h2)
+
+    def distance(self, h1: jax.Array, h2: jax.Array) -> jax.Array:
+        """The Euclidean head's distances (only for head_type='euclidean')."""
+        return self.head.distance(h1, h2)
 
 
 def compute_dtype(name: str, backend: str | None = None):
@@ -151,8 +193,15 @@ def compute_dtype(name: str, backend: str | None = None):
 def build_model(model_config) -> SiameseNet:
     """Builds the network described by a config's `model` section."""
     dtype = compute_dtype(model_config.dtype)
-    if model_config.norm not in ("none", "layer", "group"):
-        raise ConfigError(f"model.norm must be 'none', 'layer' or 'group', got {model_config.norm!r}")
+    if model_config.norm not in ("none", "layer", "group", "batch"):
+        raise ConfigError(f"model.norm must be 'none', 'layer', 'group' or 'batch', got {model_config.norm!r}")
+    # Configs written before these options existed mean the paper's sigmoid embedding and L1 head.
+    embedding = model_config.get("embedding", "sigmoid")
+    head = model_config.get("head", "l1")
+    if embedding not in ("sigmoid", "normalize"):
+        raise ConfigError(f"model.embedding must be 'sigmoid' or 'normalize', got {embedding!r}")
+    if head not in ("l1", "euclidean"):
+        raise ConfigError(f"model.head must be 'l1' or 'euclidean', got {head!r}")
     if len(model_config.features) != len(model_config.kernel_sizes):
         raise ConfigError("model.features and model.kernel_sizes must have the same length")
     encoder = Encoder(
@@ -162,12 +211,20 @@ def build_model(model_config) -> SiameseNet:
         padding=model_config.padding,
         init_scheme=model_config.init,
         norm=model_config.norm,
+        embedding=embedding,
         dtype=dtype,
     )
-    return SiameseNet(encoder)
+    return SiameseNet(encoder, head_type=head, margin=float(model_config.get("margin", 1.0)))
 
 
-def init_params(model: SiameseNet, key: jax.Array, image_size: int):
-    """Initialises the parameters for square images of side `image_size`."""
-    dummy = jnp.zeros((1, image_size, image_size), jnp.float32)
-    return model.init(key, dummy, dummy)["params"]
+def input_shape(config) -> tuple[int, ...]:
+    """Shape of one model input: (S, S) for grayscale, (S, S, C) for colour (config.channels)."""
+    channels = config.get("channels", 1)  # Configs saved before colour input existed are grayscale.
+    size = config.image_size
+    return (size, size) if channels == 1 else (size, size, channels)
+
+
+def init_variables(model: SiameseNet, key: jax.Array, shape: tuple[int, ...]) -> dict:
+    """Initial variables for inputs of `shape` (see input_shape): 'params', and 'batch_stats' with batch norm."""
+    dummy = jnp.zeros((1, *shape), jnp.float32)
+    return dict(model.init(key, dummy, dummy))

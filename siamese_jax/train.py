@@ -1,6 +1,7 @@
-"""Trains the siamese network on Omniglot and evaluates its best checkpoint.
+"""Trains the siamese network (Omniglot, or faces on LFW) and evaluates its best checkpoint.
 
     python -m siamese_jax.train --config=configs/omniglot.py --workdir=runs/omniglot
+    python -m siamese_jax.train --config=configs/lfw.py --workdir=runs/lfw
 
 Starting again with the same workdir resumes from the latest checkpoint. Training is data parallel
 over every visible device; several processes (hosts) join with --coordinator_address,
@@ -26,17 +27,18 @@ from etils import epath
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from siamese_jax import augment, distributed, evaluation, losses, optim, sampling
+from siamese_jax import augment, distributed, evaluation, experiments, losses, optim, sampling
 from siamese_jax.checkpointing import Checkpoints
-from siamese_jax.data.images import to_float, to_model_input
-from siamese_jax.data.omniglot import load_omniglot, locate_runs
+from siamese_jax.data.images import to_float
 from siamese_jax.errors import ConfigError, UserError
 from siamese_jax.files import write_atomically
-from siamese_jax.models import SiameseNet, build_model, init_params
+from siamese_jax.models import SiameseNet, build_model, init_variables, input_shape
 from siamese_jax.provenance import provenance
 
 # Config entries that fix the parameters' shapes: a workdir's checkpoints only fit these.
-MODEL_KEYS = ("model", "image_size")
+MODEL_KEYS = ("model", "image_size", "channels")
+LOSSES = ("cross_entropy", "contrastive")
+METRICS = ("one_shot_accuracy", "verification_accuracy", "verification_auc")
 
 
 def make_sampler(config, tables: sampling.SamplingTables):
@@ -62,10 +64,12 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
 
     With a mesh, each device gathers, distorts and encodes its slice of the batch's images; the
     random draws do not depend on the slicing, so any device count follows the same trajectory.
+    Batch-norm statistics are those of the whole global batch, whatever the device count.
     """
     # Plain values, so the step closes over constants and no ConfigDict lookups are traced.
     distortion = SimpleNamespace(**config.augment.to_dict())
     balanced = bool(config.balanced_loss)
+    contrastive = config.get("loss", "cross_entropy") == "contrastive"
     ranking_weight = float(config.ranking_loss_weight)
     split_batch = distributed.batch_sharded(mesh) if mesh is not None else None
 
@@ -82,21 +86,28 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
         images = on_slices(images)
 
         def loss_fn(params):
-            embeddings = model.apply({"params": params}, images, method=SiameseNet.embed)
-            logits = model.apply(
-                {"params": params}, embeddings[batch.left], embeddings[batch.right], method=SiameseNet.score
+            variables = dict(model_variables(state), params=params)
+            embeddings, mutated = model.apply(
+                variables, images, True, method=SiameseNet.embed, mutable=["batch_stats"]
             )
-            data_loss = losses.pair_loss(logits, batch.same, balanced)
+            h1, h2 = embeddings[batch.left], embeddings[batch.right]
+            logits = model.apply(variables, h1, h2, method=SiameseNet.score)
+            if contrastive:
+                distance = model.apply(variables, h1, h2, method=SiameseNet.distance)
+                data_loss = losses.contrastive_loss(distance, batch.same, model.margin, balanced)
+            else:
+                data_loss = losses.pair_loss(logits, batch.same, balanced)
             if ranking_weight:
                 data_loss += ranking_weight * losses.ranking_loss(
                     logits, batch.same, batch.left, batch.right, batch.images.shape[0]
                 )
-            return data_loss + optim.l2_penalty(params, l2), data_loss
+            return data_loss + optim.l2_penalty(params, l2), (data_loss, mutated)
 
-        (_, data_loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        (_, (data_loss, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         new_state = dict(
             state,
+            **mutated,  # The batch-norm running averages, when the model has them.
             step=state["step"] + 1,
             params=optax.apply_updates(state["params"], updates),
             opt_state=opt_state,
@@ -108,16 +119,25 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
     return step
 
 
-def initial_state(params, optimizer: optax.GradientTransformation, seed: int) -> dict:
-    """The training state before the first step: the pytree that steps carry and checkpoints hold."""
+def initial_state(variables: dict, optimizer: optax.GradientTransformation, seed: int) -> dict:
+    """The training state before the first step: the pytree that steps carry and checkpoints hold.
+
+    It holds the model's variable collections ('params', and 'batch_stats' with batch norm) at
+    its top level.
+    """
     return {
+        **variables,
         "step": jnp.zeros([], jnp.int32),
-        "params": params,
-        "opt_state": optimizer.init(params),
+        "opt_state": optimizer.init(variables["params"]),
         "rng": jax.random.PRNGKey(seed + 1),
         "loss_sum": jnp.zeros([], jnp.float32),
         "loss_count": jnp.zeros([], jnp.int32),
     }
+
+
+def model_variables(state: dict) -> dict:
+    """The model's variable collections in a training state: what model.apply and the best checkpoint take."""
+    return {name: state[name] for name in ("params", "batch_stats") if name in state}
 
 
 def make_dispatch(step, steps_per_dispatch: int, mesh: Mesh | None = None):
@@ -152,6 +172,15 @@ def validate_config(config, num_devices: int) -> None:
         )
     if config.optimizer not in ("sgd_paper", "adam"):
         raise ConfigError(f"config.optimizer must be 'sgd_paper' or 'adam', got {config.optimizer!r}")
+    experiments.dataset_name(config)
+    loss = config.get("loss", "cross_entropy")
+    if loss not in LOSSES:
+        raise ConfigError(f"config.loss must be one of {LOSSES}, got {loss!r}")
+    if loss == "contrastive" and config.model.get("head", "l1") != "euclidean":
+        raise ConfigError("config.loss='contrastive' needs the Euclidean distance head: set config.model.head='euclidean'")
+    metric = config.validation.get("metric", "one_shot_accuracy")
+    if metric not in METRICS:
+        raise ConfigError(f"config.validation.metric must be one of {METRICS}, got {metric!r}")
 
 
 def prepare_workdir(workdir: str, config, save_config: bool = True) -> None:
@@ -223,24 +252,22 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     prepare_workdir(workdir, config, save_config=primary)
     workdir_path = epath.Path(workdir)
 
-    dataset = load_omniglot(config.data_dir or None, config.cache_dir or None)
-    runs_path = locate_runs(config.data_dir or None)
-    t = config.train
-    train_ids = dataset.select(t.set, t.alphabets, t.drawers)
-    tables = sampling.build_tables(dataset.alphabet[train_ids], dataset.character[train_ids])
+    experiment = experiments.load_experiment(config, mesh)
+    tables = sampling.build_tables(experiment.train_groups, experiment.train_labels)
     sampler, pairs_per_step = make_sampler(config, tables)
     tables = distributed.put(tables, everywhere)
-    train_images = distributed.put(to_model_input(dataset.images[train_ids], config.image_size), everywhere)
-    validator = evaluation.Validator(dataset, config, mesh)
+    train_images = distributed.put(experiment.train_images, everywhere)
+    metric = config.validation.get("metric", "one_shot_accuracy")
 
     model = build_model(config.model)
-    params = init_params(model, jax.random.PRNGKey(config.seed), config.image_size)
-    layers = optim.layer_names(params)
+    variables = init_variables(model, jax.random.PRNGKey(config.seed), input_shape(config))
+    layers = optim.layer_names(variables["params"])
     l2 = optim.per_layer(config.l2, layers, "l2")
     spd = config.steps_per_dispatch
     steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / pairs_per_step / spd)) * spd
-    optimizer = optim.create_optimizer(config, params, steps_per_epoch)
-    state = distributed.put(initial_state(params, optimizer, config.seed), everywhere)
+    optimizer = optim.create_optimizer(config, variables["params"], steps_per_epoch)
+    state = distributed.put(initial_state(variables, optimizer, config.seed), everywhere)
+    # best_accuracy is the best value of the validation metric (config.validation.metric).
     meta = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "epochs_without_improvement": 0, "wall_time": 0.0}
 
     checkpoints = Checkpoints(workdir)
@@ -272,6 +299,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, smoothing=0.1, disable=not primary,
     )
     started = time.time() - meta["wall_time"]
+    in_flight = distributed.InFlight()
     try:
         while meta["epoch"] < config.num_epochs and not stopped_early:
             epoch_end = (meta["epoch"] + 1) * steps_per_epoch
@@ -280,6 +308,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                 if stop.signal_name:
                     raise _Interrupted(stop.signal_name)
                 state, loss = dispatch(state, train_images, tables)
+                in_flight.add(loss)  # Not the state: its buffers are donated to the next step.
                 step += spd
                 progress.update(spd * pairs_per_step)
                 if step % config.log_every_steps < spd:
@@ -294,12 +323,12 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
             epoch = meta["epoch"] + 1
             train_loss = float(state["loss_sum"]) / max(int(state["loss_count"]), 1)
             state = dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]), loss_count=jnp.zeros_like(state["loss_count"]))
-            scores = validator(model, state["params"])
-            improved = scores["one_shot_accuracy"] > meta["best_accuracy"]
+            scores = experiment.validator(model, model_variables(state))
+            improved = scores[metric] > meta["best_accuracy"]
             meta = dict(
                 meta,
                 epoch=epoch,
-                best_accuracy=max(meta["best_accuracy"], scores["one_shot_accuracy"]),
+                best_accuracy=max(meta["best_accuracy"], scores[metric]),
                 best_epoch=epoch if improved else meta["best_epoch"],
                 epochs_without_improvement=0 if improved else meta["epochs_without_improvement"] + 1,
                 wall_time=time.time() - started,
@@ -311,6 +340,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                 "train_loss": train_loss,
                 "val_verification_accuracy": scores["verification_accuracy"],
                 "val_one_shot_accuracy": scores["one_shot_accuracy"],
+                "val_verification_auc": scores["verification_auc"],
                 "hyperparameters": optim.hyperparameters(config, layers, epoch - 1),
                 "wall_time": meta["wall_time"],
             }
@@ -318,13 +348,14 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
             if primary:
                 write_metrics(metrics_path, history)
             if improved:
-                checkpoints.save_best(step, state["params"], dict(meta, val=scores))
+                checkpoints.save_best(step, model_variables(state), dict(meta, val=scores))
             checkpoints.save_latest(step, state, meta)
             if primary:
                 progress.write(
                     f"epoch {epoch}: train loss {train_loss:.4f}, val one-shot "
-                    f"{100 * scores['one_shot_accuracy']:.1f}%, val verification {100 * scores['verification_accuracy']:.1f}%"
-                    + (" (best)" if improved else f" (best {100 * meta['best_accuracy']:.1f}% at epoch {meta['best_epoch']})")
+                    f"{100 * scores['one_shot_accuracy']:.1f}%, val verification {100 * scores['verification_accuracy']:.1f}% "
+                    f"(AUC {scores['verification_auc']:.3f})"
+                    + (" (best)" if improved else f" (best {metric} {meta['best_accuracy']:.4f} at epoch {meta['best_epoch']})")
                 )
             stopped_early = meta["epochs_without_improvement"] >= config.patience
     except _Interrupted as why:
@@ -338,19 +369,19 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         progress.close()
     checkpoints.close()
     if stopped_early and primary:
-        print(f"stopped early: no better validation one-shot accuracy for {config.patience} epochs", flush=True)
+        print(f"stopped early: no better validation {metric} for {config.patience} epochs", flush=True)
 
-    model, best_params = evaluation.restore_model(workdir, config, "best", mesh)
+    model, best_variables = evaluation.restore_model(workdir, config, "best", mesh)
     result = {
         "checkpoint": "best",
-        **evaluation.evaluate_all(model, best_params, config, dataset, runs_path, mesh),
+        **experiment.evaluate(model, best_variables, mesh),
         "training": {"epochs": meta["epoch"], "best_epoch": meta["best_epoch"], "steps": step,
                      "pairs": step * pairs_per_step, "wall_time_s": meta["wall_time"]},
         "provenance": provenance(mesh.size),
     }
     if primary:
         evaluation.write_json(result, workdir_path / "eval.json")
-        print(evaluation.format_table(result), flush=True)
+        print(experiment.summarize(result), flush=True)
     return result
 
 

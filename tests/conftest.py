@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from siamese_jax.config_files import load_config_file
 from tests import synthetic
 
 # Every test process sees 8 CPU devices, so training and evaluation run data parallel throughout;
@@ -22,10 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def load_config(name: str):
     """get_config() of configs/<name>.py."""
-    spec = importlib.util.spec_from_file_location(f"config_{name}", REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(REPO / "configs" / f"{name}.py")
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +67,40 @@ def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
     return config
 
 
+@pytest.fixture(scope="session")
+def synthetic_lfw_dir(tmp_path_factory) -> Path:
+    """A data directory holding a synthetic LFW (archive and the six protocol files)."""
+    return synthetic.make_lfw(tmp_path_factory.mktemp("lfw_data"))
+
+
+def tiny_lfw_config(data_dir: Path, cache_dir: Path, **overrides):
+    """configs/lfw_cpu.py shrunk to seconds on the synthetic LFW."""
+    config = load_config("lfw_cpu")
+    config.data_dir = str(data_dir)
+    config.cache_dir = str(cache_dir)
+    config.image_size = 16
+    config.model.features = (8, 8)
+    config.model.kernel_sizes = (3, 3)
+    config.model.embedding_dim = 16
+    config.lfw.validation_fraction = 0.25
+    config.lfw.identification.way = 4
+    config.lfw.identification.tasks = 40
+    config.validation.way = 4
+    config.validation.one_shot_trials = 40
+    config.validation.verification_pairs = 40
+    config.batch_size = 16
+    config.classes_per_alphabet = 4
+    config.images_per_class = 2
+    config.pairs_per_epoch = 168  # 3 steps of 2 groups x 28 pairs.
+    config.num_epochs = 2
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 1
+    config.eval_batch_size = 32
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
 def metrics(workdir: Path) -> list[dict]:
     """The records of a workdir's metrics.jsonl."""
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -79,7 +110,7 @@ def latest_params(workdir: Path, config, devices=None):
     """The parameters of a workdir's latest state, replicated over `devices` (default: all)."""
     from siamese_jax import distributed, evaluation
 
-    return evaluation.restore_model(str(workdir), config, "latest", distributed.data_mesh(devices))[1]
+    return evaluation.restore_model(str(workdir), config, "latest", distributed.data_mesh(devices))[1]["params"]
 
 
 def tiny_config_file(path: Path, data_dir: Path, cache_dir: Path, **overrides) -> Path:

@@ -82,3 +82,85 @@ def make_omniglot(data_dir: Path) -> Path:
     )
     write_runs_zip(folder / "all_runs.zip", prototypes, TEST)
     return data_dir
+
+
+# A synthetic LFW: 40 people in 10 View 2 folds of 4; the first 24 are View 1's training people.
+LFW_PEOPLE = tuple(f"Person_{i:02d}" for i in range(40))
+LFW_DEV_TRAIN = LFW_PEOPLE[:24]
+LFW_FOLDS = 10
+
+
+def lfw_image_count(person: int) -> int:
+    """Images of person i: one for every seventh person (they cannot form same pairs), else 2-4."""
+    return 1 if person % 7 == 3 else 2 + person % 3
+
+
+def face(seed: int) -> np.ndarray:
+    """A person's prototype: coloured rectangles on grey, 250x250 RGB, mostly inside the central crop."""
+    rng = np.random.default_rng(seed)
+    canvas = np.full((250, 250, 3), 128, np.uint8)
+    for _ in range(4):
+        (r0, c0), size = rng.integers(60, 150, 2), rng.integers(20, 50, 2)
+        canvas[r0 : r0 + size[0], c0 : c0 + size[1]] = rng.integers(0, 256, 3)
+    return canvas
+
+
+def jpeg_bytes(pixels: np.ndarray, mode: str = "RGB") -> bytes:
+    """A JPEG of an RGB array, converted to `mode` ('RGB', 'L' or 'CMYK')."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _pair_lines(people, rng, matched: int) -> list[str]:
+    """`matched` matched then as many mismatched pair lines among `people` (indices)."""
+    repeat = [p for p in people if lfw_image_count(p) >= 2]
+    lines = []
+    for _ in range(matched):
+        p = repeat[rng.integers(len(repeat))]
+        n1, n2 = sorted(rng.choice(lfw_image_count(p), 2, replace=False) + 1)
+        lines.append(f"{LFW_PEOPLE[p]}\t{n1}\t{n2}")
+    for _ in range(matched):
+        a, b = rng.choice(people, 2, replace=False)
+        lines.append(f"{LFW_PEOPLE[a]}\t{rng.integers(lfw_image_count(a)) + 1}\t{LFW_PEOPLE[b]}\t{rng.integers(lfw_image_count(b)) + 1}")
+    return lines
+
+
+def make_lfw(data_dir: Path, archive: str = "lfw-deepfunneled.tgz", bad_image: tuple[str, bytes] | None = None) -> Path:
+    """Builds DATA_DIR/lfw/ with an image archive and all six protocol files; returns DATA_DIR.
+
+    `bad_image` replaces one file's bytes (e.g. ('Person_00/Person_00_0001.jpg', b'junk')).
+    """
+    import tarfile
+
+    folder = data_dir / "lfw"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    root = archive.split(".")[0]
+    with tarfile.open(folder / archive, "w:gz") as tar:
+        for i, name in enumerate(LFW_PEOPLE):
+            prototype = face(100 + i)
+            for n in range(1, lfw_image_count(i) + 1):
+                path = f"{name}/{name}_{n:04d}.jpg"
+                noisy = np.clip(np.roll(prototype, rng.integers(-4, 5, 2), (0, 1)) + rng.normal(0, 8, prototype.shape), 0, 255)
+                data = jpeg_bytes(noisy.astype(np.uint8))
+                if bad_image is not None and bad_image[0] == path:
+                    data = bad_image[1]
+                info = tarfile.TarInfo(f"{root}/{path}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    train, test = range(24), range(24, 40)
+    (folder / "pairsDevTrain.txt").write_text("\n".join(["6"] + _pair_lines(train, rng, 6)) + "\n")
+    (folder / "pairsDevTest.txt").write_text("\n".join(["4"] + _pair_lines(test, rng, 4)) + "\n")
+    folds = [range(4 * k, 4 * k + 4) for k in range(LFW_FOLDS)]
+    lines = [f"{LFW_FOLDS}\t2"] + [line for fold in folds for line in _pair_lines(fold, rng, 2)]
+    (folder / "pairs.txt").write_text("\n".join(lines) + "\n")
+
+    def people_lines(people):
+        return [f"{LFW_PEOPLE[p]}\t{lfw_image_count(p)}" for p in people]
+
+    (folder / "peopleDevTrain.txt").write_text("\n".join([str(len(train))] + people_lines(train)) + "\n")
+    (folder / "peopleDevTest.txt").write_text("\n".join([str(len(test))] + people_lines(test)) + "\n")
+    lines = [str(LFW_FOLDS)] + [line for fold in folds for line in [str(len(fold))] + people_lines(fold)]
+    (folder / "people.txt").write_text("\n".join(lines) + "\n")
+    return data_dir

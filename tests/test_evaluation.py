@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from siamese_jax import evaluation, tasks
+from siamese_jax import distributed, evaluation, tasks
 from siamese_jax.data import omniglot
-from siamese_jax.models import Encoder, SiameseNet, init_params
+from siamese_jax.models import Encoder, SiameseNet, init_variables
 
 
 def _trials(count=2000, way=20, seed=0):
@@ -73,16 +73,28 @@ def test_random_pairs_are_half_same(synthetic_data_dir, cache_dir):
 def test_head_scores_match_pairwise_model_calls():
     """Encoding once then scoring with the head equals running the whole network on each pair."""
     model = SiameseNet(Encoder(features=(4, 4), kernel_sizes=(3, 3), embedding_dim=8, padding="SAME", init_scheme="lecun"))
-    params = init_params(model, jax.random.PRNGKey(0), 12)
+    variables = init_variables(model, jax.random.PRNGKey(0), (12, 12))
     images = (np.random.default_rng(0).uniform(size=(7, 12, 12)) * 255).astype(np.uint8)
     trials = tasks.Trials(
         support=np.array([[[0], [1], [2]], [[3], [4], [5]]], np.int32),
         query=np.array([6, 2], np.int32), answer=np.array([0, 1], np.int32), group=np.zeros(2, np.int32),
     )
-    embeddings = evaluation.encode(model, params, images, batch_size=4)
-    probabilities = evaluation.trial_probabilities(model, params, embeddings, trials)
+    embeddings = evaluation.encode(model, variables, images, batch_size=4)
+    probabilities = evaluation.trial_probabilities(model, variables, embeddings, trials)
     x = jnp.asarray(images, jnp.float32) / 255
     for t in range(2):
         for n in range(3):
-            direct = jax.nn.sigmoid(model.apply({"params": params}, x[trials.query[t]][None], x[trials.support[t, n]]))
+            direct = jax.nn.sigmoid(model.apply(variables, x[trials.query[t]][None], x[trials.support[t, n]]))
             assert probabilities[t, n] == pytest.approx(float(direct[0]), rel=1e-4)
+
+
+def test_encoding_many_batches_on_every_device_matches_one_device():
+    """75 queued 8-device programs deadlocked XLA:CPU (jax 0.10.2) until encoding paced them."""
+    model = SiameseNet(Encoder(features=(32, 64, 64, 128), kernel_sizes=(3, 3, 3, 3), embedding_dim=128,
+                               padding="SAME", init_scheme="lecun"))
+    variables = init_variables(model, jax.random.PRNGKey(0), (32, 32))
+    images = (np.random.default_rng(1).uniform(size=(2400, 32, 32)) * 255).astype(np.uint8)
+    assert len(jax.devices()) == 8
+    every_device = evaluation.encode(model, variables, images, batch_size=32)
+    one_device = evaluation.encode(model, variables, images, batch_size=256, mesh=distributed.data_mesh(jax.devices()[:1]))
+    np.testing.assert_allclose(np.asarray(every_device), np.asarray(one_device), rtol=1e-4, atol=1e-5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from siamese_jax.errors import ConfigError
-from siamese_jax.models import Encoder, SiameseNet, build_model, compute_dtype, init_params, max_pool_2x2
+from siamese_jax.models import Encoder, SiameseNet, build_model, compute_dtype, init_variables, max_pool_2x2
 from tests.conftest import load_config
 
 
@@ -27,7 +27,7 @@ def test_paper_model_shapes_and_parameter_count():
 
 def test_paper_initialisation_statistics():
     config = load_config("omniglot")
-    params = init_params(build_model(config.model), jax.random.PRNGKey(0), 105)
+    params = init_variables(build_model(config.model), jax.random.PRNGKey(0), (105, 105))["params"]
     enc = params["encoder"]
     for layer in ("conv_1", "conv_2", "conv_3"):  # conv_0 has only 6,400 weights; checked loosely below.
         kernel = np.asarray(enc[layer]["kernel"])
@@ -43,7 +43,7 @@ def test_paper_initialisation_statistics():
 
 def test_head_is_weighted_l1_and_symmetric():
     model = SiameseNet(Encoder(features=(4,), kernel_sizes=(3,), embedding_dim=8, padding="SAME", init_scheme="lecun"))
-    params = init_params(model, jax.random.PRNGKey(1), 12)
+    params = init_variables(model, jax.random.PRNGKey(1), (12, 12))["params"]
     h1, h2 = jax.random.uniform(jax.random.PRNGKey(2), (2, 5, 8))
     logits = model.apply({"params": params}, h1, h2, method=SiameseNet.score)
     alpha, bias = params["head"]["alpha"]["kernel"][:, 0], params["head"]["alpha"]["bias"][0]
@@ -55,7 +55,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     config = load_config("omniglot_cpu")
     config.model.dtype = "bfloat16"
     model = build_model(config.model)
-    params = init_params(model, jax.random.PRNGKey(0), 28)
+    params = init_variables(model, jax.random.PRNGKey(0), (28, 28))["params"]
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
     x = jax.random.uniform(jax.random.PRNGKey(1), (3, 28, 28))
     logits = model.apply({"params": params}, x, x[::-1])

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from siamese_jax.errors import DataError
-from siamese_jax.data.sources import FileTree, decode_png, locate
+from siamese_jax.data.sources import FileTree, decode_png, default_cache_dir, locate
 
 BASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
 IMAGE_ARCHIVES = ("images_background.zip", "images_evaluation.zip")
@@ -55,11 +55,6 @@ class Omniglot:
             )
         mask = np.isin(self.alphabet, in_set) & np.isin(self.drawer, list(drawers))
         return np.flatnonzero(mask)
-
-
-def default_cache_dir() -> Path:
-    """Where decoded datasets are cached unless the config says otherwise."""
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "siamese_jax"
 
 
 def _cache_key(paths: Sequence[Path]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -19,12 +20,25 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
+ARCHIVE_SUFFIXES = (".zip", ".tgz", ".tar.gz", ".tar")
+
+
+def archive_stem(name: str) -> str | None:
+    """The folder an archive extracts to ('lfw.tgz' -> 'lfw'), or None for a plain file."""
+    return next((name[: -len(s)] for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
+
+
+def default_cache_dir() -> Path:
+    """Where decoded datasets are cached unless the config says otherwise."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "siamese_jax"
+
+
 def find_in_data_dir(root: Path, subdir: str, names: Sequence[str]) -> dict[str, Path | None]:
-    """Looks for each file (or its extracted folder, same name without .zip) in root/subdir and root."""
+    """Looks for each file (or an archive's extracted folder, same name without suffix) in root/subdir and root."""
     found: dict[str, Path | None] = {}
     for name in names:
         found[name] = None
-        stem = name[: -len(".zip")] if name.endswith(".zip") else None
+        stem = archive_stem(name)
         for folder in (root / subdir, root):
             candidates = [folder / name] + ([folder / stem] if stem else [])
             hit = next((c for c in candidates if c.exists()), None)
@@ -66,15 +80,31 @@ def locate(data_dir: str | None, subdir: str, urls: dict[str, str]) -> dict[str,
 
 
 class FileTree:
-    """Read-only view of the files in a zip archive or a folder, by '/'-separated relative path."""
+    """Read-only view of the files in a zip or tar archive or a folder, by '/'-separated relative path.
+
+    Tar archives (.tgz) are compressed streams: read their files in names() order, which is the
+    archive's order, or every read decompresses from the start again.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._zip: zipfile.ZipFile | None = None
+        self._tar: tarfile.TarFile | None = None
         if self.path.is_dir():
             return
         if not self.path.exists():
             raise DataError(f"{self.path} does not exist")
+        is_tar = archive_stem(self.path.name) is not None and not self.path.name.endswith(".zip")
+        if is_tar or (not self.path.name.endswith(".zip") and not zipfile.is_zipfile(self.path)):
+            try:
+                self._tar = tarfile.open(self.path)
+                self._tar_files = {m.name: m for m in self._tar.getmembers() if m.isfile()}
+            except (tarfile.TarError, OSError, EOFError) as error:
+                reason = str(error).splitlines()[0]
+                raise DataError(
+                    f"{self.path} is not a readable tar archive ({reason}); it is truncated or corrupt: download it again"
+                ) from None
+            return
         try:
             self._zip = zipfile.ZipFile(self.path)
             broken = self._zip.testzip()
@@ -90,6 +120,8 @@ class FileTree:
         """Relative paths of every file in the tree."""
         if self._zip is not None:
             yield from (n for n in self._zip.namelist() if not n.endswith("/"))
+        elif self._tar is not None:
+            yield from self._tar_files
         else:
             for file in sorted(self.path.rglob("*")):
                 if file.is_file():
@@ -99,11 +131,16 @@ class FileTree:
         """The bytes of one file."""
         if self._zip is not None:
             return self._zip.read(name)
+        if self._tar is not None:
+            try:
+                return self._tar.extractfile(self._tar_files[name]).read()
+            except (tarfile.TarError, OSError, EOFError) as error:
+                raise DataError(f"cannot read {self.describe(name)} ({error}): the archive is truncated or corrupt") from None
         return (self.path / name).read_bytes()
 
     def describe(self, name: str) -> str:
         """A human-readable location of one file, for error messages."""
-        return f"{self.path}:{name}" if self._zip is not None else str(self.path / name)
+        return f"{self.path}:{name}" if self._zip is not None or self._tar is not None else str(self.path / name)
 
 
 def decode_png(tree: FileTree, name: str, expected_shape: tuple[int, int] | None = None):

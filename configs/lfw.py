@@ -1,0 +1,74 @@
+"""Faces: the siamese network on Labeled Faces in the Wild, View 1 (GPU scale).
+
+    python -m siamese_jax.train --config=configs/lfw.py --workdir=runs/lfw
+    python -m siamese_jax.evaluate --workdir=runs/lfw --protocol=view2    # View 2, thresholds only
+
+View 2 in the strict setting trains one model per fold (K = 0..9), then combines them:
+
+    python -m siamese_jax.train --config=configs/lfw.py --config.lfw.protocol=view2 --config.lfw.fold=K --workdir=runs/lfw_fold_K
+    python -m siamese_jax.evaluate --fold_workdirs=runs/lfw_fold_0,...,runs/lfw_fold_9 --output=runs/lfw_view2.json
+
+The paper's encoder at 105x105 grayscale, with batch normalisation, a unit-length embedding and a
+Euclidean head trained with the contrastive loss; set model.head='l1', model.embedding='sigmoid'
+and loss='cross_entropy' for the paper's head and loss.
+"""
+
+import ml_collections
+
+
+def get_config():
+    """LFW View 1 with the contrastive loss."""
+    config = ml_collections.ConfigDict()
+    config.dataset = "lfw"
+    config.seed = 0
+    config.data_dir = ""  # '' means $SIAMESE_JAX_DATA_DIR, else a download with tensorflow-datasets.
+    config.cache_dir = ""  # '' means ~/.cache/siamese_jax
+    config.image_size = 105
+    config.channels = 1  # 1: grayscale; 3: RGB.
+    config.lfw = ml_collections.ConfigDict(dict(
+        protocol="view1",  # 'view1': train on peopleDevTrain; 'view2': train without fold `fold` of people.txt.
+        fold=0,
+        crop=150,  # Side of the centred square kept from the 250x250 photo: the face and little background.
+        # Training people with two or more images held out for validation (early stopping).
+        validation_fraction=0.1,
+        split_seed=0,
+        # N-way one-shot identification among people never trained on, reported after training.
+        identification=ml_collections.ConfigDict(dict(way=10, tasks=1000, seed=2)),
+    ))
+    config.validation = ml_collections.ConfigDict(dict(
+        way=20, one_shot_trials=500, verification_pairs=2000, seed=1, metric="verification_auc",
+    ))
+
+    config.model = ml_collections.ConfigDict(dict(
+        features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=256, padding="VALID",
+        init="lecun", norm="batch", embedding="normalize", head="euclidean", margin=1.0, dtype="auto",
+    ))
+    config.loss = "contrastive"
+
+    # 'groups': each group is classes_per_alphabet people x images_per_class photos, and every pair
+    # inside a group is scored (LFW has no alphabets: groups draw from all training people).
+    config.sampling = "groups"
+    config.batch_size = 128
+    config.classes_per_alphabet = 16
+    config.images_per_class = 2
+    config.balanced_loss = True
+    config.ranking_loss_weight = 0.0
+
+    config.augment = ml_collections.ConfigDict(dict(
+        enabled=True, probability=0.5, rotation=10.0, shear=0.1, scale=(0.9, 1.1), translation=5.0, flip=0.5,
+    ))
+
+    config.optimizer = "adam"  # Or 'sgd_paper', with learning_rates, momenta and l2 per layer.
+    config.learning_rate = 1e-3
+    config.lr_decay = 0.95
+    config.l2 = ml_collections.ConfigDict({"*": 0.0})
+
+    config.pairs_per_epoch = 200_000  # About 100 steps of 1,984 pairs.
+    config.num_epochs = 40
+    config.patience = 8
+
+    config.steps_per_dispatch = 1
+    config.log_every_steps = 20
+    config.checkpoint_every_steps = 500
+    config.eval_batch_size = 256
+    return config

@@ -1,0 +1,24 @@
+"""Faces on a 2-core CPU: a small encoder at 32x32 grayscale, LFW View 1, about 15 minutes.
+
+    python -m siamese_jax.train --config=configs/lfw_cpu.py --workdir=runs/lfw_cpu
+
+Same protocol, head, loss and sampling as configs/lfw.py.
+"""
+
+import ml_collections
+
+from siamese_jax.config_files import sibling_config
+
+
+def get_config():
+    """The CPU face experiment."""
+    config = sibling_config(__file__, "lfw.py")
+    config.image_size = 32
+    config.lfw.crop = 130
+    config.model = ml_collections.ConfigDict(dict(
+        features=(32, 64, 64, 128), kernel_sizes=(3, 3, 3, 3), embedding_dim=128, padding="SAME",
+        init="lecun", norm="batch", embedding="normalize", head="euclidean", margin=1.0, dtype="auto",
+    ))
+    config.num_epochs = 15
+    config.patience = 5
+    return config

@@ -1,0 +1,342 @@
+"""Faces: LFW files and protocols, the contrastive loss, batch norm, and training end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from siamese_jax import augment, evaluation, faces, losses, train
+from siamese_jax.data import lfw
+from siamese_jax.errors import ConfigError, DataError
+from siamese_jax.models import Encoder, SiameseNet, init_variables
+from tests import synthetic
+from tests.conftest import REPO, tiny_lfw_config
+
+PAIRS_TXT = "2\t2\nAnn\t1\t2\nBob\t1\t3\nAnn\t1\tBob\t2\nCid\t1\tAnn\t2\nCid\t1\t2\nDee\t2\t3\nCid\t2\tDee\t1\nDee\t3\tAnn\t1\n"
+
+
+def test_pairs_file_with_folds():
+    pairs = lfw.parse_pairs(PAIRS_TXT, "pairs.txt")
+    assert pairs.num_folds == 2 and len(pairs.same) == 8
+    np.testing.assert_array_equal(pairs.fold, [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(pairs.same, [1, 1, 0, 0, 1, 1, 0, 0])
+    assert (pairs.name1[0], int(pairs.number1[0]), pairs.name2[0], int(pairs.number2[0])) == ("Ann", 1, "Ann", 2)
+    assert (pairs.name1[3], int(pairs.number1[3]), pairs.name2[3], int(pairs.number2[3])) == ("Cid", 1, "Ann", 2)
+    np.testing.assert_array_equal(pairs.line, np.arange(2, 10))
+
+
+def test_pairs_file_of_view1_and_trailing_blank_lines():
+    pairs = lfw.parse_pairs("1\nAnn\t1\t2\nAnn\t1\tBob\t1\n\n\n", "pairsDevTest.txt")
+    assert pairs.num_folds == 1 and pairs.same.tolist() == [True, False]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("1\nAnn\t1\tBob\t1\nAnn\t1\t2\n", "line 2: expected a matched pair"),
+        ("1\nAnn\t1\t2\nAnn\t1\t2\n", "line 3: expected a mismatched pair"),
+        ("1\nAnn\tone\t2\nAnn\t1\tBob\t1\n", "line 2: image number 'one'"),
+        ("2\nAnn\t1\t2\nAnn\t1\tBob\t1\n", "promises 1 fold.*4 lines.*but 2 follow"),
+        ("ten\nAnn\t1\t2\n", "line 1: expected"),
+        ("", "line 1: expected"),
+    ],
+)
+def test_malformed_pairs_file_names_file_and_line(text, message):
+    with pytest.raises(DataError, match=f"pairs.txt.*{message}"):
+        lfw.parse_pairs(text, "pairs.txt")
+
+
+def test_people_files_of_both_views():
+    view2 = lfw.parse_people("2\n2\nAnn\t2\nBob\t3\n1\nCid\t2\n", "people.txt")
+    assert view2.names == ("Ann", "Bob", "Cid") and view2.fold.tolist() == [0, 0, 1]
+    assert view2.counts.tolist() == [2, 3, 2] and view2.line.tolist() == [3, 4, 6]
+    view1 = lfw.parse_people("2\nAnn\t2\nBob\t3\n", "peopleDevTrain.txt")
+    assert view1.names == ("Ann", "Bob") and view1.fold.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("2\nAnn\t2\n", "ends at line 2"),
+        ("1\nAnn\t2\nBob\t1\n", "line 3: more lines"),
+        ("1\nAnn\t2\textra\n", "line 2: expected 'Name<TAB>count'"),
+        ("2\n1\nAnn\t2\nBob\t2\n", "line 4: expected the number of people in fold 2"),
+    ],
+)
+def test_malformed_people_file(text, message):
+    with pytest.raises(DataError, match=f"people.txt.*{message}"):
+        lfw.parse_people(text, "people.txt")
+
+
+@pytest.fixture(scope="module")
+def synthetic_faces(synthetic_lfw_dir, cache_dir):
+    """The synthetic LFW decoded at 16x16 grayscale."""
+    return lfw.load_lfw(str(synthetic_lfw_dir), str(cache_dir), lfw.Preprocessing(crop=150, size=16, channels=1))
+
+
+def test_archive_decodes_every_person_and_image(synthetic_faces, synthetic_lfw_dir, cache_dir):
+    expected = sum(synthetic.lfw_image_count(i) for i in range(len(synthetic.LFW_PEOPLE)))
+    assert synthetic_faces.images.shape == (expected, 16, 16) and synthetic_faces.names == synthetic.LFW_PEOPLE
+    assert synthetic_faces.lookup()[("Person_02", 4)] == np.flatnonzero(synthetic_faces.person == 2)[3]
+    rgb = lfw.load_lfw(str(synthetic_lfw_dir), str(cache_dir), lfw.Preprocessing(crop=150, size=16, channels=3))
+    assert rgb.images.shape == (expected, 16, 16, 3)
+
+
+def test_protocol_files_resolve_against_the_archive(synthetic_faces, synthetic_lfw_dir):
+    pairs = lfw.read_pairs(str(synthetic_lfw_dir), "pairs.txt")
+    left, right = lfw.pair_ids(synthetic_faces, pairs)
+    same_person = synthetic_faces.person[left] == synthetic_faces.person[right]
+    np.testing.assert_array_equal(same_person, pairs.same)
+    people = lfw.read_people(str(synthetic_lfw_dir), "people.txt")
+    fold_ids = lfw.people_ids(synthetic_faces, people, folds={3})
+    assert set(synthetic_faces.person[fold_ids]) == {12, 13, 14, 15}
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [("Person_00\t1\t9", "line 2: Person_00 9: no image Person_00_0009.jpg"),
+     ("Nobody\t1\t2", "line 2: Nobody 1: no such person")],
+)
+def test_pairs_naming_missing_people_or_images(synthetic_faces, line, message):
+    pairs = lfw.parse_pairs(f"1\n{line}\nPerson_00\t1\tPerson_01\t1\n", "pairsDevTest.txt")
+    with pytest.raises(DataError, match=f"pairsDevTest.txt {message}"):
+        lfw.pair_ids(synthetic_faces, pairs)
+
+
+def test_people_file_count_disagreeing_with_archive(synthetic_faces):
+    people = lfw.parse_people("1\nPerson_00\t7\n", "peopleDevTest.txt")
+    with pytest.raises(DataError, match="peopleDevTest.txt line 2: Person_00 has 7 images there but 2"):
+        lfw.people_ids(synthetic_faces, people)
+
+
+@pytest.mark.parametrize(
+    "data, channels, message",
+    [
+        (b"not a jpeg", 1, "cannot decode image .*Person_05_0001.jpg"),
+        (synthetic.jpeg_bytes(synthetic.face(1), "L"), 3, "Person_05_0001.jpg is a L image where RGB was expected"),
+        (synthetic.jpeg_bytes(synthetic.face(1), "CMYK"), 3, "Person_05_0001.jpg is a CMYK image where RGB"),
+    ],
+)
+def test_bad_images_name_the_file(tmp_path, data, channels, message):
+    data_dir = synthetic.make_lfw(tmp_path / "data", bad_image=("Person_05/Person_05_0001.jpg", data))
+    with pytest.raises(DataError, match=message):
+        lfw.load_lfw(str(data_dir), str(tmp_path / "cache"), lfw.Preprocessing(crop=150, size=16, channels=channels))
+
+
+def test_grayscale_and_cmyk_photos_load_as_grayscale(tmp_path):
+    data = synthetic.jpeg_bytes(synthetic.face(1), "CMYK")
+    data_dir = synthetic.make_lfw(tmp_path / "data", bad_image=("Person_05/Person_05_0001.jpg", data))
+    faces_l = lfw.load_lfw(str(data_dir), str(tmp_path / "cache"), lfw.Preprocessing(crop=150, size=16, channels=1))
+    assert faces_l.images.shape[1:] == (16, 16)
+
+
+def test_missing_archive_names_the_files_and_folder(tmp_path):
+    (tmp_path / "lfw").mkdir()
+    with pytest.raises(DataError, match=r"lfw-deepfunneled.tgz, lfw-funneled.tgz, lfw.tgz.*in .*lfw/"):
+        lfw.locate_archive(str(tmp_path))
+
+
+def test_extracted_folder_and_other_variants_are_found(synthetic_lfw_dir, tmp_path):
+    import tarfile
+
+    (tmp_path / "lfw").mkdir()
+    with tarfile.open(synthetic_lfw_dir / "lfw" / "lfw-deepfunneled.tgz") as tar:
+        tar.extractall(tmp_path / "lfw", filter="data")
+    shutil.move(tmp_path / "lfw" / "lfw-deepfunneled", tmp_path / "lfw" / "lfw")
+    assert lfw.locate_archive(str(tmp_path)) == tmp_path / "lfw" / "lfw"
+    dataset = lfw.decode_archive(tmp_path / "lfw" / "lfw", lfw.Preprocessing(crop=150, size=8, channels=1))
+    assert len(dataset.names) == len(synthetic.LFW_PEOPLE)
+
+
+def test_best_threshold_maximises_accuracy_without_splitting_ties():
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    same = np.array([0, 0, 1, 0, 1, 1], bool)
+    threshold = faces.best_threshold(scores, same)
+    assert faces.accuracy_at(scores, same, threshold) == pytest.approx(5 / 6)
+    assert 0.2 < threshold < 0.3 or 0.6 < threshold < 0.7
+    tied = faces.best_threshold(np.array([0.5, 0.5, 0.5, 0.5]), np.array([0, 1, 0, 1], bool))
+    assert faces.accuracy_at(np.array([0.5] * 4), np.array([0, 1, 0, 1], bool), tied) == 0.5
+    assert faces.best_threshold(np.array([0.1, 0.2]), np.array([1, 1], bool)) < 0.1
+
+
+def test_view2_threshold_comes_only_from_the_other_folds():
+    # Fitted on its own pairs, each fold would score 100%. Fold 0's threshold must come from fold 1
+    # (between 0.15 and 0.35), which calls fold 0's 0.3 'same'; fold 1's from fold 0 (between 0.3
+    # and 0.8), which calls all of fold 1 'different'.
+    same = np.array([1, 1, 0, 0, 1, 1, 0, 0], bool)
+    fold = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.9, 0.8, 0.2, 0.3, 0.35, 0.4, 0.1, 0.15])
+    result = faces.cross_validate(scores[None], same, fold)
+    assert [f["accuracy"] for f in result["per_fold"]] == [0.75, 0.5]
+    assert 0.15 < result["per_fold"][0]["threshold"] < 0.35 and 0.3 < result["per_fold"][1]["threshold"] < 0.8
+    # With one model per fold, fold k's threshold and scores come from row k: here model 1 scores
+    # fold 0 on fold 1's scale, so its threshold suits its test fold.
+    model_1 = np.array([0.4, 0.35, 0.1, 0.15, 0.35, 0.4, 0.1, 0.15])
+    strict = faces.cross_validate(np.stack([scores, model_1]), same, fold)
+    assert [f["accuracy"] for f in strict["per_fold"]] == [0.75, 1.0]
+    assert strict["accuracy"] == 0.875 and strict["std_error"] == pytest.approx(np.std([0.75, 1], ddof=1) / np.sqrt(2))
+
+
+def test_roc_auc_against_hand_counts():
+    scores = np.array([0.9, 0.4, 0.6, 0.4, 0.1])
+    positive = np.array([1, 1, 0, 0, 0], bool)
+    # Positive 0.9 beats all 3 negatives; 0.4 beats 0.1, ties 0.4 (half), loses to 0.6: (3 + 1.5) / 6.
+    assert evaluation.roc_auc(scores, positive) == pytest.approx(4.5 / 6)
+
+
+def test_contrastive_loss_against_hand_values():
+    distance = jnp.array([0.5, 2.0, 0.3, 1.5])
+    same = jnp.array([1.0, 1.0, 0.0, 0.0])
+    each = [0.5 * 0.25, 0.5 * 4.0, 0.5 * 0.7**2, 0.0]  # Margin 1: the last pair is already beyond it.
+    assert float(losses.contrastive_loss(distance, same, 1.0, balanced=False)) == pytest.approx(np.mean(each), rel=1e-5)
+    balanced = 0.5 * np.mean(each[:2]) + 0.5 * np.mean(each[2:])
+    assert float(losses.contrastive_loss(distance, same, 1.0, balanced=True)) == pytest.approx(balanced, rel=1e-5)
+
+
+def test_euclidean_head_scores_closer_pairs_higher():
+    model = SiameseNet(Encoder(features=(4,), kernel_sizes=(3,), embedding_dim=8, padding="SAME", init_scheme="lecun",
+                               embedding="normalize"), head_type="euclidean", margin=1.0)
+    variables = init_variables(model, jax.random.PRNGKey(0), (8, 8))
+    h = jnp.eye(8)[:3]
+    close, far = h[0] * 0.9 + h[1] * 0.1, h[2]
+    distance = model.apply(variables, h[0], jnp.stack([close, far]), method=SiameseNet.distance)
+    np.testing.assert_allclose(distance, [np.linalg.norm(h[0] - close), np.sqrt(2)], rtol=1e-5)
+    logits = model.apply(variables, h[0], jnp.stack([close, far]), method=SiameseNet.score)
+    np.testing.assert_allclose(logits, 0.5 - np.asarray(distance), rtol=1e-5)
+    embeddings = model.apply(variables, jnp.ones((2, 8, 8)), method=SiameseNet.embed)
+    np.testing.assert_allclose(jnp.linalg.norm(embeddings, axis=-1), 1.0, rtol=1e-5)
+
+
+def test_batch_norm_uses_batch_statistics_in_training_and_running_averages_in_evaluation():
+    model = SiameseNet(Encoder(features=(4,), kernel_sizes=(3,), embedding_dim=8, padding="SAME", init_scheme="lecun",
+                               norm="batch"))
+    variables = init_variables(model, jax.random.PRNGKey(0), (8, 8))
+    assert set(variables) == {"params", "batch_stats"}
+    images = jax.random.uniform(jax.random.PRNGKey(1), (6, 8, 8))
+    out, mutated = model.apply(variables, images, True, method=SiameseNet.embed, mutable=["batch_stats"])
+    before = variables["batch_stats"]["encoder"]["norm_0"]["mean"]
+    after = mutated["batch_stats"]["encoder"]["norm_0"]["mean"]
+    assert not np.allclose(before, after)  # Training moves the running averages...
+    train_first = model.apply(variables, images[:3], True, method=SiameseNet.embed, mutable=["batch_stats"])[0]
+    assert not np.allclose(train_first, out[:3], atol=1e-5)  # ...and depends on the rest of the batch.
+    eval_all = model.apply(variables, images, method=SiameseNet.embed)
+    eval_first = model.apply(variables, images[:3], method=SiameseNet.embed)
+    np.testing.assert_allclose(eval_first, eval_all[:3], rtol=1e-5)  # Evaluation does not, and mutates nothing.
+
+
+def test_flip_mirrors_left_right_and_colour_channels_warp_alike():
+    config = type("Distortion", (), dict(probability=0.0, rotation=0.0, shear=0.0, scale=(1.0, 1.0),
+                                         translation=0.0, flip=1.0))()
+    image = jax.random.uniform(jax.random.PRNGKey(0), (9, 9, 3))
+    out = augment.augment_image(jax.random.PRNGKey(1), image, config)
+    np.testing.assert_allclose(out, image[:, ::-1], atol=1e-5)
+    config.flip = 0.0
+    np.testing.assert_allclose(augment.augment_image(jax.random.PRNGKey(1), image, config), image, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_faces(synthetic_lfw_dir, cache_dir, tmp_path_factory):
+    """A tiny View 1 run on the synthetic LFW."""
+    workdir = tmp_path_factory.mktemp("lfw_run")
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
+    return workdir, config, train.train_and_evaluate(config, str(workdir))
+
+
+def test_view1_training_reports_the_protocol(trained_faces):
+    workdir, config, result = trained_faces
+    saved = json.loads((workdir / "eval.json").read_text())
+    assert saved["lfw"]["protocol"] == "view1" and saved["lfw"]["pairs"] == 8  # The synthetic pairsDevTest.
+    assert saved["lfw"]["std_error"] is None and 0.0 <= saved["lfw"]["accuracy"] <= 1.0
+    assert 0.0 <= saved["lfw"]["auc"] <= 1.0
+    assert saved["identification"]["way"] == 4 and saved["identification"]["trials"] == 40
+    lo, hi = saved["identification"]["ci95"]
+    assert lo <= saved["identification"]["accuracy"] <= hi
+    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and all("val_verification_auc" in m for m in metrics)
+    # Batch-norm running averages are part of the best checkpoint and restore with it.
+    _, variables = evaluation.restore_model(str(workdir), config, "best")
+    assert "batch_stats" in variables
+
+
+def _evaluate(*flags, env_data=None):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "siamese_jax.evaluate", *flags], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_view2_thresholds_only(trained_faces, tmp_path):
+    workdir, _, _ = trained_faces
+    output = tmp_path / "view2.json"
+    done = _evaluate(f"--workdir={workdir}", "--protocol=view2", f"--output={output}")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(output.read_text())["lfw"]
+    assert report["protocol"] == "view2" and report["setting"] == "thresholds_only"
+    assert report["pairs"] == 40 and len(report["per_fold"]) == 10 and report["std_error"] is not None
+    assert report["accuracy"] == pytest.approx(np.mean([f["accuracy"] for f in report["per_fold"]]))
+    assert "View 2, thresholds only" in done.stdout
+
+
+def test_evaluate_strict_view2_checks_the_fold_workdirs(trained_faces):
+    workdir, _, _ = trained_faces
+    done = _evaluate(*[f"--fold_workdirs={','.join([str(workdir)] * 10)}", "--output=/tmp/unused.json"])
+    assert done.returncode != 0 and "is not a View 2 fold 0 run" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_view2_fold_training_excludes_the_test_fold(synthetic_lfw_dir, cache_dir):
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
+    config.lfw.protocol, config.lfw.fold = "view2", 3
+    dataset = faces.load_dataset(config)
+    train_ids, validation_ids = faces.split_training(config, dataset)
+    used = set(dataset.person[np.concatenate([train_ids, validation_ids])])
+    assert used.isdisjoint({12, 13, 14, 15}) and not set(dataset.person[train_ids]) & set(dataset.person[validation_ids])
+    assert all(synthetic.lfw_image_count(p) >= 2 for p in used)
+    config.lfw.fold = 10
+    with pytest.raises(ConfigError, match="config.lfw.fold must be in 0..9"):
+        faces.split_training(config, dataset)
+
+
+def test_contrastive_loss_needs_the_euclidean_head(synthetic_lfw_dir, cache_dir, tmp_path):
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
+    config.model.head = "l1"
+    with pytest.raises(ConfigError, match="needs the Euclidean distance head"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.fixture
+def real_lfw_dir() -> Path:
+    """The real data directory when it holds LFW; skips the test otherwise."""
+    value = os.environ.get("SIAMESE_JAX_DATA_DIR")
+    if not value or not (Path(value) / "lfw" / "pairs.txt").exists():
+        pytest.skip("real LFW not available: set SIAMESE_JAX_DATA_DIR to a folder holding lfw/")
+    return Path(value)
+
+
+def test_real_protocol_files(real_lfw_dir):
+    view2 = lfw.read_pairs(str(real_lfw_dir), "pairs.txt")
+    assert view2.num_folds == 10 and np.bincount(view2.fold).tolist() == [600] * 10
+    assert all(view2.same[view2.fold == k].sum() == 300 for k in range(10))
+    assert len(lfw.read_pairs(str(real_lfw_dir), "pairsDevTrain.txt").same) == 2200
+    assert len(lfw.read_pairs(str(real_lfw_dir), "pairsDevTest.txt").same) == 1000
+    people = lfw.read_people(str(real_lfw_dir), "people.txt")
+    assert len(people.names) == 5749 and people.counts.sum() == 13233
+    train_people = set(lfw.read_people(str(real_lfw_dir), "peopleDevTrain.txt").names)
+    assert len(train_people) == 4038 and not train_people & set(lfw.read_people(str(real_lfw_dir), "peopleDevTest.txt").names)
+
+
+def test_tiny_run_on_real_lfw(real_lfw_dir, cache_dir, tmp_path):
+    config = tiny_lfw_config(real_lfw_dir, cache_dir)
+    config.lfw.validation_fraction = 0.1
+    config.validation.way = 10
+    config.lfw.identification.way = 10
+    result = train.train_and_evaluate(config, str(tmp_path))
+    assert result["lfw"]["pairs"] == 1000 and result["identification"]["people"] > 100
