@@ -357,7 +357,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                     f"(AUC {scores['verification_auc']:.3f})"
                     + (" (best)" if improved else f" (best {metric} {meta['best_accuracy']:.4f} at epoch {meta['best_epoch']})")
                 )
-            stopped_early = meta["epochs_without_improvement"] >= config.patience
+            stopped_early = meta["epochs_without_improvement"] >= config.patience and epoch < config.num_epochs
     except _Interrupted as why:
         progress.close()
         checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
