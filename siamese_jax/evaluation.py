@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from siamese_jax import distributed
 from siamese_jax.data.images import to_float, to_model_input
-from siamese_jax.data.omniglot import Omniglot, load_runs
+from siamese_jax.data.omniglot import Omniglot, OneShotRuns, load_runs
 from siamese_jax.errors import DataError
 from siamese_jax.files import write_atomically
 from siamese_jax.models import SiameseNet, build_model, init_variables, input_shape
@@ -231,14 +231,19 @@ def omniglot_validator(dataset: Omniglot, config, mesh: Mesh | None = None) -> V
     return Validator(eval_set, config.eval_batch_size, mesh)
 
 
+def runs_probabilities(model, variables: dict, config, runs: OneShotRuns, mesh: Mesh | None = None) -> np.ndarray:
+    """Probability [T, N] of each support image for every trial of a runs archive, in runs_trials order."""
+    runs_set = make_eval_set(runs.images, runs_trials(runs), prepare=omniglot_input(config))
+    embeddings = encode(model, variables, runs_set.images, config.eval_batch_size, mesh)
+    return trial_probabilities(model, variables, embeddings, runs_set.trials, mesh)
+
+
 def evaluate_all(model, variables: dict, config, dataset: Omniglot, runs_path: str | Path,
                  mesh: Mesh | None = None) -> dict:
     """Everything the Omniglot evaluation reports: official runs, random test tasks, validation."""
     runs = load_runs(runs_path)
-    runs_set = make_eval_set(runs.images, runs_trials(runs), prepare=omniglot_input(config))
-    result = {"runs": {
-        "path": str(runs_path), **evaluate_one_shot(model, variables, runs_set, config.eval_batch_size, runs.names, mesh)
-    }}
+    probabilities = runs_probabilities(model, variables, config, runs, mesh)
+    result = {"runs": {"path": str(runs_path), **one_shot_summary(probabilities, runs_trials(runs), runs.names)}}
     t = config.test
     indices = dataset.select(t.set, t.alphabets, t.drawers)
     tasks = random_trials(indices, dataset.alphabet, dataset.character, t.way, t.shots, t.tasks, t.seed)

@@ -68,6 +68,17 @@ def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
 
 
 @pytest.fixture(scope="session")
+def trained_omniglot(synthetic_data_dir, cache_dir, tmp_path_factory):
+    """An uninterrupted tiny run on the synthetic Omniglot: its config, workdir and result. Read-only."""
+    from siamese_jax import train
+
+    config = tiny_config(synthetic_data_dir, cache_dir)
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    result = train.train_and_evaluate(config, str(workdir))
+    return config, workdir, result
+
+
+@pytest.fixture(scope="session")
 def synthetic_lfw_dir(tmp_path_factory) -> Path:
     """A data directory holding a synthetic LFW (archive and the six protocol files)."""
     return synthetic.make_lfw(tmp_path_factory.mktemp("lfw_data"))

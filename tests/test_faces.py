@@ -121,7 +121,8 @@ def test_people_file_count_disagreeing_with_archive(synthetic_faces):
 @pytest.mark.parametrize(
     "data, channels, message",
     [
-        (b"not a jpeg", 1, "cannot decode image .*Person_05_0001.jpg"),
+        (b"not a jpeg", 1, "Person_05_0001.jpg is not an image file"),
+        (synthetic.jpeg_bytes(synthetic.face(1), "L")[:300], 1, "cannot decode image .*Person_05_0001.jpg"),
         (synthetic.jpeg_bytes(synthetic.face(1), "L"), 3, "Person_05_0001.jpg is a L image where RGB was expected"),
         (synthetic.jpeg_bytes(synthetic.face(1), "CMYK"), 3, "Person_05_0001.jpg is a CMYK image where RGB"),
     ],

@@ -19,13 +19,10 @@ from tests.conftest import latest_params as _latest_params
 from tests.conftest import metrics as _metrics
 
 
-@pytest.fixture(scope="module")
-def trained(synthetic_data_dir, cache_dir, tmp_path_factory):
-    """An uninterrupted tiny run: its config, workdir and result."""
-    config = tiny_config(synthetic_data_dir, cache_dir)
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    result = train.train_and_evaluate(config, str(workdir))
-    return config, workdir, result
+@pytest.fixture
+def trained(trained_omniglot):
+    """The session's uninterrupted tiny run (conftest.trained_omniglot)."""
+    return trained_omniglot
 
 
 def test_training_writes_metrics_checkpoints_and_eval(trained):

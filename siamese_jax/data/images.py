@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import io
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from siamese_jax.errors import DataError
+
+# What a folder of user images may hold; other files (notes, .DS_Store) are not images.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
 
 def to_model_input(ink: np.ndarray, image_size: int, chunk: int = 2048) -> np.ndarray:
-    """Resizes ink masks [M, H, W] (True = stroke) to uint8 [M, S, S] with ink = 255, background = 0.
+    """Resizes ink [M, H, W] (True or 1.0 = stroke) to uint8 [M, S, S] with ink = 255, background = 0.
 
     Ink is bright so that affine warps, which fill new pixels with 0, add background. uint8 keeps
     the training set on the device at a quarter of float32's size; steps scale to [0, 1].
     """
     ink = np.asarray(ink)
     if ink.shape[1:] == (image_size, image_size):
-        return ink.astype(np.uint8) * np.uint8(255)
+        return np.round(np.asarray(ink, np.float32) * 255).astype(np.uint8)
     resize = jax.jit(
         lambda x: jax.image.resize(x, (x.shape[0], image_size, image_size), "linear", antialias=True)
     )
@@ -29,3 +36,29 @@ def to_model_input(ink: np.ndarray, image_size: int, chunk: int = 2048) -> np.nd
 def to_float(images: jax.Array) -> jax.Array:
     """uint8 model input to float32 in [0, 1]."""
     return images.astype(jnp.float32) / 255.0
+
+
+def open_image(data: bytes, where: str):
+    """A decoded PIL image, or a DataError naming `where` when the bytes are not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except UnidentifiedImageError:
+        raise DataError(f"{where} is not an image file (or not in a format Pillow reads)") from None
+    except Exception as error:  # noqa: BLE001 - PIL raises many types for bad files.
+        raise DataError(f"cannot decode image {where}: {error}") from None
+    return image
+
+
+def strokes_input(data: bytes, where: str, image_size: int) -> np.ndarray:
+    """Any image of dark strokes on light (or light on dark) to uint8 [S, S] model input, ink bright.
+
+    The lighter of the two polarities, judged by the median pixel, is taken as the background, so
+    Omniglot's black-on-white PNGs and MNIST's white-on-black digits both give bright ink on black.
+    An Omniglot PNG gives exactly the training input.
+    """
+    gray = np.asarray(open_image(data, where).convert("L"), np.float32) / 255.0
+    ink = 1.0 - gray if np.median(gray) > 0.5 else gray
+    return to_model_input(ink[None], image_size)[0]

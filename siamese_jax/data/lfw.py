@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from siamese_jax.data.images import open_image
 from siamese_jax.data.sources import FileTree, default_cache_dir, find_in_data_dir, locate, resolve_data_dir
 from siamese_jax.errors import DataError
 
@@ -65,19 +65,13 @@ def decode_face(data: bytes, where: str, prep: Preprocessing) -> np.ndarray:
     """Decodes one photo, crops its centre and resizes it: uint8 [S, S] or [S, S, 3]."""
     from PIL import Image
 
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            if prep.channels == 3 and image.mode != "RGB":
-                raise DataError(
-                    f"{where} is a {image.mode} image where RGB was expected (config.channels=3): convert it to "
-                    "RGB, or train on grayscale with --config.channels=1"
-                )
-            image = image.convert("RGB" if prep.channels == 3 else "L")
-    except DataError:
-        raise
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for bad files.
-        raise DataError(f"cannot decode image {where}: {error}") from None
+    image = open_image(data, where)
+    if prep.channels == 3 and image.mode != "RGB":
+        raise DataError(
+            f"{where} is a {image.mode} image where RGB was expected (config.channels=3): convert it to "
+            "RGB, or train on grayscale with --config.channels=1"
+        )
+    image = image.convert("RGB" if prep.channels == 3 else "L")
     width, height = image.size
     side = min(prep.crop, width, height)
     left, top = (width - side) // 2, (height - side) // 2

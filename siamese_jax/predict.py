@@ -1,0 +1,147 @@
+"""Uses a trained workdir on your own images: compare two, or classify one against a support folder.
+
+    python -m siamese_jax.predict compare A.png B.png --workdir=DIR [--json]
+    python -m siamese_jax.predict classify QUERY.png --support=FOLDER --workdir=DIR [--top_k=5] [--json]
+
+A support folder holds one subfolder of images per class (one or more images each), or one image
+per class named after it (`cat.png`, `dog.jpg`). Each class scores the mean same-class probability
+of its images, as K-shot tasks do in evaluation. Images of any common format and size are
+converted to the model's input as its training data was: Omniglot-style models take strokes (the
+lighter polarity is the background, which becomes black), face models a centre crop in grayscale
+or RGB.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from absl import app, flags, logging
+
+from siamese_jax import evaluation
+from siamese_jax.data import images as image_files
+from siamese_jax.errors import DataError, UserError
+from siamese_jax.experiments import dataset_name
+from siamese_jax.tasks import Pairs
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/).")
+flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to use.")
+flags.DEFINE_string("support", None, "classify: folder of class subfolders, or of one image per class.")
+flags.DEFINE_integer("top_k", 5, "classify: how many classes to print.")
+flags.DEFINE_bool("json", False, "Print the result as JSON.")
+
+USAGE = __doc__.split("\n\n")[1]
+
+
+def image_converter(config) -> Callable[[Path], np.ndarray]:
+    """Path -> uint8 model input, prepared the way the config's training data was."""
+
+    def read(path: Path) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as error:
+            raise DataError(f"cannot read image {path}: {error.strerror}") from None
+
+    if dataset_name(config) == "lfw":
+        from siamese_jax.data import lfw
+
+        prep = lfw.preprocessing(config)
+        return lambda path: lfw.decode_face(read(path), str(path), prep)
+    return lambda path: image_files.strokes_input(read(path), str(path), config.image_size)
+
+
+def support_classes(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> image paths of a support folder (class subfolders, or one image per class)."""
+    if not folder.is_dir():
+        raise DataError(f"support folder {folder} does not exist or is not a folder")
+
+    def image_paths(where: Path) -> list[Path]:
+        return sorted(p for p in where.iterdir() if p.is_file() and p.suffix.lower() in image_files.IMAGE_SUFFIXES)
+
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subfolders:
+        classes = {sub.name: image_paths(sub) for sub in subfolders}
+        empty = [name for name, paths in classes.items() if not paths]
+        if empty:
+            raise DataError(f"support class folder(s) {', '.join(empty)} in {folder} hold no images "
+                            f"({', '.join(image_files.IMAGE_SUFFIXES)})")
+    else:
+        classes = {path.stem: [path] for path in image_paths(folder)}
+    if not classes:
+        raise DataError(f"support folder {folder} holds no images: put one subfolder of images per class in it, "
+                        "or one image per class named after the class")
+    if len(classes) < 2:
+        raise DataError(f"support folder {folder} holds one class ({next(iter(classes))}): classifying needs two or more")
+    return classes
+
+
+class Predictor:
+    """A trained model and its input conversion, loaded from a workdir."""
+
+    def __init__(self, workdir: str, checkpoint: str = "best"):
+        self.config = evaluation.load_workdir_config(workdir)
+        self.model, self.variables = evaluation.restore_model(workdir, self.config, checkpoint)
+        self.convert = image_converter(self.config)
+
+    def pair_probabilities(self, images: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Same-class probability of each (left, right) pair of model-input images."""
+        embeddings = evaluation.encode(self.model, self.variables, images, self.config.eval_batch_size)
+        pairs = Pairs(np.asarray(left, np.int32), np.asarray(right, np.int32), np.zeros(len(left), bool))
+        return evaluation.pair_probabilities(self.model, self.variables, embeddings, pairs)
+
+    def compare(self, a: Path, b: Path) -> float:
+        """Probability that images a and b show the same class."""
+        images = np.stack([self.convert(a), self.convert(b)])
+        return float(self.pair_probabilities(images, [0], [1])[0])
+
+    def classify(self, query: Path, support: Path) -> list[dict]:
+        """Every support class with its mean same-class probability against the query, best first."""
+        classes = support_classes(support)
+        paths = [query] + [p for ps in classes.values() for p in ps]
+        probabilities = self.pair_probabilities(np.stack([self.convert(p) for p in paths]),
+                                                np.zeros(len(paths) - 1), np.arange(1, len(paths)))
+        ranking, start = [], 0
+        for name, class_paths in classes.items():
+            scores = probabilities[start : start + len(class_paths)]
+            ranking.append({"class": name, "score": float(scores.mean()), "images": len(class_paths)})
+            start += len(class_paths)
+        return sorted(ranking, key=lambda r: -r["score"])
+
+
+def main(argv):
+    """Runs `compare` or `classify`."""
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO.
+    command, args = (argv[1], argv[2:]) if len(argv) > 1 else (None, [])
+    expected = {"compare": 2, "classify": 1}
+    if command not in expected or len(args) != expected[command]:
+        sys.exit(f"usage:\n{USAGE}")
+    if not FLAGS.workdir:
+        sys.exit("error: --workdir is required: the directory of a training run")
+    if command == "classify" and not FLAGS.support:
+        sys.exit("error: classify needs --support=FOLDER")
+    try:
+        for path in args:
+            if not Path(path).is_file():
+                raise DataError(f"image {path} not found")
+        predictor = Predictor(FLAGS.workdir, FLAGS.checkpoint)
+        if command == "compare":
+            probability = predictor.compare(Path(args[0]), Path(args[1]))
+            result = {"a": args[0], "b": args[1], "probability": probability}
+            text = f"same-class probability {probability:.4f}"
+        else:
+            ranking = predictor.classify(Path(args[0]), Path(FLAGS.support))
+            result = {"query": args[0], "support": FLAGS.support, "ranking": ranking}
+            shown = ranking[: FLAGS.top_k]
+            text = "\n".join(f"{i + 1:>3}. {r['class']:<24} {r['score']:.4f}  ({r['images']} image{'s' * (r['images'] > 1)})"
+                             for i, r in enumerate(shown))
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    print(json.dumps(result, indent=2) if FLAGS.json else text)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,152 @@
+"""Predicting on image files: compare, classify, the conversion of any image, and bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from siamese_jax import evaluation, predict
+from siamese_jax.data import images as image_files
+from siamese_jax.data.omniglot import load_runs
+from siamese_jax.errors import DataError
+from siamese_jax.tasks import runs_trials
+from tests import synthetic
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def run01(synthetic_data_dir, tmp_path_factory):
+    """The synthetic all_runs.zip's run01, extracted: training/classNN.png, test/itemNN.png."""
+    folder = tmp_path_factory.mktemp("runs")
+    with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
+        archive.extractall(folder, members=[n for n in archive.namelist() if n.startswith("run01/")])
+    return folder / "run01"
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_omniglot):
+    return predict.Predictor(str(trained_omniglot[1]), "best")
+
+
+def test_strokes_input_of_an_omniglot_png_is_the_training_input(run01):
+    path = run01 / "training" / "class01.png"
+    ink = ~np.asarray(Image.open(path).convert("L"), bool)
+    for size in (105, 16):
+        expected = image_files.to_model_input(ink[None], size)[0]
+        np.testing.assert_array_equal(image_files.strokes_input(path.read_bytes(), str(path), size), expected)
+
+
+def test_strokes_input_puts_ink_bright_whatever_the_polarity(tmp_path):
+    ink = synthetic.glyph(3)
+    dark_on_light = (~ink).astype(np.uint8) * 255
+    for name, pixels, mode in (("a.png", dark_on_light, "L"), ("b.jpg", 255 - dark_on_light, "L"),
+                               ("c.png", np.stack([dark_on_light] * 3, -1), "RGB")):
+        Image.fromarray(pixels, mode).save(tmp_path / name)
+        converted = image_files.strokes_input((tmp_path / name).read_bytes(), name, 35)
+        assert converted.shape == (35, 35) and converted.dtype == np.uint8
+        assert converted.mean() < 128 and converted.max() > 200, name
+
+
+def test_compare_is_symmetric_and_identical_images_score_higher(predictor, run01):
+    a, b = run01 / "training" / "class01.png", run01 / "training" / "class02.png"
+    assert predictor.compare(a, b) == pytest.approx(predictor.compare(b, a), abs=1e-6)
+    assert predictor.compare(a, a) > predictor.compare(a, b)
+
+
+def test_classify_agrees_with_the_evaluation_trial_scores(predictor, trained_omniglot, run01):
+    config = trained_omniglot[0]
+    runs = load_runs(run01.parent)
+    probabilities = evaluation.runs_probabilities(predictor.model, predictor.variables, config, runs)
+    trials = runs_trials(runs)
+    for t, query in enumerate(trials.query):
+        query_path = run01.parent / _name_of(runs, query)
+        ranking = predictor.classify(query_path, run01 / "training")
+        scores = {r["class"]: r["score"] for r in ranking}
+        expected = {_name_of(runs, s).rsplit("/", 1)[-1][:-4]: probabilities[t, n] for n, s in enumerate(trials.support[t, :, 0])}
+        assert scores.keys() == expected.keys()
+        for name, value in expected.items():
+            assert scores[name] == pytest.approx(float(value), abs=1e-5)
+        assert [r["score"] for r in ranking] == sorted(scores.values(), reverse=True)
+
+
+def _name_of(runs, image_id: int) -> str:
+    """The runs-relative file name of a runs image id (load_runs numbers supports, then queries, per run)."""
+    support = {int(i): f"run01/training/class{k + 1:02d}.png" for k, i in enumerate(runs.support[0])}
+    queries = {int(i): f"run01/test/item{k + 1:02d}.png" for k, i in enumerate(runs.query[0])}
+    return {**support, **queries}[int(image_id)]
+
+
+def test_classify_averages_each_class_subfolder(predictor, run01, tmp_path):
+    support = tmp_path / "support"
+    for k, name in ((1, "x"), (2, "x"), (3, "y")):
+        (support / name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(run01 / "training" / f"class{k:02d}.png", support / name / f"{k}.png")
+    (support / "y" / "notes.txt").write_text("not an image, ignored")
+    query = run01 / "training" / "class01.png"
+    ranking = {r["class"]: r for r in predictor.classify(query, support)}
+    expected_x = np.mean([predictor.compare(query, run01 / "training" / f"class{k:02d}.png") for k in (1, 2)])
+    assert ranking["x"]["images"] == 2 and ranking["x"]["score"] == pytest.approx(expected_x, abs=1e-5)
+    assert ranking["y"]["images"] == 1
+
+
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ({}, "holds no images"),
+        ({"only.png": True}, "holds one class"),
+        ({"a/": None, "b/1.png": True}, "a in .* hold no images"),
+        ({"a.png": True, "b.png": b"garbage"}, "b.png is not an image file"),
+    ],
+)
+def test_bad_support_folders(predictor, run01, tmp_path, layout, message):
+    support = tmp_path / "support"
+    support.mkdir()
+    for name, content in layout.items():
+        path = support / name
+        if name.endswith("/"):
+            path.mkdir()
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is True:
+            shutil.copy(run01 / "training" / "class01.png", path)
+        else:
+            path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        predictor.classify(run01 / "training" / "class01.png", support)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "siamese_jax.predict", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
+def test_cli_compare_json_and_clear_errors(trained_omniglot, run01, tmp_path):
+    workdir = trained_omniglot[1]
+    a, b = run01 / "training" / "class01.png", run01 / "test" / "item01.png"
+    done = _run("compare", str(a), str(b), f"--workdir={workdir}", "--json")
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads(done.stdout)) == {"a", "b", "probability"}
+
+    (tmp_path / "fake.png").write_text("hello")
+    for args, message in (
+        (("compare", str(a), str(tmp_path / "fake.png"), f"--workdir={workdir}"), "fake.png is not an image file"),
+        (("compare", str(a), str(tmp_path / "missing.png"), f"--workdir={workdir}"), "missing.png not found"),
+        (("compare", str(a), str(b), f"--workdir={tmp_path}"), "config.json not found"),
+        (("classify", str(a), f"--workdir={workdir}"), "classify needs --support"),
+        (("compare", str(a)), "usage:"),
+    ):
+        done = _run(*args)
+        assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+def test_cli_without_checkpoint(trained_omniglot, tmp_path, run01):
+    shutil.copy(trained_omniglot[1] / "config.json", tmp_path / "config.json")
+    done = _run("compare", str(run01 / "training" / "class01.png"), str(run01 / "test" / "item01.png"),
+                f"--workdir={tmp_path}")
+    assert done.returncode != 0 and "no best checkpoint" in done.stderr and "Traceback" not in done.stderr
