@@ -1,6 +1,6 @@
 """Evaluates a trained workdir: Omniglot's official runs and random tasks, or LFW's protocols.
 
-    python -m siamese_jax.evaluate --workdir=DIR [--checkpoint=best|latest] [--runs=PATH] [--output=FILE]
+    python -m siamese_jax.evaluate --workdir=DIR [--checkpoint=best|latest] [--runs=PATH] [--output=FILE] [--mnist]
     python -m siamese_jax.evaluate --workdir=LFW_DIR [--protocol=view1|view2]
     python -m siamese_jax.evaluate --fold_workdirs=F0,...,F9 --output=view2.json   # LFW View 2, strict
 """
@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
-from siamese_jax import faces
+from siamese_jax import faces, transfer
 from siamese_jax.data.omniglot import load_omniglot, locate_runs
 from siamese_jax.errors import UserError
 from siamese_jax.experiments import dataset_name
@@ -29,6 +29,10 @@ flags.DEFINE_integer("way", None, "N of the random N-way tasks (default: the con
 flags.DEFINE_integer("shots", None, "K of the random K-shot tasks (default: the config's test.shots).")
 flags.DEFINE_integer("tasks", None, "How many random tasks (default: the config's test.tasks).")
 flags.DEFINE_integer("seed", None, "Seed of the random tasks (default: the config's test.seed).")
+flags.DEFINE_bool("mnist", False, "Omniglot only: also run the paper's transfer experiment, 10-way one-shot MNIST "
+                  "(DATA_DIR/mnist/t10k-*-ubyte.gz), with a 1-nearest-neighbour baseline on the same tasks.")
+flags.DEFINE_integer("mnist_tasks", 2000, "How many MNIST tasks.")
+flags.DEFINE_integer("mnist_seed", 0, "Seed of the MNIST tasks.")
 flags.DEFINE_enum("protocol", None, list(faces.PROTOCOLS), "LFW only: 'view1', or 'view2' with this one model "
                   "for every fold (thresholds-only setting). Default: what the workdir was trained for.")
 flags.DEFINE_list("fold_workdirs", None, "LFW View 2, strict setting: the 10 workdirs trained with "
@@ -43,7 +47,16 @@ def evaluate_omniglot(config) -> dict:
     model, variables = restore_model(FLAGS.workdir, config, FLAGS.checkpoint)
     runs_path = FLAGS.runs or locate_runs(config.data_dir or None)
     dataset = load_omniglot(config.data_dir or None, config.cache_dir or None)
-    return evaluate_all(model, variables, config, dataset, runs_path)
+    report = evaluate_all(model, variables, config, dataset, runs_path)
+    if FLAGS.mnist:
+        report["mnist"] = transfer.evaluate_mnist(model, variables, config, config.data_dir or None,
+                                                  FLAGS.mnist_tasks, FLAGS.mnist_seed)
+    return report
+
+
+def format_omniglot(result: dict) -> str:
+    """The Omniglot table, and the MNIST transfer lines when there are any."""
+    return format_table(result) + ("\n" + transfer.format_mnist(result["mnist"]) if "mnist" in result else "")
 
 
 def evaluate_faces(config) -> dict:
@@ -93,7 +106,7 @@ def main(argv):
             if dataset_name(config) == "lfw":
                 report, summarize = evaluate_faces(config), faces.format_lfw
             else:
-                report, summarize = evaluate_omniglot(config), format_table
+                report, summarize = evaluate_omniglot(config), format_omniglot
         result = {"checkpoint": FLAGS.checkpoint, **report, "provenance": provenance()}
         output = FLAGS.output or os.path.join(FLAGS.workdir, "eval.json")
         write_json(result, output)

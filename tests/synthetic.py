@@ -164,3 +164,26 @@ def make_lfw(data_dir: Path, archive: str = "lfw-deepfunneled.tgz", bad_image: t
     lines = [str(LFW_FOLDS)] + [line for fold in folds for line in [str(len(fold))] + people_lines(fold)]
     (folder / "people.txt").write_text("\n".join(lines) + "\n")
     return data_dir
+
+
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    """An array of uint8 in LeCun's idx format (big-endian magic, then one size per dimension)."""
+    header = magic.to_bytes(4, "big") + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + np.ascontiguousarray(array, np.uint8).tobytes()
+
+
+def make_mnist(data_dir: Path, per_class: int = 12) -> Path:
+    """DATA_DIR/mnist/t10k-{images-idx3,labels-idx1}-ubyte.gz: 10 classes of shifted glyphs, white on black."""
+    import gzip
+
+    rng = np.random.default_rng(7)
+    labels = np.repeat(np.arange(10), per_class)
+    images = np.stack([
+        np.asarray(Image.fromarray(drawn(glyph(100 + c), rng).astype(np.uint8) * 255).resize((28, 28), Image.BILINEAR))
+        for c in labels
+    ])
+    folder = data_dir / "mnist"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images, 2051)))
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels, 2049)))
+    return data_dir
