@@ -1,4 +1,4 @@
-"""Evaluates a trained workdir: Omniglot's official runs and random tasks, or LFW's protocols.
+"""Evaluates a trained workdir: Omniglot's official runs and random tasks, LFW's protocols, or your folders' test classes.
 
     python -m siamese_jax.evaluate --workdir=DIR [--checkpoint=best|latest] [--runs=PATH] [--output=FILE] [--mnist]
     python -m siamese_jax.evaluate --workdir=LFW_DIR [--protocol=view1|view2]
@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
-from siamese_jax import faces, transfer
+from siamese_jax import experiments, faces, transfer
 from siamese_jax.data.omniglot import load_omniglot, locate_runs
 from siamese_jax.errors import UserError
 from siamese_jax.experiments import dataset_name
@@ -25,7 +25,7 @@ flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to
 flags.DEFINE_string("runs", None, "Runs archive or folder in the all_runs layout (default: the official runs).")
 flags.DEFINE_string("output", None, "Where to write the JSON result (default: WORKDIR/eval.json).")
 flags.DEFINE_string("data_dir", None, "Data directory (default: the training config's, else $SIAMESE_JAX_DATA_DIR).")
-flags.DEFINE_integer("way", None, "N of the random N-way tasks (default: the config's test.way).")
+flags.DEFINE_integer("way", None, "N of the random N-way test tasks, Omniglot or folder (default: the config's test.way).")
 flags.DEFINE_integer("shots", None, "K of the random K-shot tasks (default: the config's test.shots).")
 flags.DEFINE_integer("tasks", None, "How many random tasks (default: the config's test.tasks).")
 flags.DEFINE_integer("seed", None, "Seed of the random tasks (default: the config's test.seed).")
@@ -41,9 +41,6 @@ flags.DEFINE_list("fold_workdirs", None, "LFW View 2, strict setting: the 10 wor
 
 def evaluate_omniglot(config) -> dict:
     """The Omniglot report of --workdir."""
-    for name in ("way", "shots", "tasks", "seed"):
-        if getattr(FLAGS, name) is not None:
-            config.test[name] = getattr(FLAGS, name)
     model, variables = restore_model(FLAGS.workdir, config, FLAGS.checkpoint)
     runs_path = FLAGS.runs or locate_runs(config.data_dir or None)
     dataset = load_omniglot(config.data_dir or None, config.cache_dir or None)
@@ -57,6 +54,13 @@ def evaluate_omniglot(config) -> dict:
 def format_omniglot(result: dict) -> str:
     """The Omniglot table, and the MNIST transfer lines when there are any."""
     return format_table(result) + ("\n" + transfer.format_mnist(result["mnist"]) if "mnist" in result else "")
+
+
+def evaluate_folder(config) -> dict:
+    """The report of --workdir trained on your own class folders: test-class tasks and validation."""
+    dataset, splits = experiments.load_folder(config)
+    model, variables = restore_model(FLAGS.workdir, config, FLAGS.checkpoint)
+    return experiments.evaluate_folder(model, variables, config, dataset, splits)
 
 
 def evaluate_faces(config) -> dict:
@@ -103,8 +107,15 @@ def main(argv):
             config = load_workdir_config(FLAGS.workdir)
             if FLAGS.data_dir:
                 config.data_dir = FLAGS.data_dir
+            for name in ("way", "shots", "tasks", "seed"):
+                if getattr(FLAGS, name) is not None:
+                    if "test" not in config:
+                        raise UserError(f"--{name} sets the random test tasks, which {dataset_name(config)} runs do not have")
+                    config.test[name] = getattr(FLAGS, name)
             if dataset_name(config) == "lfw":
                 report, summarize = evaluate_faces(config), faces.format_lfw
+            elif dataset_name(config) == "folder":
+                report, summarize = evaluate_folder(config), experiments.format_folder
             else:
                 report, summarize = evaluate_omniglot(config), format_omniglot
         result = {"checkpoint": FLAGS.checkpoint, **report, "provenance": provenance()}

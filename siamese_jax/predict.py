@@ -6,9 +6,9 @@
 A support folder holds one subfolder of images per class (one or more images each), or one image
 per class named after it (`cat.png`, `dog.jpg`). Each class scores the mean same-class probability
 of its images, as K-shot tasks do in evaluation. Images of any common format and size are
-converted to the model's input as its training data was: Omniglot-style models take strokes (the
-lighter polarity is the background, which becomes black), face models a centre crop in grayscale
-or RGB.
+converted to the model's input as its training data was: Omniglot-style models (and folder
+datasets of style 'strokes') take strokes (the lighter polarity is the background, which becomes
+black), face models and 'photo' folders a centre crop in grayscale or RGB.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def image_converter(config) -> Callable[[Path], np.ndarray]:
 
         prep = lfw.preprocessing(config)
         return lambda path: lfw.decode_face(read(path), str(path), prep)
+    if dataset_name(config) == "folder" and config.folder.style == "photo":
+        return lambda path: image_files.photo_input(read(path), str(path), config.image_size, config.channels)
     return lambda path: image_files.strokes_input(read(path), str(path), config.image_size)
 
 

@@ -187,3 +187,16 @@ def make_mnist(data_dir: Path, per_class: int = 12) -> Path:
     (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images, 2051)))
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels, 2049)))
     return data_dir
+
+
+def make_class_folder(root: Path, groups: tuple[str, ...] = (), classes: int = 10, per_class: int = 4) -> Path:
+    """ROOT/<class>/<n>.png (no groups) or ROOT/<group>/<class>/<n>.png: shifted glyphs, black on white."""
+    rng = np.random.default_rng(11)
+    for g, group in enumerate(groups or ("",)):
+        for c in range(classes):
+            folder = root / group / f"class_{c:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            prototype = glyph(500 + 50 * g + c)
+            for n in range(per_class):
+                (folder / f"{n}.png").write_bytes(png_bytes(drawn(prototype, rng)))
+    return root

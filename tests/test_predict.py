@@ -150,3 +150,17 @@ def test_cli_without_checkpoint(trained_omniglot, tmp_path, run01):
     done = _run("compare", str(run01 / "training" / "class01.png"), str(run01 / "test" / "item01.png"),
                 f"--workdir={tmp_path}")
     assert done.returncode != 0 and "no best checkpoint" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_converter_follows_the_training_config(tmp_path):
+    from tests.conftest import load_config
+
+    photo = (np.random.default_rng(0).uniform(size=(40, 60, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.jpg")
+    config = load_config("folder")
+    config.folder.style, config.channels, config.image_size = "photo", 3, 24
+    assert predict.image_converter(config)(tmp_path / "photo.jpg").shape == (24, 24, 3)
+    config.folder.style, config.channels = "strokes", 1
+    assert predict.image_converter(config)(tmp_path / "photo.jpg").shape == (24, 24)
+    lfw_config = load_config("lfw_cpu")
+    assert predict.image_converter(lfw_config)(tmp_path / "photo.jpg").shape == (32, 32)

@@ -62,3 +62,22 @@ def strokes_input(data: bytes, where: str, image_size: int) -> np.ndarray:
     gray = np.asarray(open_image(data, where).convert("L"), np.float32) / 255.0
     ink = 1.0 - gray if np.median(gray) > 0.5 else gray
     return to_model_input(ink[None], image_size)[0]
+
+
+def photo_input(data: bytes, where: str, image_size: int, channels: int, crop: int | None = None) -> np.ndarray:
+    """Any photo to uint8 [S, S] (channels=1) or [S, S, 3]: the centred square of side `crop` (default: the
+    shorter side), resized. A photo that is not RGB where RGB is asked for is an error, not a guess."""
+    from PIL import Image
+
+    image = open_image(data, where)
+    if channels == 3 and image.mode != "RGB":
+        raise DataError(
+            f"{where} is a {image.mode} image where RGB was expected (config.channels=3): convert it to "
+            "RGB, or use grayscale with --config.channels=1"
+        )
+    image = image.convert("RGB" if channels == 3 else "L")
+    width, height = image.size
+    side = min(crop or width, width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((image_size, image_size), Image.BILINEAR)
+    return np.asarray(image, np.uint8)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese_jax.data.images import open_image
+from siamese_jax.data.images import photo_input
 from siamese_jax.data.sources import FileTree, default_cache_dir, find_in_data_dir, locate, resolve_data_dir
 from siamese_jax.errors import DataError
 
@@ -63,20 +63,7 @@ def preprocessing(config) -> Preprocessing:
 
 def decode_face(data: bytes, where: str, prep: Preprocessing) -> np.ndarray:
     """Decodes one photo, crops its centre and resizes it: uint8 [S, S] or [S, S, 3]."""
-    from PIL import Image
-
-    image = open_image(data, where)
-    if prep.channels == 3 and image.mode != "RGB":
-        raise DataError(
-            f"{where} is a {image.mode} image where RGB was expected (config.channels=3): convert it to "
-            "RGB, or train on grayscale with --config.channels=1"
-        )
-    image = image.convert("RGB" if prep.channels == 3 else "L")
-    width, height = image.size
-    side = min(prep.crop, width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((prep.size, prep.size), Image.BILINEAR)
-    return np.asarray(image, np.uint8)
+    return photo_input(data, where, prep.size, prep.channels, prep.crop)
 
 
 def decode_archive(path: Path, prep: Preprocessing) -> LFW:
