@@ -20,23 +20,27 @@ from siamese_jax.provenance import provenance
 from siamese_jax.evaluation import evaluate_all, format_table, load_workdir_config, restore_model, write_json
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/).")
-flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to evaluate.")
-flags.DEFINE_string("runs", None, "Runs archive or folder in the all_runs layout (default: the official runs).")
-flags.DEFINE_string("output", None, "Where to write the JSON result (default: WORKDIR/eval.json).")
-flags.DEFINE_string("data_dir", None, "Data directory (default: the training config's, else $SIAMESE_JAX_DATA_DIR).")
-flags.DEFINE_integer("way", None, "N of the random N-way test tasks, Omniglot or folder (default: the config's test.way).")
-flags.DEFINE_integer("shots", None, "K of the random K-shot tasks (default: the config's test.shots).")
-flags.DEFINE_integer("tasks", None, "How many random tasks (default: the config's test.tasks).")
-flags.DEFINE_integer("seed", None, "Seed of the random tasks (default: the config's test.seed).")
-flags.DEFINE_bool("mnist", False, "Omniglot only: also run the paper's transfer experiment, 10-way one-shot MNIST "
-                  "(DATA_DIR/mnist/t10k-*-ubyte.gz), with a 1-nearest-neighbour baseline on the same tasks.")
-flags.DEFINE_integer("mnist_tasks", 2000, "How many MNIST tasks.")
-flags.DEFINE_integer("mnist_seed", 0, "Seed of the MNIST tasks.")
-flags.DEFINE_enum("protocol", None, list(faces.PROTOCOLS), "LFW only: 'view1', or 'view2' with this one model "
-                  "for every fold (thresholds-only setting). Default: what the workdir was trained for.")
-flags.DEFINE_list("fold_workdirs", None, "LFW View 2, strict setting: the 10 workdirs trained with "
-                  "--config.lfw.protocol=view2 --config.lfw.fold=0..9, in fold order; needs --output.")
+
+
+def define_flags() -> None:
+    """The command's flags; defined only when run as a command, so the module imports anywhere."""
+    flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/).")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to evaluate.")
+    flags.DEFINE_string("runs", None, "Runs archive or folder in the all_runs layout (default: the official runs).")
+    flags.DEFINE_string("output", None, "Where to write the JSON result (default: WORKDIR/eval.json).")
+    flags.DEFINE_string("data_dir", None, "Data directory (default: the training config's, else $SIAMESE_JAX_DATA_DIR).")
+    flags.DEFINE_integer("way", None, "N of the random N-way test tasks, Omniglot or folder (default: the config's test.way).")
+    flags.DEFINE_integer("shots", None, "K of the random K-shot tasks (default: the config's test.shots).")
+    flags.DEFINE_integer("tasks", None, "How many random tasks (default: the config's test.tasks).")
+    flags.DEFINE_integer("seed", None, "Seed of the random tasks (default: the config's test.seed).")
+    flags.DEFINE_bool("mnist", False, "Omniglot only: also run the paper's transfer experiment, 10-way one-shot MNIST "
+                      "(DATA_DIR/mnist/t10k-*-ubyte.gz), with a 1-nearest-neighbour baseline on the same tasks.")
+    flags.DEFINE_integer("mnist_tasks", 2000, "How many MNIST tasks.")
+    flags.DEFINE_integer("mnist_seed", 0, "Seed of the MNIST tasks.")
+    flags.DEFINE_enum("protocol", None, list(faces.PROTOCOLS), "LFW only: 'view1', or 'view2' with this one model "
+                      "for every fold (thresholds-only setting). Default: what the workdir was trained for.")
+    flags.DEFINE_list("fold_workdirs", None, "LFW View 2, strict setting: the 10 workdirs trained with "
+                      "--config.lfw.protocol=view2 --config.lfw.fold=0..9, in fold order; needs --output.")
 
 
 def evaluate_omniglot(config) -> dict:
@@ -128,4 +132,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

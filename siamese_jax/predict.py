@@ -28,13 +28,17 @@ from siamese_jax.experiments import dataset_name
 from siamese_jax.tasks import Pairs
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/).")
-flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to use.")
-flags.DEFINE_string("support", None, "classify: folder of class subfolders, or of one image per class.")
-flags.DEFINE_integer("top_k", 5, "classify: how many classes to print.")
-flags.DEFINE_bool("json", False, "Print the result as JSON.")
 
 USAGE = __doc__.split("\n\n")[1]
+
+
+def define_flags() -> None:
+    """The command's flags; defined only when run as a command, so the module imports anywhere."""
+    flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/).")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to use.")
+    flags.DEFINE_string("support", None, "classify: folder of class subfolders, or of one image per class.")
+    flags.DEFINE_integer("top_k", 5, "classify: how many classes to print.")
+    flags.DEFINE_bool("json", False, "Print the result as JSON.")
 
 
 def image_converter(config) -> Callable[[Path], np.ndarray]:
@@ -146,4 +150,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

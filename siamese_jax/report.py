@@ -28,11 +28,15 @@ from siamese_jax.errors import DataError, UserError
 from siamese_jax.experiments import dataset_name
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory of a training run (config.json, metrics.jsonl, checkpoints/).")
-flags.DEFINE_string("output_dir", None, "Where to write the figures and the page (default: WORKDIR/report).")
-flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters score the trials.")
-flags.DEFINE_string("runs", None, "Runs archive or folder in the all_runs layout (default: the official runs).")
-flags.DEFINE_integer("max_errors", 24, "How many wrong trials errors.png shows.")
+
+
+def define_flags() -> None:
+    """The command's flags; defined only when run as a command, so the module imports anywhere."""
+    flags.DEFINE_string("workdir", None, "Directory of a training run (config.json, metrics.jsonl, checkpoints/).")
+    flags.DEFINE_string("output_dir", None, "Where to write the figures and the page (default: WORKDIR/report).")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters score the trials.")
+    flags.DEFINE_string("runs", None, "Runs archive or folder in the all_runs layout (default: the official runs).")
+    flags.DEFINE_integer("max_errors", 24, "How many wrong trials errors.png shows.")
 
 
 def read_metrics(workdir: Path) -> list[dict]:
@@ -209,4 +213,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

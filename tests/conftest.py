@@ -37,15 +37,28 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
-    """The CPU config shrunk to seconds on the synthetic dataset."""
-    config = load_config("omniglot_cpu")
-    config.data_dir = str(data_dir)
+def shrunk(config, cache_dir: Path):
+    """A config cut to seconds: 16x16 input, two 8-channel convolutions, 3 steps of 16 images, 2 epochs."""
     config.cache_dir = str(cache_dir)
     config.image_size = 16
     config.model.features = (8, 8)
     config.model.kernel_sizes = (3, 3)
     config.model.embedding_dim = 16
+    config.batch_size = 16
+    config.classes_per_alphabet = 4
+    config.images_per_class = 2
+    config.pairs_per_epoch = 168  # 3 steps of 2 groups x 28 pairs.
+    config.num_epochs = 2
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 1
+    config.eval_batch_size = 32
+    return config
+
+
+def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
+    """The CPU config shrunk to seconds on the synthetic dataset."""
+    config = shrunk(load_config("omniglot_cpu"), cache_dir)
+    config.data_dir = str(data_dir)
     config.train.alphabets = synthetic.BACKGROUND
     config.validation.alphabets = synthetic.VALIDATION
     config.validation.way = 4
@@ -54,14 +67,6 @@ def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
     config.test.alphabets = synthetic.TEST
     config.test.way = 4
     config.test.tasks = 40
-    config.batch_size = 16
-    config.classes_per_alphabet = 4
-    config.images_per_class = 2
-    config.pairs_per_epoch = 168  # 3 steps of 2 alphabet groups x 28 pairs.
-    config.num_epochs = 2
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
-    config.eval_batch_size = 32
     for key, value in overrides.items():
         config[key] = value
     return config
@@ -86,27 +91,14 @@ def synthetic_lfw_dir(tmp_path_factory) -> Path:
 
 def tiny_lfw_config(data_dir: Path, cache_dir: Path, **overrides):
     """configs/lfw_cpu.py shrunk to seconds on the synthetic LFW."""
-    config = load_config("lfw_cpu")
+    config = shrunk(load_config("lfw_cpu"), cache_dir)
     config.data_dir = str(data_dir)
-    config.cache_dir = str(cache_dir)
-    config.image_size = 16
-    config.model.features = (8, 8)
-    config.model.kernel_sizes = (3, 3)
-    config.model.embedding_dim = 16
     config.lfw.validation_fraction = 0.25
     config.lfw.identification.way = 4
     config.lfw.identification.tasks = 40
     config.validation.way = 4
     config.validation.one_shot_trials = 40
     config.validation.verification_pairs = 40
-    config.batch_size = 16
-    config.classes_per_alphabet = 4
-    config.images_per_class = 2
-    config.pairs_per_epoch = 168  # 3 steps of 2 groups x 28 pairs.
-    config.num_epochs = 2
-    config.checkpoint_every_steps = 2
-    config.log_every_steps = 1
-    config.eval_batch_size = 32
     for key, value in overrides.items():
         config[key] = value
     return config

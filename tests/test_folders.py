@@ -11,7 +11,7 @@ from siamese_jax import train
 from siamese_jax.data import folders
 from siamese_jax.errors import ConfigError, DataError, UserError
 from tests import synthetic
-from tests.conftest import REPO, load_config
+from tests.conftest import REPO, load_config, shrunk
 
 
 def test_flat_and_grouped_layouts(tmp_path):
@@ -78,24 +78,14 @@ def test_split_divides_each_group_and_is_disjoint(tmp_path):
 
 
 def _tiny_folder_config(root, cache_dir):
-    config = load_config("folder")
+    config = shrunk(load_config("folder"), cache_dir)
     config.folder.path = str(root)
     config.folder.split = (0.4, 0.3, 0.3)  # 3 validation and 3 test classes in each group of 10.
-    config.cache_dir = str(cache_dir)
-    config.image_size = 16
-    config.model.features = (8, 8)
-    config.model.kernel_sizes = (3, 3)
-    config.model.embedding_dim = 16
     config.validation.way = 3
     config.validation.one_shot_trials = 30
     config.validation.verification_pairs = 40
     config.test.way = 3
     config.test.tasks = 30
-    config.batch_size = 16
-    config.pairs_per_epoch = 168
-    config.num_epochs = 2
-    config.eval_batch_size = 32
-    config.log_every_steps = 1
     return config
 
 
