@@ -54,8 +54,8 @@ class Checkpoints:
         self._save(self.latest, step, {"state": state}, meta)
 
     def save_best(self, step: int, variables: dict, meta: dict) -> None:
-        """Saves the variables ('params', and 'batch_stats' if any) of a new best model."""
-        self._save(self.best, step, {name: variables[name] for name in COLLECTIONS if name in variables}, meta)
+        """Saves the variables of a new best model: some of COLLECTIONS ('params', and 'batch_stats' if any)."""
+        self._save(self.best, step, variables, meta)
 
     def latest_meta(self) -> dict | None:
         """Metadata of the latest state, or None when there is none."""

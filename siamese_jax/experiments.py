@@ -71,7 +71,7 @@ def load_folder(config):
 def evaluate_folder(model, variables: dict, config, dataset, splits: dict, mesh: Mesh | None = None) -> dict:
     """Random within-group N-way K-shot tasks on the test classes, and the validation scores."""
     t = config.test
-    with _split_hint("test", "test"):
+    with _split_hint("test"):
         tasks = random_trials(splits["test"], dataset.group, dataset.label, t.way, t.shots, t.tasks, t.seed)
     return {
         "folder": {"path": dataset.root, "classes": {name: int(len(np.unique(dataset.label[ids])))
@@ -83,19 +83,19 @@ def evaluate_folder(model, variables: dict, config, dataset, splits: dict, mesh:
 
 
 @contextlib.contextmanager
-def _split_hint(split: str, section: str):
+def _split_hint(split: str):
     """Adds to a too-small-split DataError what to change."""
     try:
         yield
     except DataError as error:
-        raise DataError(f"the {split} classes: {error} (the tasks stay within a group): lower config.{section}.way, "
+        raise DataError(f"the {split} classes: {error} (the tasks stay within a group): lower config.{split}.way, "
                         f"or give the {split} split a larger fraction of each group's classes (config.folder.split)"
                         ) from None
 
 
 def folder_validator(config, dataset, splits: dict, mesh: Mesh | None) -> evaluation.Validator:
     """Fixed validation trials and pairs among the validation classes."""
-    with _split_hint("validation", "validation"):
+    with _split_hint("validation"):
         eval_set = evaluation.validation_set(dataset.images, dataset.group, dataset.label, splits["validation"],
                                              config.validation)
     return evaluation.Validator(eval_set, config.eval_batch_size, mesh)

@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from siamese_jax import augment, distributed, evaluation, experiments, losses, optim, sampling
-from siamese_jax.checkpointing import Checkpoints
+from siamese_jax.checkpointing import COLLECTIONS, Checkpoints
 from siamese_jax.data.images import to_float
 from siamese_jax.errors import ConfigError, UserError
 from siamese_jax.files import write_atomically
@@ -137,7 +137,7 @@ def initial_state(variables: dict, optimizer: optax.GradientTransformation, seed
 
 def model_variables(state: dict) -> dict:
     """The model's variable collections in a training state: what model.apply and the best checkpoint take."""
-    return {name: state[name] for name in ("params", "batch_stats") if name in state}
+    return {name: state[name] for name in COLLECTIONS if name in state}
 
 
 def make_dispatch(step, steps_per_dispatch: int, mesh: Mesh | None = None):

@@ -128,10 +128,21 @@ def tiny_config_file(path: Path, data_dir: Path, cache_dir: Path, **overrides) -
     return path
 
 
+def real_data(folder: str, marker: str, name: str) -> Path:
+    """The real data directory from $SIAMESE_JAX_DATA_DIR when it holds folder/marker; skips the test otherwise."""
+    value = os.environ.get("SIAMESE_JAX_DATA_DIR")
+    if not value or not (Path(value) / folder / marker).exists():
+        pytest.skip(f"real {name} not available: set SIAMESE_JAX_DATA_DIR to a folder holding {folder}/")
+    return Path(value)
+
+
 @pytest.fixture
 def real_data_dir() -> Path:
-    """The real data directory from $SIAMESE_JAX_DATA_DIR; skips the test when it is absent."""
-    value = os.environ.get("SIAMESE_JAX_DATA_DIR")
-    if not value or not (Path(value) / "omniglot" / "images_background.zip").exists():
-        pytest.skip("real Omniglot not available: set SIAMESE_JAX_DATA_DIR to a folder holding omniglot/")
-    return Path(value)
+    """The real data directory when it holds Omniglot."""
+    return real_data("omniglot", "images_background.zip", "Omniglot")
+
+
+@pytest.fixture
+def real_lfw_dir() -> Path:
+    """The real data directory when it holds LFW."""
+    return real_data("lfw", "pairs.txt", "LFW")

@@ -151,3 +151,30 @@ def test_real_split_sizes(real_data_dir, cache_dir):
     val = dataset.select(config.validation.set, config.validation.alphabets, config.validation.drawers)
     test = dataset.select(config.test.set, config.test.alphabets, config.test.drawers)
     assert not set(dataset.character[val]) & set(dataset.character[test])
+
+
+def test_cached_arrays_builds_once_and_rebuilds_a_damaged_cache(tmp_path):
+    from siamese_jax.data.sources import cached_arrays
+
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"x": np.arange(5), "names": np.array(["a", "b"])}
+
+    path = tmp_path / "sub" / "c.npz"
+    first = cached_arrays(path, build)
+    again = cached_arrays(path, build)
+    assert len(calls) == 1 and again["x"].tolist() == [0, 1, 2, 3, 4] and again["names"].tolist() == ["a", "b"]
+    assert first.keys() == again.keys() and not list(path.parent.glob("*.tmp*"))
+    path.write_bytes(b"not an npz")
+    assert cached_arrays(path, build)["x"].tolist() == [0, 1, 2, 3, 4] and len(calls) == 2
+
+
+def test_unwritable_cache_is_a_data_error(tmp_path):
+    from siamese_jax.data.sources import cached_arrays
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(DataError, match="cannot write the dataset cache"):
+        cached_arrays(blocker / "c.npz", lambda: {"x": np.zeros(1)})

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -311,15 +310,6 @@ def test_contrastive_loss_needs_the_euclidean_head(synthetic_lfw_dir, cache_dir,
     config.model.head = "l1"
     with pytest.raises(ConfigError, match="needs the Euclidean distance head"):
         train.train_and_evaluate(config, str(tmp_path))
-
-
-@pytest.fixture
-def real_lfw_dir() -> Path:
-    """The real data directory when it holds LFW; skips the test otherwise."""
-    value = os.environ.get("SIAMESE_JAX_DATA_DIR")
-    if not value or not (Path(value) / "lfw" / "pairs.txt").exists():
-        pytest.skip("real LFW not available: set SIAMESE_JAX_DATA_DIR to a folder holding lfw/")
-    return Path(value)
 
 
 def test_real_protocol_files(real_lfw_dir):

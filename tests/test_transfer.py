@@ -2,10 +2,8 @@
 
 import gzip
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from siamese_jax.data import mnist
 from siamese_jax.errors import DataError
 from siamese_jax.tasks import Trials
 from tests import synthetic
-from tests.conftest import REPO
+from tests.conftest import REPO, real_data
 
 
 def test_idx_parsing_gzip_or_raw():
@@ -82,10 +80,7 @@ def test_missing_mnist_names_the_file(tmp_path):
 
 
 def test_real_mnist_test_set():
-    value = os.environ.get("SIAMESE_JAX_DATA_DIR")
-    if not value or not (Path(value) / "mnist" / mnist.TEST_IMAGES).exists():
-        pytest.skip("real MNIST not available: set SIAMESE_JAX_DATA_DIR to a folder holding mnist/")
-    images, labels = mnist.load_mnist_test(value)
+    images, labels = mnist.load_mnist_test(str(real_data("mnist", mnist.TEST_IMAGES, "MNIST")))
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist()[:3] == [980, 1135, 1032] and labels.max() == 9
     # White digits on black: the border is background.

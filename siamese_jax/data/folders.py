@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 
 from siamese_jax.data.images import IMAGE_SUFFIXES, photo_input, strokes_input
-from siamese_jax.data.sources import default_cache_dir
+from siamese_jax.data.sources import cached_arrays, cache_file
 from siamese_jax.errors import ConfigError, DataError
 
 STYLES = ("strokes", "photo")
@@ -87,29 +86,21 @@ def load_image_folder(root: str, style: str, size: int, channels: int, cache_dir
     classes = scan(root_path)
     groups = tuple(dict.fromkeys(g for g, _, _ in classes))
     class_names = tuple(f"{g}/{c}" if g else c for g, c, _ in classes)
-    cache = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / (
-        f"folder-{root_path.name}-{_cache_key(classes, style, size, channels)}.npz")
-    if cache.exists():
-        with np.load(cache) as f:
-            return ImageFolder(f["images"], f["label"], f["group"], class_names, groups, str(root_path))
+    cache = cache_file(cache_dir, f"folder-{root_path.name}-{_cache_key(classes, style, size, channels)}.npz")
     convert = ((lambda data, where: strokes_input(data, where, size)) if style == "strokes"
                else (lambda data, where: photo_input(data, where, size, channels)))
-    images, label, group = [], [], []
-    for k, (g, _, paths) in enumerate(classes):
-        for path in paths:
-            images.append(convert(path.read_bytes(), str(path)))
-            label.append(k)
-            group.append(groups.index(g))
-    dataset = ImageFolder(np.stack(images), np.array(label, np.int32), np.array(group, np.int32), class_names,
-                          groups, str(root_path))
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=dataset.images, label=dataset.label, group=dataset.group)
-        os.replace(tmp, cache)
-    except OSError as error:
-        raise DataError(f"cannot write the dataset cache {cache}: {error}; set --config.cache_dir") from None
-    return dataset
+
+    def decode() -> dict[str, np.ndarray]:
+        images, label, group = [], [], []
+        for k, (g, _, paths) in enumerate(classes):
+            for path in paths:
+                images.append(convert(path.read_bytes(), str(path)))
+                label.append(k)
+                group.append(groups.index(g))
+        return {"images": np.stack(images), "label": np.array(label, np.int32), "group": np.array(group, np.int32)}
+
+    arrays = cached_arrays(cache, decode)
+    return ImageFolder(arrays["images"], arrays["label"], arrays["group"], class_names, groups, str(root_path))
 
 
 def split_classes(dataset: ImageFolder, fractions, seed: int) -> dict[str, np.ndarray]:

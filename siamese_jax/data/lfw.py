@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
 from siamese_jax.data.images import photo_input
-from siamese_jax.data.sources import FileTree, default_cache_dir, find_in_data_dir, locate, resolve_data_dir
+from siamese_jax.data.sources import FileTree, cached_arrays, cache_file, find_in_data_dir, locate, resolve_data_dir
 from siamese_jax.errors import DataError
 
 BASE_URL = "http://vis-www.cs.umass.edu/lfw/"
@@ -121,23 +120,15 @@ def _cache_key(path: Path, prep: Preprocessing) -> str:
 def load_lfw(data_dir: str | None, cache_dir: str | None, prep: Preprocessing) -> LFW:
     """Loads LFW from the cache, decoding the archive on first use (about a minute)."""
     path = locate_archive(data_dir)
-    cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    cache = cache_root / f"lfw-{prep.key()}-{_cache_key(path, prep)}.npz"
-    if cache.exists():
-        try:
-            with np.load(cache) as f:
-                return LFW(f["images"], tuple(f["names"].tolist()), f["person"], f["number"], str(path))
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the archive.
-            cache.unlink(missing_ok=True)
-    dataset = decode_archive(path, prep)
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=dataset.images, names=np.array(dataset.names), person=dataset.person, number=dataset.number)
-        os.replace(tmp, cache)  # Atomic: a crash never leaves half a cache.
-    except OSError as error:
-        raise DataError(f"cannot write the dataset cache {cache}: {error}; set --config.cache_dir") from None
-    return dataset
+    cache = cache_file(cache_dir, f"lfw-{prep.key()}-{_cache_key(path, prep)}.npz")
+
+    def decode() -> dict[str, np.ndarray]:
+        dataset = decode_archive(path, prep)
+        return {"images": dataset.images, "names": np.array(dataset.names), "person": dataset.person,
+                "number": dataset.number}
+
+    arrays = cached_arrays(cache, decode)
+    return LFW(arrays["images"], tuple(arrays["names"].tolist()), arrays["person"], arrays["number"], str(path))
 
 
 @dataclasses.dataclass(frozen=True)

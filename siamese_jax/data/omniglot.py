@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -12,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from siamese_jax.errors import DataError
-from siamese_jax.data.sources import FileTree, decode_png, default_cache_dir, locate
+from siamese_jax.data.sources import FileTree, cached_arrays, decode_png, cache_file, locate
 
 BASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
 IMAGE_ARCHIVES = ("images_background.zip", "images_evaluation.zip")
@@ -99,33 +98,28 @@ def decode_archives(paths: dict[str, Path]) -> Omniglot:
     )
 
 
-def _save(dataset: Omniglot, path: Path) -> None:
-    """Writes the cache atomically (bit-packed images), so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        packed=np.packbits(dataset.images, axis=-1),
-        alphabet_names=np.array(dataset.alphabet_names),
-        alphabet_sets=np.array(dataset.alphabet_sets),
-        alphabet=dataset.alphabet,
-        character=dataset.character,
-        drawer=dataset.drawer,
+def _to_arrays(dataset: Omniglot) -> dict[str, np.ndarray]:
+    """The cache's arrays (images bit-packed)."""
+    return {
+        "packed": np.packbits(dataset.images, axis=-1),
+        "alphabet_names": np.array(dataset.alphabet_names),
+        "alphabet_sets": np.array(dataset.alphabet_sets),
+        "alphabet": dataset.alphabet,
+        "character": dataset.character,
+        "drawer": dataset.drawer,
+    }
+
+
+def _from_arrays(arrays: dict[str, np.ndarray]) -> Omniglot:
+    """The dataset of a cache's arrays."""
+    return Omniglot(
+        images=np.unpackbits(arrays["packed"], axis=-1, count=IMAGE_SHAPE[1]).astype(bool),
+        alphabet_names=tuple(arrays["alphabet_names"].tolist()),
+        alphabet_sets=tuple(arrays["alphabet_sets"].tolist()),
+        alphabet=arrays["alphabet"],
+        character=arrays["character"],
+        drawer=arrays["drawer"],
     )
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> Omniglot:
-    """Reads a cache written by _save."""
-    with np.load(path) as f:
-        return Omniglot(
-            images=np.unpackbits(f["packed"], axis=-1, count=IMAGE_SHAPE[1]).astype(bool),
-            alphabet_names=tuple(f["alphabet_names"].tolist()),
-            alphabet_sets=tuple(f["alphabet_sets"].tolist()),
-            alphabet=f["alphabet"],
-            character=f["character"],
-            drawer=f["drawer"],
-        )
 
 
 def omniglot_urls(names: Sequence[str]) -> dict[str, str]:
@@ -136,19 +130,8 @@ def omniglot_urls(names: Sequence[str]) -> dict[str, str]:
 def load_omniglot(data_dir: str | None = None, cache_dir: str | None = None) -> Omniglot:
     """Loads Omniglot from the cache, decoding the official archives on first use."""
     paths = locate(data_dir, "omniglot", omniglot_urls(IMAGE_ARCHIVES))
-    cache_root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    cache = cache_root / f"omniglot-{_cache_key([paths[a] for a in IMAGE_ARCHIVES])}.npz"
-    if cache.exists():
-        try:
-            return _load(cache)
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the archives.
-            cache.unlink(missing_ok=True)
-    dataset = decode_archives(paths)
-    try:
-        _save(dataset, cache)
-    except OSError as error:
-        raise DataError(f"cannot write the dataset cache {cache}: {error}; set --config.cache_dir") from None
-    return dataset
+    cache = cache_file(cache_dir, f"omniglot-{_cache_key([paths[a] for a in IMAGE_ARCHIVES])}.npz")
+    return _from_arrays(cached_arrays(cache, lambda: _to_arrays(decode_archives(paths))))
 
 
 def locate_runs(data_dir: str | None = None) -> Path:

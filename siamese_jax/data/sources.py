@@ -7,7 +7,9 @@ import os
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
 
 from siamese_jax.errors import DataError
 
@@ -28,9 +30,33 @@ def archive_stem(name: str) -> str | None:
     return next((name[: -len(s)] for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
 
 
-def default_cache_dir() -> Path:
-    """Where decoded datasets are cached unless the config says otherwise."""
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "siamese_jax"
+def cache_file(cache_dir: str | None, name: str) -> Path:
+    """Path of a decoded-dataset cache file: in `cache_dir` (the config's), else ~/.cache/siamese_jax."""
+    root = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "siamese_jax"
+    return root.expanduser() / name
+
+
+def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays of the .npz cache at `path`, or build()'s, written there first.
+
+    A damaged cache is rebuilt. The write is atomic, so a crash never leaves half a cache; a cache
+    that cannot be written is a DataError naming it.
+    """
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                return {name: f[name] for name in f.files}
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the sources.
+            path.unlink(missing_ok=True)
+    arrays = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise DataError(f"cannot write the dataset cache {path}: {error}; set --config.cache_dir") from None
+    return arrays
 
 
 def find_in_data_dir(root: Path, subdir: str, names: Sequence[str]) -> dict[str, Path | None]:
