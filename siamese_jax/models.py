@@ -63,14 +63,16 @@ class Encoder(nn.Module):
     init_scheme: str = "paper"
     norm: str = "none"
     embedding: str = "sigmoid"
+    dropout: float = 0.0  # On the flattened convolutional features, in training only.
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Maps images [B, H, W] or [B, H, W, C] in [0, 1] to embeddings [B, embedding_dim].
 
-        `train` matters only with batch normalisation: batch statistics (and updated running
-        averages in the 'batch_stats' collection) when True, the running averages when False.
+        `train` matters only with batch normalisation (batch statistics, and updated running
+        averages in the 'batch_stats' collection, when True; the running averages when False) and
+        with dropout (applied when True, from the 'dropout' RNG stream).
         """
         x = (images if images.ndim == 4 else images[..., None]).astype(self.dtype)
         conv_kernel, conv_bias = _initializers(self.init_scheme, "conv")
@@ -97,6 +99,8 @@ class Encoder(nn.Module):
             if i < len(self.features) - 1:
                 x = max_pool_2x2(x)
         x = x.reshape(x.shape[0], -1)
+        if self.dropout:
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
         dense_kernel, dense_bias = _initializers(self.init_scheme, "dense")
         x = nn.Dense(
             self.embedding_dim,
@@ -212,6 +216,7 @@ def build_model(model_config) -> SiameseNet:
         init_scheme=model_config.init,
         norm=model_config.norm,
         embedding=embedding,
+        dropout=float(model_config.get("dropout", 0.0)),
         dtype=dtype,
     )
     return SiameseNet(encoder, head_type=head, margin=float(model_config.get("margin", 1.0)))

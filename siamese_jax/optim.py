@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,9 +51,20 @@ def l2_penalty(params, l2: dict[str, float]) -> jax.Array:
     return sum(jax.tree_util.tree_leaves(jax.tree_util.tree_map_with_path(term, params)))
 
 
-def decayed_learning_rate(base: float, decay: float, epoch):
-    """eta at `epoch`: the paper decays every layer's rate by a fixed factor per epoch."""
-    return base * decay**epoch
+SCHEDULES = ("exponential", "cosine")
+
+
+def rate_factor(schedule: str, decay: float, steps_per_epoch: int, warmup_steps: int, total_steps: int):
+    """step -> multiplier of every base learning rate.
+
+    'exponential' is the paper's: x `decay` after each epoch. 'cosine' rises linearly from 0 over
+    `warmup_steps`, then falls along a half cosine to 0 at `total_steps`.
+    """
+    if schedule == "exponential":
+        return optax.exponential_decay(1.0, transition_steps=steps_per_epoch, decay_rate=decay, staircase=True)
+    if schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps, max(total_steps, warmup_steps + 1), 0.0)
+    raise ConfigError(f"config.lr_schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
 def ramped_momentum(final: float, start: float, ramp_epochs: int, epoch):
@@ -68,12 +80,8 @@ class PaperMomentumState(NamedTuple):
     velocity: optax.Params
 
 
-def paper_momentum(
-    learning_rate: Callable[[jax.Array], jax.Array],
-    momentum: Callable[[jax.Array], jax.Array],
-    steps_per_epoch: int,
-) -> optax.GradientTransformation:
-    """Delta_w(T) = -eta(epoch) * grad + mu(epoch) * Delta_w(T-1), the paper's update form.
+def paper_momentum(learning_rate: optax.Schedule, momentum: optax.Schedule) -> optax.GradientTransformation:
+    """Delta_w(T) = -eta(T) * grad + mu(T) * Delta_w(T-1), the paper's update form (schedules of the step T).
 
     Unlike optax.sgd's trace (which scales the accumulated gradient by the current rate), the
     stored update already carries the rate it was made with, so a decaying eta stays faithful.
@@ -84,50 +92,75 @@ def paper_momentum(
 
     def update(grads, state, params=None):
         del params
-        epoch = state.count // steps_per_epoch
-        eta, mu = learning_rate(epoch), momentum(epoch)
+        eta, mu = learning_rate(state.count), momentum(state.count)
         velocity = jax.tree.map(lambda v, g: mu * v - eta * g, state.velocity, grads)
         return velocity, PaperMomentumState(state.count + 1, velocity)
 
     return optax.GradientTransformation(init, update)
 
 
-def hyperparameters(config, layers: list[str], epoch: int) -> dict[str, dict[str, float]]:
-    """Each layer's learning rate and momentum at `epoch`, as the optimiser applies them."""
-    if config.optimizer == "adam":
-        rate = decayed_learning_rate(config.learning_rate, config.lr_decay, epoch)
-        return {layer: {"learning_rate": float(rate), "momentum": 0.9} for layer in layers}
+@dataclasses.dataclass(frozen=True)
+class Schedules:
+    """Each layer's learning rate and momentum as functions of the step: what the optimiser applies."""
+
+    learning_rates: dict[str, optax.Schedule]
+    momenta: dict[str, optax.Schedule]
+
+    def at(self, step: int) -> dict[str, dict[str, float]]:
+        """Each layer's learning rate and momentum at `step`, for the epoch log."""
+        return {layer: {"learning_rate": float(self.learning_rates[layer](step)),
+                        "momentum": float(self.momenta[layer](step))} for layer in self.learning_rates}
+
+
+def _sgd_paper(config, layers: list[str], factor, steps_per_epoch: int):
+    """The paper's per-layer SGD: eta_j x the schedule, momentum ramped per epoch from momentum_start to mu_j."""
     rates = per_layer(config.learning_rates, layers, "learning_rates")
     momenta = per_layer(config.momenta, layers, "momenta")
-    return {
-        layer: {
-            "learning_rate": float(decayed_learning_rate(rates[layer], config.lr_decay, epoch)),
-            "momentum": float(ramped_momentum(momenta[layer], config.momentum_start, config.momentum_ramp_epochs, epoch)),
-        }
-        for layer in layers
-    }
+    schedules = Schedules(
+        {layer: (lambda step, base=rates[layer]: base * factor(step)) for layer in layers},
+        {layer: (lambda step, final=momenta[layer]: ramped_momentum(
+            final, config.momentum_start, config.momentum_ramp_epochs, step // steps_per_epoch)) for layer in layers},
+    )
+    return schedules, {layer: paper_momentum(schedules.learning_rates[layer], schedules.momenta[layer])
+                       for layer in layers}
 
 
-def create_optimizer(config, params, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optimiser named by config.optimizer ('sgd_paper' or 'adam') for these params."""
+def _adam(config, layers: list[str], factor, steps_per_epoch: int):
+    """Adam with one learning rate for every layer; decoupled weight decay on the kernels (AdamW) if set."""
+    del steps_per_epoch
+    base = config.learning_rate
+
+    def rate(step):
+        return base * factor(step)
+
+    beta1 = 0.9  # optax's default first-moment decay: Adam's momentum.
+    schedules = Schedules({layer: rate for layer in layers}, {layer: (lambda step: beta1) for layer in layers})
+    decay = float(config.get("weight_decay", 0.0))
+    if decay:
+        kernels = lambda params: jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+        return schedules, optax.adamw(rate, b1=beta1, weight_decay=decay, mask=kernels)
+    return schedules, optax.adam(rate, b1=beta1)
+
+
+# config.optimizer -> builder(config, layers, rate factor, steps per epoch) -> (Schedules, transform or
+# {layer: transform}).
+OPTIMIZERS = {"sgd_paper": _sgd_paper, "adam": _adam}
+
+
+def create_optimizer(config, params, steps_per_epoch: int, total_steps: int | None = None
+                     ) -> tuple[optax.GradientTransformation, Schedules]:
+    """The optimiser named by config.optimizer for these params, and the schedules it follows.
+
+    `total_steps` (default: config.num_epochs epochs) is where a cosine schedule reaches 0.
+    """
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"config.optimizer must be one of {tuple(OPTIMIZERS)}, got {config.optimizer!r}")
     layers = layer_names(params)
-    if config.optimizer == "adam":
-        schedule = optax.exponential_decay(
-            config.learning_rate, transition_steps=steps_per_epoch, decay_rate=config.lr_decay, staircase=True
-        )
-        return optax.adam(schedule)
-    if config.optimizer != "sgd_paper":
-        raise ConfigError(f"config.optimizer must be 'sgd_paper' or 'adam', got {config.optimizer!r}")
-    rates = per_layer(config.learning_rates, layers, "learning_rates")
-    momenta = per_layer(config.momenta, layers, "momenta")
-    transforms = {
-        layer: paper_momentum(
-            lambda epoch, base=rates[layer]: decayed_learning_rate(base, config.lr_decay, epoch),
-            lambda epoch, final=momenta[layer]: ramped_momentum(
-                final, config.momentum_start, config.momentum_ramp_epochs, epoch
-            ),
-            steps_per_epoch,
-        )
-        for layer in layers
-    }
-    return optax.multi_transform(transforms, layer_labels(params))
+    total_steps = total_steps if total_steps is not None else config.num_epochs * steps_per_epoch
+    warmup_steps = round(float(config.get("warmup_epochs", 0)) * steps_per_epoch)
+    factor = rate_factor(config.get("lr_schedule", "exponential"), config.lr_decay, steps_per_epoch, warmup_steps,
+                         total_steps)
+    schedules, transform = OPTIMIZERS[config.optimizer](config, layers, factor, steps_per_epoch)
+    if isinstance(transform, dict):
+        transform = optax.multi_transform(transform, layer_labels(params))
+    return transform, schedules

@@ -37,6 +37,9 @@ from siamese_jax.provenance import provenance
 
 # Config entries that fix the parameters' shapes: a workdir's checkpoints only fit these.
 MODEL_KEYS = ("model", "image_size", "channels")
+# Entries of config.model that change how the network computes, not its parameters: a run may
+# resume with another compute dtype or dropout rate.
+NOT_SHAPE_KEYS = ("dtype", "dropout")
 LOSSES = ("cross_entropy", "contrastive")
 METRICS = ("one_shot_accuracy", "verification_accuracy", "verification_auc")
 
@@ -79,6 +82,7 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
     def step(state, train_images, tables):
         key = jax.random.fold_in(state["rng"], state["step"])
         sample_key, augment_key = jax.random.split(key)
+        dropout_key = jax.random.fold_in(key, 2)  # Folded in, so runs without dropout draw as before.
         batch = sampler(sample_key, tables)
         images = to_float(train_images[on_slices(batch.images)])
         if distortion.enabled:
@@ -88,7 +92,8 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
         def loss_fn(params):
             variables = dict(model_variables(state), params=params)
             embeddings, mutated = model.apply(
-                variables, images, True, method=SiameseNet.embed, mutable=["batch_stats"]
+                variables, images, True, method=SiameseNet.embed, mutable=["batch_stats"],
+                rngs={"dropout": dropout_key},
             )
             h1, h2 = embeddings[batch.left], embeddings[batch.right]
             logits = model.apply(variables, h1, h2, method=SiameseNet.score)
@@ -170,8 +175,17 @@ def validate_config(config, num_devices: int) -> None:
             f"config.batch_size={config.batch_size} is not divisible by the {num_devices} devices: each "
             f"device takes an equal slice of the batch, so use a multiple of {num_devices}"
         )
-    if config.optimizer not in ("sgd_paper", "adam"):
-        raise ConfigError(f"config.optimizer must be 'sgd_paper' or 'adam', got {config.optimizer!r}")
+    if config.optimizer not in optim.OPTIMIZERS:
+        raise ConfigError(f"config.optimizer must be one of {tuple(optim.OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.get("lr_schedule", "exponential") not in optim.SCHEDULES:
+        raise ConfigError(f"config.lr_schedule must be one of {optim.SCHEDULES}, got {config.lr_schedule!r}")
+    for name in ("warmup_epochs", "weight_decay", "max_train_seconds"):
+        value = config.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"config.{name} must be a number >= 0, got {value!r}")
+    dropout = config.model.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"config.model.dropout must be a rate in [0, 1), got {dropout!r}")
     experiments.dataset_name(config)
     loss = config.get("loss", "cross_entropy")
     if loss not in LOSSES:
@@ -197,6 +211,9 @@ def prepare_workdir(workdir: str, config, save_config: bool = True) -> None:
     if saved_path.exists():
         saved = json.loads(saved_path.read_text())
         current = json.loads(config.to_json())
+        for entries in (saved, current):
+            model_section = entries.get("model") or {}
+            entries["model"] = {k: v for k, v in model_section.items() if k not in NOT_SHAPE_KEYS}
         changed = [k for k in MODEL_KEYS if saved.get(k) != current.get(k)]
         if changed:
             raise UserError(
@@ -239,6 +256,71 @@ class _Interrupted(Exception):
     """Raised by the training loop, at a step boundary, once a stop was requested."""
 
 
+def describe_mesh(mesh: Mesh, images_per_step: int, compute_dtype) -> str:
+    """One line naming where training runs, e.g. 'data parallel over 8 cpu devices, 32 of 256 images each'."""
+    device = mesh.devices.flat[0]
+    where = f"{mesh.size} {device.platform} device{'s' if mesh.size > 1 else ''} ({device.device_kind})"
+    split = (f"data parallel over {where}, {images_per_step // mesh.size} of {images_per_step} images each"
+             if mesh.size > 1 else f"training on {where}, {images_per_step} images per step")
+    return f"{split}, {jnp.dtype(compute_dtype).name} compute"
+
+
+class SpeedReport:
+    """Times the first steps after compilation and says once how long the whole run will take.
+
+    On a CPU the paper's network takes weeks: the line says so at once and points to the CPU
+    config and the GPU instructions, instead of leaving a user to find out from the progress bar.
+    """
+
+    SLOW_S = 6 * 3600  # Above this, on a CPU, the line suggests the alternatives.
+    MIN_STEPS, MIN_SECONDS = 20, 30.0
+
+    def __init__(self, platform: str, pairs_per_step: int, enabled: bool):
+        self.platform = platform
+        self.pairs_per_step = pairs_per_step
+        self.pending = enabled
+        self.start: tuple[float, int] | None = None
+
+    def after_step(self, loss, step: int, last_step: int) -> str | None:
+        """Call after each dispatch; returns the line to print once enough steps were timed."""
+        if not self.pending:
+            return None
+        if self.start is None:  # The first step compiles: time from its end.
+            jax.block_until_ready(loss)
+            self.start = (time.time(), step)
+            return None
+        seconds, steps = time.time() - self.start[0], step - self.start[1]
+        if steps < self.MIN_STEPS and seconds < self.MIN_SECONDS and step < last_step:
+            return None
+        jax.block_until_ready(loss)  # Once: the queued steps must finish for an honest rate.
+        self.pending = False
+        seconds = time.time() - self.start[0]
+        rate = steps * self.pairs_per_step / seconds
+        remaining = (last_step - step) * self.pairs_per_step / rate
+        line = f"measured {rate:,.1f} pairs/s: the remaining {last_step - step:,} steps take about {_duration(remaining)}"
+        if self.platform == "cpu" and remaining > self.SLOW_S:
+            line += (". This config is meant for a GPU: configs/omniglot_cpu.py trains a smaller network on "
+                     "a CPU in about 20 minutes, and BUILD.md shows how to install JAX for GPUs. Training "
+                     "goes on; Ctrl-C saves and stops, and the same command resumes")
+        return line
+
+
+def _duration(seconds: float) -> str:
+    """A rough human duration: '40 s', '12 min', '3.5 h', '21 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def out_of_time(time_limit_s: float, elapsed_s: float, epoch_s: float | None) -> bool:
+    """Whether another epoch of about `epoch_s` seconds would end past the training time limit (0: none)."""
+    return bool(time_limit_s) and elapsed_s + (epoch_s or 0.0) > time_limit_s
+
+
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     """Trains (resuming from WORKDIR if possible), then evaluates the best checkpoint into WORKDIR/eval.json.
 
@@ -265,7 +347,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     l2 = optim.per_layer(config.l2, layers, "l2")
     spd = config.steps_per_dispatch
     steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / pairs_per_step / spd)) * spd
-    optimizer = optim.create_optimizer(config, variables["params"], steps_per_epoch)
+    optimizer, schedules = optim.create_optimizer(config, variables["params"], steps_per_epoch)
     state = distributed.put(initial_state(variables, optimizer, config.seed), everywhere)
     # best_accuracy is the best value of the validation metric (config.validation.metric).
     meta = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "epochs_without_improvement": 0, "wall_time": 0.0}
@@ -291,6 +373,14 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     total_steps = config.num_epochs * steps_per_epoch
     step = int(state["step"])
     stopped_early = meta["epochs_without_improvement"] >= config.patience
+    time_limit = float(config.get("max_train_seconds", 0))
+    # Seconds of the last epoch, to tell whether one more fits the time limit.
+    epoch_seconds = meta.get("last_epoch_s", meta["wall_time"] / meta["epoch"] if meta["epoch"] else None)
+    stop_reason = "patience" if stopped_early else None
+    speed = SpeedReport(jax.default_backend(), pairs_per_step, enabled=primary and step < total_steps)
+    if primary:
+        images_per_step = jax.eval_shape(sampler, jax.random.PRNGKey(0), tables).images.shape[0]
+        print(describe_mesh(mesh, images_per_step, model.encoder.dtype), flush=True)
     stop = _StopRequest()
     previous_term = signal.signal(signal.SIGTERM, stop)
     previous_int = signal.signal(signal.SIGINT, stop)
@@ -302,6 +392,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     in_flight = distributed.InFlight()
     try:
         while meta["epoch"] < config.num_epochs and not stopped_early:
+            if out_of_time(time_limit, time.time() - started, epoch_seconds):
+                stop_reason = "time_limit"
+                break
+            epoch_start = time.time()
             epoch_end = (meta["epoch"] + 1) * steps_per_epoch
             shown_loss = None
             while step < epoch_end:
@@ -311,6 +405,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                 in_flight.add(loss)  # Not the state: its buffers are donated to the next step.
                 step += spd
                 progress.update(spd * pairs_per_step)
+                line = speed.after_step(loss, step, total_steps)
+                if line:
+                    progress.write(line)
                 if step % config.log_every_steps < spd:
                     # Show the loss of the previous log point: long computed, so reading it never
                     # stalls the host while the device works through the queued steps.
@@ -321,6 +418,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                     checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
 
             epoch = meta["epoch"] + 1
+            epoch_seconds = time.time() - epoch_start
             train_loss = float(state["loss_sum"]) / max(int(state["loss_count"]), 1)
             state = dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]), loss_count=jnp.zeros_like(state["loss_count"]))
             scores = experiment.validator(model, model_variables(state))
@@ -332,6 +430,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                 best_epoch=epoch if improved else meta["best_epoch"],
                 epochs_without_improvement=0 if improved else meta["epochs_without_improvement"] + 1,
                 wall_time=time.time() - started,
+                last_epoch_s=epoch_seconds,
             )
             record = {
                 "epoch": epoch,
@@ -341,7 +440,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                 "val_verification_accuracy": scores["verification_accuracy"],
                 "val_one_shot_accuracy": scores["one_shot_accuracy"],
                 "val_verification_auc": scores["verification_auc"],
-                "hyperparameters": optim.hyperparameters(config, layers, epoch - 1),
+                "hyperparameters": schedules.at((epoch - 1) * steps_per_epoch),
                 "wall_time": meta["wall_time"],
             }
             history.append(record)
@@ -358,6 +457,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                     + (" (best)" if improved else f" (best {metric} {meta['best_accuracy']:.4f} at epoch {meta['best_epoch']})")
                 )
             stopped_early = meta["epochs_without_improvement"] >= config.patience and epoch < config.num_epochs
+            if stopped_early:
+                stop_reason = "patience"
     except _Interrupted as why:
         progress.close()
         checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
@@ -368,15 +469,19 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         signal.signal(signal.SIGINT, previous_int)
         progress.close()
     checkpoints.close()
-    if stopped_early and primary:
+    if primary and stop_reason == "patience":
         print(f"stopped early: no better validation {metric} for {config.patience} epochs", flush=True)
+    if primary and stop_reason == "time_limit":
+        print(f"stopped after epoch {meta['epoch']}: another epoch (about {epoch_seconds:.0f} s) would pass "
+              f"config.max_train_seconds={time_limit:g}", flush=True)
 
     model, best_variables = evaluation.restore_model(workdir, config, "best", mesh)
     result = {
         "checkpoint": "best",
         **experiment.evaluate(model, best_variables, mesh),
         "training": {"epochs": meta["epoch"], "best_epoch": meta["best_epoch"], "steps": step,
-                     "pairs": step * pairs_per_step, "wall_time_s": meta["wall_time"]},
+                     "pairs": step * pairs_per_step, "wall_time_s": meta["wall_time"],
+                     "stopped_by": stop_reason or "num_epochs"},
         "provenance": provenance(mesh.size),
     }
     if primary:

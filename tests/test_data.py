@@ -64,8 +64,40 @@ def test_offline_without_data_dir_says_how_to_fix(monkeypatch, tmp_path):
         raise ConnectionError("network is unreachable")
 
     monkeypatch.setattr("siamese_jax.data.sources.download", offline)
+    monkeypatch.setattr("siamese_jax.data.sources.unreachable", lambda urls: None)
     with pytest.raises(DataError, match=f"all_runs.zip.*{DATA_DIR_ENV}"):
         locate(None, "omniglot", omniglot.omniglot_urls([omniglot.RUNS_ARCHIVE]))
+
+
+def test_unresolvable_host_fails_at_once_without_downloading(monkeypatch):
+    import socket
+    import time
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def must_not_download(urls, dataset_name):
+        raise AssertionError("the download manager ran although the host does not resolve")
+
+    monkeypatch.setattr("siamese_jax.data.sources.socket.getaddrinfo", no_dns)
+    monkeypatch.setattr("siamese_jax.data.sources.download", must_not_download)
+    start = time.time()
+    with pytest.raises(DataError, match=f"cannot resolve github.com .*no network.*{DATA_DIR_ENV}"):
+        locate(None, "omniglot", omniglot.omniglot_urls([omniglot.RUNS_ARCHIVE]))
+    assert time.time() - start < 1.0
+
+
+def test_unreachable_port_is_reported(monkeypatch):
+    import socket
+
+    from siamese_jax.data.sources import unreachable
+
+    with socket.socket() as listener:  # A port that was open a moment ago and is closed now.
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    assert unreachable([f"http://127.0.0.1:{port}/x.zip"], timeout_s=2).startswith(f"cannot connect to 127.0.0.1:{port}")
 
 
 def test_environment_variable_is_used(monkeypatch, synthetic_data_dir):

@@ -200,3 +200,69 @@ def test_sigterm_saves_and_the_same_command_resumes(synthetic_data_dir, cache_di
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from step" in resumed.stdout
     assert [r["epoch"] for r in _metrics(workdir)] == list(range(1, done_epochs + 2))
+
+
+def test_resuming_with_another_dtype_or_dropout_is_allowed(trained, synthetic_data_dir, cache_dir, tmp_path):
+    import shutil
+
+    _, workdir, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3)
+    config.model.dtype = "bfloat16"
+    config.model.dropout = 0.1
+    result = train.train_and_evaluate(config, str(copy))  # Resumes: no 'different model' refusal.
+    assert result["training"]["epochs"] == 3 and [r["epoch"] for r in _metrics(copy)] == [1, 2, 3]
+
+
+def test_dropout_changes_training_but_not_evaluation(synthetic_data_dir, cache_dir, tmp_path):
+    import flax.linen as nn  # noqa: F401 - the model is built from the config
+
+    from siamese_jax.models import SiameseNet, build_model, init_variables
+
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=1)
+    config.model.dropout = 0.5
+    model = build_model(config.model)
+    variables = init_variables(model, jax.random.PRNGKey(0), (16, 16))
+    images = jax.random.uniform(jax.random.PRNGKey(1), (4, 16, 16))
+    evaluated = model.apply(variables, images, method=SiameseNet.embed)
+    np.testing.assert_array_equal(evaluated, model.apply(variables, images, method=SiameseNet.embed))
+    dropped = [model.apply(variables, images, True, method=SiameseNet.embed, rngs={"dropout": jax.random.PRNGKey(k)},
+                           mutable=["batch_stats"])[0] for k in (2, 3)]
+    assert not np.allclose(dropped[0], evaluated) and not np.allclose(dropped[0], dropped[1])
+    train.train_and_evaluate(config, str(tmp_path))
+    assert np.isfinite(_metrics(tmp_path)[0]["train_loss"])
+
+
+def test_time_limit_stops_before_an_epoch_that_would_not_fit(synthetic_data_dir, cache_dir, tmp_path, capsys):
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=50, patience=100, max_train_seconds=1e-3)
+    result = train.train_and_evaluate(config, str(tmp_path))
+    # The first epoch always runs (its length is unknown until then); it took longer than the limit.
+    assert result["training"]["epochs"] == 1 and result["training"]["stopped_by"] == "time_limit"
+    assert "would pass config.max_train_seconds" in capsys.readouterr().out
+    assert not train.out_of_time(0, 1e9, 1e9)
+    assert train.out_of_time(100, 60, 50) and not train.out_of_time(100, 60, 30)
+
+
+def test_first_line_names_the_mesh_and_a_speed_line_follows(trained_omniglot, synthetic_data_dir, cache_dir, tmp_path,
+                                                           capsys):
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=1)
+    train.train_and_evaluate(config, str(tmp_path))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "data parallel over 8 cpu devices (cpu), 2 of 16 images each, float32 compute"
+    assert any(line.startswith("measured ") and "pairs/s" in line for line in out)
+
+
+def test_speed_report_points_to_the_cpu_config_when_a_run_would_take_days(monkeypatch):
+    clock = iter([0.0, 100.0, 100.0])
+    monkeypatch.setattr(train.time, "time", lambda: next(clock))
+    report = train.SpeedReport("cpu", pairs_per_step=128, enabled=True)
+    assert report.after_step(jax.numpy.zeros(()), 1, 10**6) is None  # The compiling step starts the clock.
+    line = report.after_step(jax.numpy.zeros(()), 21, 10**6)  # 20 steps of 128 pairs in 100 s.
+    assert line.startswith("measured 25.6 pairs/s: the remaining 999,979 steps take about 58 days")
+    assert "configs/omniglot_cpu.py" in line and "BUILD.md" in line
+    assert report.after_step(jax.numpy.zeros(()), 22, 10**6) is None  # Said once.
+    gpu = train.SpeedReport("gpu", pairs_per_step=128, enabled=True)
+    gpu.start = (0.0, 1)
+    monkeypatch.setattr(train.time, "time", lambda: 100.0)
+    assert "omniglot_cpu" not in gpu.after_step(jax.numpy.zeros(()), 21, 10**6)

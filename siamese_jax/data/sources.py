@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import tarfile
+import urllib.parse
 import zipfile
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -74,6 +76,30 @@ def find_in_data_dir(root: Path, subdir: str, names: Sequence[str]) -> dict[str,
     return found
 
 
+def unreachable(urls: Sequence[str], timeout_s: float = 5.0) -> str | None:
+    """Why the URLs' hosts cannot be reached ('cannot resolve HOST', ...), or None when each one answers.
+
+    Checked before a download: with no network, the download manager's retries back off for
+    minutes before failing, where a user should hear at once that the machine is offline.
+    """
+    for host, port in dict.fromkeys(_host_port(url) for url in urls):
+        try:
+            address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4]
+        except OSError as error:
+            return f"cannot resolve {host} ({error.strerror or error}): no network or DNS on this machine"
+        try:
+            socket.create_connection(address[:2], timeout=timeout_s).close()
+        except OSError as error:
+            return f"cannot connect to {host}:{port} ({error.strerror or error or 'timed out'})"
+    return None
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    """The host and port of an http(s) URL."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
 def download(urls: dict[str, str], dataset_name: str) -> dict[str, Path]:
     """Downloads files with tensorflow-datasets' download manager into its usual folder."""
     import tensorflow_datasets as tfds  # Imported lazily: only needed when nothing is local.
@@ -96,12 +122,15 @@ def locate(data_dir: str | None, subdir: str, urls: dict[str, str]) -> dict[str,
                 f"{root / subdir}/ (download from {', '.join(urls[m] for m in missing)})"
             )
         return found  # type: ignore[return-value]
+    advice = f"Offline, put them in DIR/{subdir}/ and pass --config.data_dir=DIR or set {DATA_DIR_ENV}=DIR"
+    why = unreachable(list(urls.values()))
+    if why:
+        raise DataError(f"could not download {', '.join(urls)}: {why}. {advice}")
     try:
         return download(urls, dataset_name=subdir)
     except Exception as error:  # noqa: BLE001 - any download failure becomes the same advice.
         raise DataError(
-            f"could not download {', '.join(urls)} ({type(error).__name__}: {str(error)[:200]}). "
-            f"Offline, put them in DIR/{subdir}/ and pass --config.data_dir=DIR or set {DATA_DIR_ENV}=DIR"
+            f"could not download {', '.join(urls)} ({type(error).__name__}: {str(error)[:200]}). {advice}"
         ) from None
 
 
