@@ -15,11 +15,16 @@ from pathlib import Path
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("workdirs", None, "The two workdirs to compare.")
-flags.DEFINE_string("commands", "", "The commands that produced them, separated by ';;' (recorded as given).")
-flags.DEFINE_string("devices", "", "What each ran on, separated by ';;' (recorded as given).")
-flags.DEFINE_string("note", "", "Anything a reader needs to know about the runs.")
-flags.DEFINE_string("output", None, "Where to write the JSON comparison.")
+
+
+def define_flags() -> None:
+    """The tool's flags; defined only when run as a script."""
+    flags.DEFINE_list("workdirs", None, "The two workdirs to compare.")
+    flags.DEFINE_string("commands", "", "The commands that produced them, separated by ';;' (recorded as given).")
+    flags.DEFINE_string("devices", "", "What each ran on, separated by ';;' (recorded as given).")
+    flags.DEFINE_string("note", "", "Anything a reader needs to know about the runs.")
+    flags.DEFINE_string("output", None, "Where to write the JSON comparison.")
+
 
 COMPARED = ("train_loss", "val_one_shot_accuracy", "val_verification_accuracy")
 
@@ -75,4 +80,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

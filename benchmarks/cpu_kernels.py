@@ -29,9 +29,14 @@ from siamese_jax.models import max_pool_2x2  # noqa: E402
 from siamese_jax.provenance import provenance  # noqa: E402
 from siamese_jax.sampling import GroupLayout  # noqa: E402
 
-flags.DEFINE_integer("repeats", 10, "Timed calls per measurement.")
-flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The benchmark's flags; defined only when run as a script."""
+    flags.DEFINE_integer("repeats", 10, "Timed calls per measurement.")
+    flags.DEFINE_integer("images", 16, "Images per batch for the convolution kernel gradients.")
+    flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
 
 
 def milliseconds(fn, *args) -> float:
@@ -53,7 +58,7 @@ def reduce_window_pool(x):
 PAPER_CONVS = ((105, 1, 64, 10), (48, 64, 128, 7), (21, 128, 128, 4), (9, 128, 256, 4))
 
 
-def conv_kernel_grads(batch: int = 16) -> dict:
+def conv_kernel_grads(batch: int) -> dict:
     """Forward and kernel-gradient times of each paper convolution, XLA's gradient against ours."""
     layout = ("NHWC", "HWIO", "NHWC")
     out = {}
@@ -105,7 +110,7 @@ def main(argv):
     }
     result = {
         "benchmark": "cpu_kernels",
-        "paper_conv_kernel_grad_16_images": conv_kernel_grads(),
+        f"paper_conv_kernel_grad_{FLAGS.images}_images": conv_kernel_grads(FLAGS.images),
         **provenance(),
         "max_pool_2x2_fwd_bwd_128x28x28x64": pool,
         "l1_head_fwd_bwd_128_images_4096_dims": heads,
@@ -118,4 +123,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -1,50 +1,70 @@
-"""Training-step throughput of siamese_jax against device count, and against PyTorch eager.
+"""Training-step throughput of siamese_jax against PyTorch eager on the same device.
 
-    python benchmarks/train_throughput.py [--config=configs/omniglot.py] [--batch_size=32]
-        [--devices=1,2,4,8] [--scaling=strong|weak] [--peak_tflops=X]
+    python benchmarks/train_throughput.py [--config=configs/omniglot.py] [--batch_sizes=128,512,1024]
+        [--torch_modes=float32,tf32,bfloat16] [--frameworks=jax,torch] [--breakdown] [--output=FILE]
 
 The JAX step is the real one from siamese_jax.train: sampling, augmentation, forward, backward and
-update, all on the device, data parallel over a mesh of the first N devices for each N of
---devices. On a CPU, N devices are made with --xla_force_host_platform_device_count and share the
-same cores, so scaling there measures the cost of partitioning, not added hardware. 'strong'
-scaling keeps the global batch; 'weak' multiplies it by N.
+update, all on the device, for each batch size (pairs) of --batch_sizes, and each device count of
+--devices (data parallel over a mesh; on a CPU, N devices are forced with
+--xla_force_host_platform_device_count and share the same cores). The evaluation path is timed
+too: images encoded per second by the jitted encoder.
 
-FLOPs per pair come from XLA's cost analysis of the 1-device step; the fraction of peak uses
---peak_tflops, or a datasheet value for known accelerators (dense bfloat16), none for CPUs.
+The PyTorch step is what the public implementations do: the same network and loss in eager
+mode, SGD with momentum, on a ready batch (no sampling or augmentation cost counted, which favours
+PyTorch), on the device JAX uses (CUDA when JAX runs on a GPU), in each mode of --torch_modes:
+float32, tf32 (TensorFloat-32 matrix products, CUDA only), bfloat16 (autocast), each optionally
+with '+channels_last'. JAX and PyTorch steps alternate, --repeats times; the best repetition
+counts. With --frameworks=jax or =torch only one is timed, so a CPU comparison can run each in a
+process of its own, with no thread pools competing.
 
-The PyTorch step is what the public implementations do: the same network and loss in eager mode,
-SGD with momentum, on a ready batch (no sampling or augmentation cost counted, which favours
-PyTorch), timed alternately with the 1-device JAX step in the same process. The last line printed
-is one JSON object; --output also writes it to a file.
+FLOPs come from the layer shapes (siamese_jax.flops), since XLA's GPU cost analysis does not
+count cuDNN's convolutions; TFLOP/s are reported against the device's dense bfloat16 datasheet
+peak (--peak_tflops overrides it). --breakdown also times the parts of the step: sampling and
+augmentation alone, the encoder's forward pass, forward and backward without the update.
+
+The last line printed is one JSON object; --output also writes it to a file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
 
 from absl import app, flags
-from ml_collections import config_flags
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", str(REPO / "configs" / "omniglot.py"), "Experiment config.")
-flags.DEFINE_integer("batch_size", 32, "Pairs per training step (overrides the config's).")
-flags.DEFINE_integer("steps", 3, "Timed steps per repetition.")
-flags.DEFINE_integer("repeats", 2, "Alternating repetitions of (JAX, PyTorch).")
-flags.DEFINE_bool("torch", True, "Also time the PyTorch baseline.")
-flags.DEFINE_list("devices", ["1"], "Device counts to time the JAX step on, e.g. 1,2,4,8.")
-flags.DEFINE_enum("scaling", "strong", ["strong", "weak"], "Keep the global batch (strong) or scale it with N (weak).")
-flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s for the fraction of peak (default: datasheet).")
 
-# Dense bfloat16 peak TFLOP/s per device, from vendor datasheets (SXM parts for NVIDIA).
+# Dense bfloat16 peak TFLOP/s per device, from vendor datasheets (SXM parts for NVIDIA). The best
+# an 8192^3 bf16 matrix product reached on these machines: about 790-800 (H100 and H200).
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5p": 459.0}
-flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
+TORCH_MODES = ("float32", "tf32", "bfloat16")
+
+
+def define_flags() -> None:
+    """The benchmark's flags; defined only when run as a script, so tests can import it."""
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", str(REPO / "configs" / "omniglot.py"), "Experiment config.")
+    flags.DEFINE_list("batch_sizes", ["32"], "Pairs per training step, each timed (overrides the config's).")
+    flags.DEFINE_list("devices", ["1"], "Device counts to time the JAX step on, e.g. 1,2,4,8 (first batch size).")
+    flags.DEFINE_enum("scaling", "strong", ["strong", "weak"], "Keep the global batch (strong) or scale it with N (weak).")
+    flags.DEFINE_integer("steps", 3, "Timed steps per repetition.")
+    flags.DEFINE_integer("repeats", 2, "Alternating repetitions of (JAX, PyTorch).")
+    flags.DEFINE_list("frameworks", ["jax", "torch"], "What to time: jax, torch or both.")
+    flags.DEFINE_list("torch_modes", None, "PyTorch modes: float32, tf32, bfloat16, each optionally +channels_last "
+                      "(default: all three on CUDA, float32 on a CPU).")
+    flags.DEFINE_bool("breakdown", False, "Also time the parts of the JAX step.")
+    flags.DEFINE_integer("eval_batch", 0, "Images per encoding call for the evaluation timing (0: the config's; "
+                         "-1: skip).")
+    flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s for the fraction of peak (default: datasheet).")
+    flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
 
 
 def synthetic_tables(num_alphabets: int = 30, classes: int = 30, drawers: int = 12):
@@ -58,36 +78,45 @@ def synthetic_tables(num_alphabets: int = 30, classes: int = 30, drawers: int = 
     return sampling.build_tables(alphabet, character), len(alphabet)
 
 
-def jax_setup(config, devices):
-    """The real training step on a mesh of `devices`: a dict of its state, inputs and XLA FLOP count."""
+def jax_setup(config, devices) -> dict:
+    """The real training step on a mesh of `devices`, its state and inputs, and the model."""
     import jax
     import numpy as np
 
     from siamese_jax import distributed, optim, train
-    from siamese_jax.models import build_model, init_variables
+    from siamese_jax.models import build_model, init_variables, input_shape
 
     mesh = distributed.data_mesh(devices)
     everywhere = distributed.replicated(mesh)
     tables, num_images = synthetic_tables()
     sampler, pairs_per_step = train.make_sampler(config, tables)
-    size = config.image_size
-    images = (np.random.default_rng(0).random((num_images, size, size)) < 0.1).astype(np.uint8) * 255
+    shape = input_shape(config)
+    images = (np.random.default_rng(0).random((num_images, *shape)) < 0.1).astype(np.uint8) * 255
     model = build_model(config.model)
-    params = init_variables(model, jax.random.PRNGKey(1), (size, size))["params"]
-    layers = optim.layer_names(params)
-    optimizer = optim.create_optimizer(config, params, steps_per_epoch=1000)
-    state = distributed.put(train.initial_state(params, optimizer, config.seed), everywhere)
+    variables = init_variables(model, jax.random.PRNGKey(1), shape)
+    layers = optim.layer_names(variables["params"])
+    optimizer, _ = optim.create_optimizer(config, variables["params"], steps_per_epoch=1000)
+    state = distributed.put(train.initial_state(variables, optimizer, config.seed), everywhere)
     images, tables = distributed.put(images, everywhere), distributed.put(tables, everywhere)
     step = train.make_train_step(model, optimizer, sampler, config, optim.per_layer(config.l2, layers, "l2"), mesh)
-    dispatch = train.make_dispatch(step, 1, mesh)
-    cost = dispatch.lower(state, images, tables).compile().cost_analysis()
-    flops = (cost[0] if isinstance(cost, list) else cost).get("flops", float("nan"))
-    return {"dispatch": dispatch, "state": state, "images": images, "tables": tables,
-            "pairs_per_step": pairs_per_step, "flops_per_device": flops}
+    return {"dispatch": train.make_dispatch(step, 1, mesh), "state": state, "images": images, "tables": tables,
+            "pairs_per_step": pairs_per_step, "sampler": sampler, "model": model, "mesh": mesh}
 
 
-def time_jax(setup, steps: int):
-    """Seconds per step of the JAX training step (state carried between calls)."""
+def seconds_per_call(fn, *args, steps: int) -> float:
+    """Mean seconds of a jitted call that returns its first argument's next value (or nothing to carry)."""
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
+def time_jax(setup: dict, steps: int) -> float:
+    """Seconds per step of the JAX training step (the state carried between calls)."""
     import jax
 
     dispatch, state, images, tables = setup["dispatch"], setup["state"], setup["images"], setup["tables"]
@@ -101,13 +130,86 @@ def time_jax(setup, steps: int):
     return (time.perf_counter() - start) / steps
 
 
-def torch_setup(config, batch_size: int):
-    """A plain PyTorch eager twin of the network and the paper's SGD step."""
+def breakdown(setup: dict, config, steps: int) -> dict:
+    """Milliseconds of the parts of one step: inputs (sample, gather, distort), forward, forward + backward."""
+    import jax
+
+    from siamese_jax import augment
+    from siamese_jax.data.images import to_float
+    from siamese_jax.models import SiameseNet
+
+    model, sampler, tables, train_images = setup["model"], setup["sampler"], setup["tables"], setup["images"]
+    variables = {k: v for k, v in setup["state"].items() if k in ("params", "batch_stats")}
+    distortion = config.augment
+
+    @jax.jit
+    def inputs(key):
+        batch = sampler(key, tables)
+        images = to_float(train_images[batch.images])
+        return augment.augment_batch(key, images, distortion) if distortion.enabled else images
+
+    images = inputs(jax.random.PRNGKey(0))
+
+    @jax.jit
+    def forward(variables, images):
+        return model.apply(variables, images, method=SiameseNet.embed)
+
+    @jax.jit
+    def forward_backward(variables, images):
+        return jax.grad(lambda p: model.apply(dict(variables, params=p), images, method=SiameseNet.embed)
+                        .astype("float32").sum())(variables["params"])
+
+    key = jax.random.PRNGKey(1)
+    return {
+        "inputs_ms": 1e3 * seconds_per_call(inputs, key, steps=steps),
+        "encoder_forward_ms": 1e3 * seconds_per_call(forward, variables, images, steps=steps),
+        "encoder_forward_backward_ms": 1e3 * seconds_per_call(forward_backward, variables, images, steps=steps),
+        "images": int(images.shape[0]),
+    }
+
+
+def time_encoding(setup: dict, batch: int, steps: int) -> float:
+    """Images per second through the evaluation encoder (evaluation.embed_fn), uint8 in, embeddings out."""
+    import jax
+    import numpy as np
+
+    from siamese_jax import distributed, evaluation
+
+    mesh = setup["mesh"]
+    embed = evaluation.embed_fn(setup["model"], mesh)
+    variables = {k: v for k, v in setup["state"].items() if k in ("params", "batch_stats")}
+    images = distributed.put(np.asarray(jax.device_get(setup["images"][:batch])), distributed.batch_sharded(mesh))
+    return batch / seconds_per_call(embed, variables, images, steps=steps)
+
+
+def torch_device(jax_platform: str) -> str:
+    """The PyTorch device on the same hardware as JAX's: CUDA when JAX runs on a GPU."""
+    import torch
+
+    if jax_platform == "gpu":
+        if not torch.cuda.is_available():
+            raise RuntimeError("JAX runs on a GPU but PyTorch sees no CUDA device: install a CUDA build of torch")
+        return "cuda"
+    return "cpu"
+
+
+def torch_setup(config, batch_size: int, device: str, mode: str):
+    """A plain PyTorch eager twin of the network and an SGD step, in `mode` (see TORCH_MODES)."""
+    import contextlib
+
     import torch
     from torch import nn
 
+    precision, _, layout = mode.partition("+")
+    if precision not in TORCH_MODES or layout not in ("", "channels_last"):
+        raise ValueError(f"unknown PyTorch mode {mode!r}: use {TORCH_MODES}, optionally +channels_last")
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.benchmark = True
+    elif precision == "tf32":
+        raise ValueError("TF32 is a CUDA mode")
     size = config.image_size
-    layers, channels = [], 1
+    layers, channels = [], config.get("channels", 1)
     for i, (width, kernel) in enumerate(zip(config.model.features, config.model.kernel_sizes)):
         layers += [nn.Conv2d(channels, width, kernel, padding=0 if config.model.padding == "VALID" else "same"), nn.ReLU()]
         if i < len(config.model.features) - 1:
@@ -115,116 +217,175 @@ def torch_setup(config, batch_size: int):
         channels = width
     conv = nn.Sequential(*layers)
     with torch.no_grad():
-        flat = conv(torch.zeros(1, 1, size, size)).numel()
-    encoder = nn.Sequential(conv, nn.Flatten(), nn.Linear(flat, config.model.embedding_dim), nn.Sigmoid())
-    head = nn.Linear(config.model.embedding_dim, 1)
+        flat = conv(torch.zeros(1, config.get("channels", 1), size, size)).numel()
+    encoder = nn.Sequential(conv, nn.Flatten(), nn.Linear(flat, config.model.embedding_dim), nn.Sigmoid()).to(device)
+    head = nn.Linear(config.model.embedding_dim, 1).to(device)
+    memory_format = torch.channels_last if layout else torch.contiguous_format
+    encoder = encoder.to(memory_format=memory_format)
     parameters = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9, weight_decay=2e-4)
-    x1 = (torch.rand(batch_size, 1, size, size) < 0.1).float()
-    x2 = (torch.rand(batch_size, 1, size, size) < 0.1).float()
-    target = (torch.arange(batch_size) < batch_size // 2).float()
+    shape = (batch_size, config.get("channels", 1), size, size)
+    x1 = (torch.rand(shape, device=device) < 0.1).float().to(memory_format=memory_format)
+    x2 = (torch.rand(shape, device=device) < 0.1).float().to(memory_format=memory_format)
+    target = (torch.arange(batch_size, device=device) < batch_size // 2).float()
+    autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if precision == "bfloat16"
+                else contextlib.nullcontext())
 
     def step():
-        optimizer.zero_grad()
-        h = encoder(torch.cat([x1, x2]))
-        h1, h2 = h.chunk(2)
-        loss = nn.functional.binary_cross_entropy_with_logits(head((h1 - h2).abs()).squeeze(1), target)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            h = encoder(torch.cat([x1, x2]))
+            h1, h2 = h.float().chunk(2)
+            logits = head((h1 - h2).abs()).squeeze(1)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, target)
         loss.backward()
         optimizer.step()
         return loss
 
-    return step, sum(p.numel() for p in parameters)
+    return step
 
 
-def time_torch(step, steps: int) -> float:
-    """Seconds per PyTorch step."""
+def time_torch(step, steps: int, device: str) -> float:
+    """Seconds per PyTorch step, synchronised with the device."""
+    import torch
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     step()
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return (time.perf_counter() - start) / steps
 
 
-def peak_tflops(device) -> float | None:
+def peak_tflops(device_kind: str) -> float | None:
     """--peak_tflops, else the datasheet's dense bfloat16 peak of a known accelerator, else None."""
     if FLAGS.peak_tflops:
         return FLAGS.peak_tflops
-    return next((peak for name, peak in PEAK_BF16_TFLOPS.items() if name in device.device_kind), None)
+    return next((peak for name, peak in PEAK_BF16_TFLOPS.items() if name in device_kind), None)
+
+
+def versions() -> dict:
+    """Versions of what was timed."""
+    import jax
+    import jaxlib
+
+    found = {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__}
+    try:
+        import torch
+
+        found["torch"] = torch.__version__
+        found["torch_cuda"] = torch.version.cuda
+    except ImportError:
+        pass
+    return found
 
 
 def main(argv):
-    """Times the JAX step on each device count and PyTorch once; prints the JSON summary."""
+    """Times JAX and PyTorch as asked; prints the JSON summary."""
     del argv
     counts = sorted({int(n) for n in FLAGS.devices})
+    batch_sizes = [int(b) for b in FLAGS.batch_sizes]
+    frameworks = set(FLAGS.frameworks)
+    if not frameworks or frameworks - {"jax", "torch"}:
+        sys.exit(f"error: --frameworks takes jax and/or torch, got {FLAGS.frameworks}")
     # Before JAX starts: on a CPU, make as many devices as the largest count asks for. They share
     # the cores, so a device can reach a collective minutes after the others: XLA:CPU's default
     # 40 s rendezvous timeout aborted the paper network on 8 devices of a 2-core machine.
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    if max(counts) > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (
             f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max(counts)}"
             " --xla_cpu_collective_call_terminate_timeout_seconds=1800"
         )
     import jax
 
+    from siamese_jax import flops
     from siamese_jax.models import compute_dtype
     from siamese_jax.provenance import provenance
 
     config = FLAGS.config
+    device = jax.devices()[0]
     missing = [n for n in counts if n > jax.device_count()]
     if missing:
         sys.exit(f"error: --devices asks for {missing} but JAX sees only {jax.device_count()} devices")
-    torch_step = None
-    if FLAGS.torch:
-        import torch
+    on = torch_device(device.platform) if "torch" in frameworks else None
+    modes = FLAGS.torch_modes or (list(TORCH_MODES) if on == "cuda" else ["float32"])
+    train_flops_image = flops.training_flops_per_image(config)
+    peak = peak_tflops(device.device_kind)
+    jax_rows, torch_rows = [], []
 
-        torch_step, _ = torch_setup(config, FLAGS.batch_size)
-    rows, torch_times = [], []
-    for n in counts:
-        config.batch_size = FLAGS.batch_size * (n if FLAGS.scaling == "weak" else 1)
-        setup = jax_setup(config, jax.devices()[:n])
-        times = []
+    runs = [(n, b) for b in batch_sizes for n in (counts if b == batch_sizes[0] else [1])]
+    for n, batch in runs:
+        config.batch_size = batch * (n if FLAGS.scaling == "weak" else 1)
+        setup = jax_setup(config, jax.devices()[:n]) if "jax" in frameworks else None
+        steppers = {mode: torch_setup(config, config.batch_size, on, mode) for mode in modes} if (
+            "torch" in frameworks and n == 1) else {}
+        jax_times, torch_times = [], {mode: [] for mode in steppers}
         for repeat in range(FLAGS.repeats):
-            times.append(time_jax(setup, FLAGS.steps))
-            if n == 1 and torch_step is not None:
-                torch_times.append(time_torch(torch_step, FLAGS.steps))
-            print(f"{n} device(s), repeat {repeat + 1}: jax {times[-1]:.3f} s/step"
-                  + (f", torch {torch_times[-1]:.3f} s/step" if n == 1 and torch_times else ""), flush=True)
-        rows.append({"devices": n, "batch_size": config.batch_size, "pairs_per_step": setup["pairs_per_step"],
-                     "s_per_step": min(times), "pairs_per_s": setup["pairs_per_step"] / min(times),
-                     "flops_per_device": setup["flops_per_device"]})
-    base = rows[0]
-    for row in rows:
-        # Pairs/s per device against the first count's: 1.0 is perfect scaling.
-        row["scaling_efficiency"] = (row["pairs_per_s"] / row["devices"]) / (base["pairs_per_s"] / base["devices"])
-    device = jax.devices()[0]
-    flops_per_pair = base["flops_per_device"] * base["devices"] / base["pairs_per_step"]
-    peak = peak_tflops(device)
-    achieved = flops_per_pair * base["pairs_per_s"] / base["devices"] / 1e12
+            if setup is not None:
+                jax_times.append(time_jax(setup, FLAGS.steps))
+            for mode, step in steppers.items():
+                torch_times[mode].append(time_torch(step, FLAGS.steps, on))
+            print(f"{n} device(s), batch {config.batch_size}, repeat {repeat + 1}: "
+                  + ", ".join([f"jax {jax_times[-1]:.4f} s/step"] if jax_times else [])
+                  + "".join(f", torch {mode} {t[-1]:.4f} s/step" for mode, t in torch_times.items()), flush=True)
+        if setup is not None:
+            images_per_step = jax.eval_shape(setup["sampler"], jax.random.PRNGKey(0), setup["tables"]).images.shape[0]
+            best = min(jax_times)
+            row = {"devices": n, "batch_size": config.batch_size, "pairs_per_step": setup["pairs_per_step"],
+                   "images_per_step": images_per_step, "s_per_step": best,
+                   "pairs_per_s": setup["pairs_per_step"] / best, "images_per_s": images_per_step / best,
+                   "tflop_per_s_per_device": train_flops_image * images_per_step / best / n / 1e12}
+            row["fraction_of_peak"] = row["tflop_per_s_per_device"] / peak if peak else None
+            if FLAGS.breakdown and n == 1:
+                row["breakdown"] = breakdown(setup, config, FLAGS.steps)
+            if FLAGS.eval_batch >= 0 and n == 1 and batch == batch_sizes[0]:
+                eval_batch = FLAGS.eval_batch or config.eval_batch_size
+                row["eval_images_per_s"] = time_encoding(setup, eval_batch, FLAGS.steps)
+                row["eval_batch"] = eval_batch
+            jax_rows.append(row)
+        for mode, times in torch_times.items():
+            torch_rows.append({"mode": mode, "batch_size": config.batch_size, "s_per_step": min(times),
+                               "pairs_per_s": config.batch_size / min(times),
+                               "tflop_per_s": train_flops_image * 2 * config.batch_size / min(times) / 1e12})
+        del setup, steppers
+
     result = {
         "benchmark": "train_throughput",
         **provenance(max(counts)),
         "device_kind": device.device_kind,
+        "platform": device.platform,
+        "versions": versions(),
         "compute_dtype": jax.numpy.dtype(compute_dtype(config.model.dtype)).name,
         "image_size": config.image_size,
         "sampling": config.sampling,
         "scaling_mode": FLAGS.scaling,
-        "scaling": rows,
-        "flops_per_pair": flops_per_pair,
-        "tflop_per_s_per_device": achieved,
+        "training_flops_per_image": train_flops_image,
+        "flops_note": "counted from the layer shapes (siamese_jax.flops): forward, weight and input gradients",
         "peak_tflop_per_s_per_device": peak,
-        "fraction_of_peak": achieved / peak if peak else None,
-        "jax_pairs_per_s": base["pairs_per_s"],
+        "jax": jax_rows,
+        "torch_device": on,
+        "torch": torch_rows,
     }
-    if torch_times:
-        torch_pairs_per_s = FLAGS.batch_size / min(torch_times)
-        result.update(
-            torch_version=torch.__version__,
-            torch_threads=torch.get_num_threads(),
-            torch_pairs_per_s=torch_pairs_per_s,
-            ratio=base["pairs_per_s"] / torch_pairs_per_s if base["devices"] == 1 else None,
-        )
+    base = next((r for r in jax_rows if r["devices"] == 1 and r["batch_size"] == batch_sizes[0]), None)
+    if base is not None:
+        per_device = [r for r in jax_rows if r["batch_size"] == batch_sizes[0] or FLAGS.scaling == "weak"]
+        for row in per_device:  # Pairs/s per device against 1 device's: 1.0 is perfect scaling.
+            row["scaling_efficiency"] = row["pairs_per_s"] / row["devices"] / base["pairs_per_s"]
+        result["jax_pairs_per_s"] = base["pairs_per_s"]
+    same_batch = [r for r in torch_rows if r["batch_size"] == batch_sizes[0]]
+    if same_batch:
+        fastest = max(same_batch, key=lambda r: r["pairs_per_s"])
+        result["torch_fastest_mode"] = fastest["mode"]
+        result["torch_pairs_per_s"] = fastest["pairs_per_s"]
+        if base is not None:
+            result["ratio_to_fastest_torch"] = base["pairs_per_s"] / fastest["pairs_per_s"]
         if config.sampling != "pairs":
-            result["note"] = "torch baseline scores batch_size sampled pairs; JAX scores every within-group pair"
+            result["note"] = "PyTorch scores batch_size sampled pairs; JAX scores every within-group pair"
     line = json.dumps(result)
     if FLAGS.output:
         Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
@@ -233,4 +394,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

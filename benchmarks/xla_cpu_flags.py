@@ -19,17 +19,22 @@ from absl import app, flags
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-flags.DEFINE_integer("batch", 16, "Images per call.")
-flags.DEFINE_integer("repeats", 3, "Timed calls per setting.")
-flags.DEFINE_list("settings", [
-    "",
-    "--xla_cpu_use_onednn=true",
-    "--xla_cpu_experimental_onednn_custom_call=true",
-    "--xla_cpu_use_xnnpack=true",
-    "--xla_cpu_enable_fast_math=true",
-], "XLA_FLAGS values to compare ('' is the default).")
-flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The benchmark's flags; defined only when run as a script."""
+    flags.DEFINE_integer("batch", 16, "Images per call.")
+    flags.DEFINE_integer("repeats", 3, "Timed calls per setting.")
+    flags.DEFINE_list("settings", [
+        "",
+        "--xla_cpu_use_onednn=true",
+        "--xla_cpu_experimental_onednn_custom_call=true",
+        "--xla_cpu_use_xnnpack=true",
+        "--xla_cpu_enable_fast_math=true",
+    ], "XLA_FLAGS values to compare ('' is the default).")
+    flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
+
 
 # Run in the child: prints {"forward_s": ..., "forward_backward_s": ...}.
 CHILD = """
@@ -79,4 +84,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -41,7 +41,7 @@ def get_config():
 
     config.model = ml_collections.ConfigDict(dict(
         features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=256, padding="VALID",
-        init="lecun", norm="batch", embedding="normalize", head="euclidean", margin=1.0, dtype="auto",
+        init="lecun", norm="batch", embedding="normalize", head="euclidean", margin=1.0, dropout=0.0, dtype="auto",
     ))
     config.loss = "contrastive"
 
@@ -62,10 +62,17 @@ def get_config():
     config.learning_rate = 1e-3
     config.lr_decay = 0.95
     config.l2 = ml_collections.ConfigDict({"*": 0.0})
+    # The learning rates' schedule: 'exponential' (x lr_decay per epoch, the paper's) or 'cosine'
+    # (linear warm-up over warmup_epochs, then a half cosine to 0 at the last epoch).
+    config.lr_schedule = "exponential"
+    config.warmup_epochs = 0.0
+    config.weight_decay = 0.0  # Decoupled weight decay on the kernels (AdamW); only for 'adam'.
 
     config.pairs_per_epoch = 200_000  # About 100 steps of 1,984 pairs.
     config.num_epochs = 40
     config.patience = 8
+
+    config.max_train_seconds = 0.0  # Stop before an epoch that would end past this many seconds; 0: no limit.
 
     config.steps_per_dispatch = 1
     config.log_every_steps = 20

@@ -5,8 +5,6 @@
 Same protocol, head, loss and sampling as configs/lfw.py.
 """
 
-import ml_collections
-
 from siamese_jax.config_files import sibling_config
 
 
@@ -15,10 +13,9 @@ def get_config():
     config = sibling_config(__file__, "lfw.py")
     config.image_size = 32
     config.lfw.crop = 130
-    config.model = ml_collections.ConfigDict(dict(
-        features=(32, 64, 64, 128), kernel_sizes=(3, 3, 3, 3), embedding_dim=128, padding="SAME",
-        init="lecun", norm="batch", embedding="normalize", head="euclidean", margin=1.0, dtype="auto",
-    ))
+    # A smaller encoder; the rest of configs/lfw.py's model (batch norm, unit-length embedding,
+    # Euclidean head) stays.
+    config.model.update(dict(features=(32, 64, 64, 128), kernel_sizes=(3, 3, 3, 3), embedding_dim=128, padding="SAME"))
     config.num_epochs = 15
     config.patience = 5
     return config

@@ -47,7 +47,7 @@ def get_config():
     # dtype 'auto': bfloat16 compute on GPUs and TPUs, float32 on CPUs (models.compute_dtype).
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=4096,
-             padding="VALID", init="paper", norm="none", dtype="auto")
+             padding="VALID", init="paper", norm="none", dropout=0.0, dtype="auto")
     )
 
     # 'pairs': independent pairs, half same, half different (the paper). batch_size counts pairs.
@@ -76,10 +76,17 @@ def get_config():
     config.momentum_start = 0.5
     config.momentum_ramp_epochs = 40  # +0.01 per epoch from 0.5 to 0.9.
     config.learning_rate = 1e-4  # Only for optimizer='adam'.
+    # The learning rates' schedule: 'exponential' (x lr_decay per epoch, the paper's) or 'cosine'
+    # (linear warm-up over warmup_epochs, then a half cosine to 0 at the last epoch).
+    config.lr_schedule = "exponential"
+    config.warmup_epochs = 0.0
+    config.weight_decay = 0.0  # Decoupled weight decay on the kernels (AdamW); only for 'adam'.
 
     config.pairs_per_epoch = 150_000
     config.num_epochs = 200
     config.patience = 20  # Epochs without a better validation one-shot accuracy before stopping.
+
+    config.max_train_seconds = 0.0  # Stop before an epoch that would end past this many seconds; 0: no limit.
 
     config.steps_per_dispatch = 1  # >1 runs several steps in one lax.scan; measure first (slow on CPU).
     config.log_every_steps = 20

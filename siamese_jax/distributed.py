@@ -101,7 +101,10 @@ def put(tree, sharding: NamedSharding):
 
     def place(value):
         if isinstance(value, jax.Array) and value.sharding.is_equivalent_to(sharding, value.ndim):
-            return value
+            # Equivalent is not identical: a jitted function given a SingleDeviceSharding where its
+            # previous call had a one-device NamedSharding compiles again (twice per 1-GPU run).
+            return value if value.sharding == sharding or not value.is_fully_addressable else jax.device_put(
+                value, sharding)
         host = np.asarray(value)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

@@ -44,21 +44,33 @@ LOSSES = ("cross_entropy", "contrastive")
 METRICS = ("one_shot_accuracy", "verification_accuracy", "verification_auc")
 
 
+def group_layout(config) -> sampling.GroupLayout:
+    """The alphabet groups of a sampling='groups' config."""
+    per_alphabet = config.classes_per_alphabet * config.images_per_class
+    if per_alphabet < 2 or config.batch_size % per_alphabet:
+        raise ConfigError(
+            f"sampling='groups' needs batch_size ({config.batch_size}) to be a multiple of "
+            f"classes_per_alphabet x images_per_class ({per_alphabet}, at least 2)"
+        )
+    return sampling.GroupLayout(config.batch_size // per_alphabet, config.classes_per_alphabet, config.images_per_class)
+
+
+def pairs_per_step(config) -> int:
+    """Pairs scored per training step: batch_size for 'pairs', every within-group pair for 'groups'."""
+    if config.sampling == "pairs":
+        return config.batch_size
+    if config.sampling == "groups":
+        return len(group_layout(config).pairs()[0])
+    raise ConfigError(f"config.sampling must be 'pairs' or 'groups', got {config.sampling!r}")
+
+
 def make_sampler(config, tables: sampling.SamplingTables):
     """The minibatch sampler of config.sampling, and how many pairs it scores per step."""
-    if config.sampling == "pairs":
-        return functools.partial(sampling.sample_pairs, num_pairs=config.batch_size), config.batch_size
     if config.sampling == "groups":
-        per_alphabet = config.classes_per_alphabet * config.images_per_class
-        if per_alphabet < 2 or config.batch_size % per_alphabet:
-            raise ConfigError(
-                f"sampling='groups' needs batch_size ({config.batch_size}) to be a multiple of "
-                f"classes_per_alphabet x images_per_class ({per_alphabet}, at least 2)"
-            )
-        layout = sampling.GroupLayout(config.batch_size // per_alphabet, config.classes_per_alphabet, config.images_per_class)
+        layout = group_layout(config)
         sampling.check_group_layout(tables, layout)
-        return functools.partial(sampling.sample_groups, layout=layout), len(layout.pairs()[0])
-    raise ConfigError(f"config.sampling must be 'pairs' or 'groups', got {config.sampling!r}")
+        return functools.partial(sampling.sample_groups, layout=layout), pairs_per_step(config)
+    return functools.partial(sampling.sample_pairs, num_pairs=config.batch_size), pairs_per_step(config)
 
 
 def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, config, l2: dict,

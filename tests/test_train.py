@@ -266,3 +266,18 @@ def test_speed_report_points_to_the_cpu_config_when_a_run_would_take_days(monkey
     gpu.start = (0.0, 1)
     monkeypatch.setattr(train.time, "time", lambda: 100.0)
     assert "omniglot_cpu" not in gpu.after_step(jax.numpy.zeros(()), 21, 10**6)
+
+
+def test_one_device_training_compiles_its_step_once(synthetic_data_dir, cache_dir, tmp_path, monkeypatch):
+    """The initial state must carry the sharding the step returns, or the second step compiles again."""
+    compiled = []
+    real_make_dispatch = train.make_dispatch
+
+    def recording(*args):
+        compiled.append(real_make_dispatch(*args))
+        return compiled[-1]
+
+    monkeypatch.setattr(train, "make_dispatch", recording)
+    train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=1), str(tmp_path),
+                             devices=jax.devices()[:1])
+    assert compiled[0]._cache_size() == 1

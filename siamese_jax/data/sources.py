@@ -53,7 +53,7 @@ def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dic
     arrays = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # Per process: runs started together may race.
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
     except OSError as error:

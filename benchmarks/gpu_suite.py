@@ -1,0 +1,335 @@
+"""One command for a GPU check: the throughput benchmark, then training variants sharing the device, then their results.
+
+    python benchmarks/gpu_suite.py --data_dir=DIR --output_dir=OUT [--budget_s=510]
+        [--variants=fast] [--parallel=N] [--benchmark=true] [--overrides=...]
+
+In one process tree and within --budget_s seconds of wall time:
+
+1. checks everything that needs no device (the data, the output folder, the variant names, that
+   the budget fits one epoch of each variant) and stops with one line if something is wrong;
+2. decodes the dataset cache once, for every run to share;
+3. runs benchmarks/train_throughput.py (JAX against PyTorch on the same device) unless
+   --benchmark=false;
+4. trains the variants, --parallel at a time on the one device, each in its own process with its
+   own workdir and XLA_PYTHON_CLIENT_MEM_FRACTION, under a time limit
+   (config.max_train_seconds) that leaves room for its evaluation (official runs, random tasks,
+   validation), which train.py runs at the end;
+5. writes at most 3 + len(variants) files to --output_dir: summary.json (every variant's
+   result, validation curve and command), benchmark.json, suite.log, and one log per variant.
+
+--variants names entries of VARIANTS below; --variant=NAME=CONFIG[;OVERRIDE...] (repeatable) adds
+any other, e.g. --variant='cosine=configs/omniglot_cpu.py;--config.lr_schedule=cosine'.
+--overrides are added to every variant. BUILD.md ("The GPU suite") shows how to run it on a lent or rented GPU machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PAPER_LAYERS = ("conv_0", "conv_1", "conv_2", "conv_3", "embed", "alpha")
+
+
+def every_layer(section: str, value: float) -> list[str]:
+    """Overrides that set one per-layer value (learning_rates, momenta, l2) for every layer of the paper's network."""
+    return [f"--config.{section}.{layer}={value}" for layer in PAPER_LAYERS]
+
+
+# name -> (config file relative to the repository, overrides).
+VARIANTS = {
+    # The recipe to reach the paper's 92% in minutes (configs/omniglot_fast.py explains each choice).
+    "fast": ("configs/omniglot_fast.py", []),
+    # The same with the paper's 12 training drawers: what the other 8 drawers are worth.
+    "fast_12_drawers": ("configs/omniglot_fast.py", ["--config.train.drawers=(9,10,11,12,13,14,15,16,17,18,19,20)"]),
+    # The same with independent pairs instead of every within-alphabet pair of a group.
+    "fast_pairs": ("configs/omniglot_fast.py", ["--config.sampling=pairs", "--config.batch_size=128"]),
+    # The paper's own recipe, and the sweep of its per-layer SGD that chooses its defaults.
+    "paper": ("configs/omniglot.py", []),
+    "paper_eta_1e-2": ("configs/omniglot.py", every_layer("learning_rates", 1e-2)),
+    "paper_eta_3e-2": ("configs/omniglot.py", every_layer("learning_rates", 3e-2)),
+    "paper_eta_1e-2_l2_0": ("configs/omniglot.py", every_layer("learning_rates", 1e-2) + every_layer("l2", 0.0)),
+    "paper_eta_1e-2_mu_0.5": ("configs/omniglot.py", every_layer("learning_rates", 1e-2) + every_layer("momenta", 0.5)),
+}
+
+# Recorded rate of the paper network's training step (bfloat16, batch 128) on one H200:
+# results/ has it. Used only to tell, before any device work, whether the budget fits an epoch.
+REFERENCE_PAIRS_PER_S = 15_100.0
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The suite's flags; defined only when run as a command."""
+    flags.DEFINE_string("data_dir", None, "Folder holding omniglot/ (the three zips): the runs' config.data_dir.")
+    flags.DEFINE_string("output_dir", None, "Where summary.json, benchmark.json and the logs go (at most 8 files).")
+    flags.DEFINE_float("budget_s", 510.0, "Wall-clock seconds for everything: checks, benchmark, training, evaluation.")
+    flags.DEFINE_list("variants", ["fast"], f"Variants to train, by name: {sorted(VARIANTS)}.")
+    flags.DEFINE_multi_string("variant", [], "More variants, each NAME=CONFIG;OVERRIDE;OVERRIDE... (repeatable).")
+    flags.DEFINE_integer("parallel", 0, "Trainings at once on the device (0: all variants at once).")
+    flags.DEFINE_bool("benchmark", True, "Run the throughput benchmark first.")
+    flags.DEFINE_string("benchmark_flags", "--batch_sizes=128,512,1024 --breakdown",
+                        "Flags for benchmarks/train_throughput.py (shell words).")
+    flags.DEFINE_float("benchmark_s", 150.0, "Seconds the benchmark may take out of the budget.")
+    flags.DEFINE_list("overrides", [], "Config overrides added to every variant, e.g. --config.num_epochs=2.")
+    flags.DEFINE_string("workdir_root", "/tmp/siamese_jax_suite", "Where the runs' workdirs and shared cache go.")
+    flags.DEFINE_float("startup_s", 60.0, "Seconds a run needs before its first step (imports, data, compilation).")
+    flags.DEFINE_float("eval_s", 45.0, "Seconds kept after training for each run's evaluation.")
+    flags.DEFINE_float("assumed_pairs_per_s", REFERENCE_PAIRS_PER_S,
+                       "Training pairs/s (paper network's batch of 2 x 128 images) assumed for one run alone on the "
+                       "device, to check that the budget fits one epoch before starting.")
+
+
+class SuiteError(Exception):
+    """A problem found before any device work: one line for the user."""
+
+
+def parse_variant(spec: str) -> tuple[str, str, list[str]]:
+    """(name, config path, overrides) of a variant name or a NAME=CONFIG;OVERRIDE;... spec."""
+    if "=" in spec.split(";")[0] and not spec.startswith("--"):
+        name, rest = spec.split("=", 1)
+        config, *overrides = rest.split(";")
+        return name, config, [o for o in overrides if o]
+    if spec not in VARIANTS:
+        raise SuiteError(f"unknown variant {spec!r}: use one of {sorted(VARIANTS)} or NAME=CONFIG;OVERRIDE;...")
+    config, overrides = VARIANTS[spec]
+    return spec, config, list(overrides)
+
+
+def load_variant_config(config_path: str, overrides: list[str]):
+    """The config a run of this variant will see, parsed by the same flags code as train.py."""
+    from ml_collections import config_flags
+
+    argv = ["suite", f"--config={config_path}", *overrides]
+    values = flags.FlagValues()
+    # config_flags defines the override flags from the argv it is given.
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
+    try:
+        values(argv)
+    except Exception as error:  # noqa: BLE001 - flags and config files fail in many ways.
+        raise SuiteError(f"variant config {config_path} with {overrides}: {error}") from None
+    return values.config
+
+
+def images_per_step(config) -> int:
+    """Images the training step encodes: two per pair for 'pairs', the batch for 'groups'."""
+    return 2 * config.batch_size if config.sampling == "pairs" else config.batch_size
+
+
+def first_epoch_s(config, images_per_s: float) -> float:
+    """Estimated seconds of one training epoch at `images_per_s`."""
+    from siamese_jax import train
+
+    steps = -(-config.pairs_per_epoch // train.pairs_per_step(config))
+    return steps * images_per_step(config) / images_per_s
+
+
+def check_output_dir(path: Path) -> None:
+    """Creates the output folder and checks that it is writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise SuiteError(f"cannot write to --output_dir={path}: {error.strerror or error}") from None
+
+
+def check_data(data_dir: str) -> None:
+    """Raises SuiteError unless data_dir holds the Omniglot archives (nothing is downloaded)."""
+    from siamese_jax.data import omniglot
+    from siamese_jax.errors import DataError
+
+    if not Path(data_dir).is_dir():
+        raise SuiteError(f"--data_dir={data_dir} is not a folder")
+    try:
+        omniglot.locate_runs(data_dir)
+        omniglot.locate(data_dir, "omniglot", omniglot.omniglot_urls(omniglot.IMAGE_ARCHIVES))
+    except DataError as error:
+        raise SuiteError(str(error)) from None
+
+
+class Log:
+    """Prints a line and appends it to suite.log, so the log survives a crash or a kill."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.start = time.time()
+
+    def __call__(self, line: str) -> None:
+        stamped = f"[{time.time() - self.start:6.0f} s] {line}"
+        print(stamped, flush=True)
+        with self.path.open("a") as f:
+            f.write(stamped + "\n")
+
+
+def run_with_deadline(processes: dict[str, subprocess.Popen], deadline: float, log: Log) -> dict[str, int]:
+    """Waits for every process until `deadline`; then SIGTERMs the stragglers (train.py saves and exits)."""
+    codes: dict[str, int] = {}
+    while len(codes) < len(processes):
+        for name, process in processes.items():
+            if name not in codes and process.poll() is not None:
+                codes[name] = process.returncode
+                log(f"{name}: exited with {process.returncode}")
+        if time.time() > deadline:
+            for name, process in processes.items():
+                if name not in codes:
+                    log(f"{name}: past the budget, stopping it")
+                    os.killpg(process.pid, signal.SIGTERM)
+            for name, process in processes.items():
+                if name not in codes:
+                    try:
+                        codes[name] = process.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(process.pid, signal.SIGKILL)
+                        codes[name] = process.wait()
+            break
+        time.sleep(1.0)
+    return codes
+
+
+def summarize_run(name: str, config_path: str, overrides: list[str], command: list[str], workdir: Path,
+                  returncode: int) -> dict:
+    """A variant's record: command, training, official runs, random tasks, the validation curve."""
+    record = {"name": name, "config": config_path, "overrides": overrides, "command": shlex.join(command),
+              "returncode": returncode}
+    metrics_path = workdir / "metrics.jsonl"
+    if metrics_path.exists():
+        epochs = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+        record["curve"] = [{key: e.get(key) for key in ("epoch", "pairs", "train_loss", "val_one_shot_accuracy",
+                                                        "val_verification_accuracy", "wall_time")} for e in epochs]
+        if epochs:
+            record["best_val_one_shot_accuracy"] = max(e["val_one_shot_accuracy"] for e in epochs)
+    eval_path = workdir / "eval.json"
+    if eval_path.exists():
+        result = json.loads(eval_path.read_text())
+        record["training"] = result.get("training")
+        record["provenance"] = result.get("provenance")
+        for key in ("runs", "random_tasks", "validation"):
+            if key in result:
+                record[key] = {k: v for k, v in result[key].items() if k != "per_run"}
+    return record
+
+
+def main(argv):
+    """Runs the suite; exits non-zero with one line when something is wrong before device work."""
+    del argv
+    try:
+        run_suite()
+    except SuiteError as error:
+        sys.exit(f"error: {error}")
+
+
+def run_suite() -> None:
+    """The checks, the benchmark, the trainings and the summary."""
+    started = time.time()
+    deadline = started + FLAGS.budget_s
+    if not FLAGS.data_dir or not FLAGS.output_dir:
+        raise SuiteError("--data_dir=DIR and --output_dir=DIR are both required")
+    output = Path(FLAGS.output_dir)
+    check_output_dir(output)
+    check_data(FLAGS.data_dir)
+    variants = [parse_variant(spec) for spec in [*FLAGS.variants, *FLAGS.variant]]
+    names = [name for name, _, _ in variants]
+    if len(set(names)) != len(names) or not names:
+        raise SuiteError(f"--variants must name distinct variants, got {names}")
+    parallel = FLAGS.parallel or len(variants)
+    waves = -(-len(variants) // parallel)
+    configs = {name: load_variant_config(str(REPO / path), overrides + FLAGS.overrides)
+               for name, path, overrides in variants}
+    from siamese_jax.errors import UserError
+
+    training_s = FLAGS.budget_s - (FLAGS.benchmark_s if FLAGS.benchmark else 0.0) - waves * (FLAGS.startup_s + FLAGS.eval_s)
+    share = 2 * FLAGS.assumed_pairs_per_s / parallel
+    for name, config in configs.items():
+        try:
+            needed = first_epoch_s(config, share)
+        except UserError as error:
+            raise SuiteError(f"variant {name}: {error}") from None
+        if needed > training_s / waves:
+            raise SuiteError(
+                f"--budget_s={FLAGS.budget_s:g} is too small: variant {name} needs about {needed:.0f} s for one epoch "
+                f"({parallel} run(s) sharing {FLAGS.assumed_pairs_per_s:,.0f} pairs/s) but gets "
+                f"{training_s / waves:.0f} s of training after the benchmark, start-up and evaluation; raise "
+                "--budget_s, or lower --parallel or the variants' pairs_per_epoch")
+
+    log = Log(output / "suite.log")
+    root = Path(FLAGS.workdir_root)
+    cache_dir = root / "cache"
+    log(f"suite: {len(variants)} variant(s) {names}, {parallel} at a time, budget {FLAGS.budget_s:.0f} s")
+    from siamese_jax.data.omniglot import load_omniglot
+
+    load_omniglot(FLAGS.data_dir, str(cache_dir))  # Decoded once here; every run reads the cache.
+    log("dataset cache ready")
+
+    summary = {"suite": "gpu_suite", "command": shlex.join([sys.executable, *sys.argv]), "budget_s": FLAGS.budget_s,
+               "parallel": parallel, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": []}
+    from siamese_jax.provenance import git_commit
+
+    summary["commit"] = git_commit()
+    summary_path = output / "summary.json"
+
+    def write_summary():
+        summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+
+    write_summary()
+    child_env = dict(os.environ)  # This process never starts a JAX backend: the device is the runs'.
+    if FLAGS.benchmark:
+        command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"),
+                   f"--output={output / 'benchmark.json'}", *shlex.split(FLAGS.benchmark_flags)]
+        log(f"benchmark: {shlex.join(command)}")
+        with (output / "benchmark.log").open("w") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=child_env, cwd=REPO,
+                                       start_new_session=True)
+            code = run_with_deadline({"benchmark": process}, time.time() + FLAGS.benchmark_s, log)["benchmark"]
+        summary["benchmark"] = (json.loads((output / "benchmark.json").read_text())
+                                if (output / "benchmark.json").exists() else {"returncode": code})
+        write_summary()
+
+    memory_fraction = f"{min(0.45, 0.9 / parallel):.2f}"
+    for wave in range(waves):
+        batch = variants[wave * parallel:(wave + 1) * parallel]
+        remaining = deadline - time.time()
+        wave_end = time.time() + remaining / (waves - wave)
+        train_limit = max(1.0, wave_end - time.time() - FLAGS.startup_s - FLAGS.eval_s)
+        processes, commands = {}, {}
+        for name, path, overrides in batch:
+            workdir = root / name
+            command = [sys.executable, "-m", "siamese_jax.train", f"--config={REPO / path}", f"--workdir={workdir}",
+                       f"--config.data_dir={FLAGS.data_dir}", f"--config.cache_dir={cache_dir}",
+                       f"--config.max_train_seconds={train_limit:.0f}", *overrides, *FLAGS.overrides]
+            env = dict(child_env, XLA_PYTHON_CLIENT_MEM_FRACTION=os.environ.get(
+                "XLA_PYTHON_CLIENT_MEM_FRACTION", memory_fraction), PYTHONUNBUFFERED="1")
+            log(f"{name}: {shlex.join(command)}")
+            out = (output / f"{name}.log").open("w")
+            processes[name] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                               start_new_session=True)
+            commands[name] = command
+        codes = run_with_deadline(processes, wave_end, log)
+        for name, path, overrides in batch:
+            record = summarize_run(name, path, overrides + FLAGS.overrides, commands[name], root / name, codes[name])
+            summary["runs"].append(record)
+            runs = record.get("runs")
+            log(f"{name}: " + (f"official runs {100 * runs['accuracy']:.2f}% ({runs['correct']}/{runs['trials']}), "
+                               f"best validation {100 * record['best_val_one_shot_accuracy']:.1f}%, "
+                               f"{record['training']['epochs']} epochs in {record['training']['wall_time_s']:.0f} s"
+                               if runs else "no evaluation (see its log)"))
+            write_summary()
+    summary["wall_s"] = time.time() - started
+    write_summary()
+    log(f"done in {summary['wall_s']:.0f} s: {summary_path}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

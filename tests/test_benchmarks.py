@@ -1,0 +1,193 @@
+"""The benchmarks and the GPU suite run (on the CPU, tiny), so they cannot rot; FLOPs match XLA's count."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from siamese_jax import flops
+from tests.conftest import REPO, load_config, tiny_config_file
+
+TINY_MODEL = ["--config.image_size=16", "--config.model.features=(8,8)", "--config.model.kernel_sizes=(3,3)",
+              "--config.model.embedding_dim=16"]
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _run(*args, timeout=600, env=None):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})})
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name, tolerance", [("omniglot", 0.01), ("omniglot_cpu", 0.06)])
+def test_flops_from_layer_shapes_match_xla_cpu(name, tolerance, monkeypatch):
+    """XLA:CPU counts every convolution; ours leaves out only elementwise work (norms, ReLU, pooling)."""
+    from jax import lax
+
+    from siamese_jax import conv
+    from siamese_jax.models import SiameseNet, build_model, init_variables
+
+    # XLA's own convolution gradients: conv.py's CPU kernel gradient loops over kernel rows, and
+    # cost analysis counts a loop body once.
+    monkeypatch.setattr(conv, "conv_general_dilated", lax.conv_general_dilated)
+    config = load_config(name)
+    config.model.dtype = "float32"
+    model = build_model(config.model)
+    params = init_variables(model, jax.random.PRNGKey(0), (config.image_size,) * 2)["params"]
+    images = jnp.zeros((2, config.image_size, config.image_size))
+
+    def loss(p, x):
+        return model.apply({"params": p}, x, method=SiameseNet.embed).sum()
+
+    def counted(fn):
+        cost = jax.jit(fn).lower(params, images).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"] / 2
+
+    assert counted(loss) == pytest.approx(flops.forward_flops_per_image(config), rel=tolerance)
+    assert counted(jax.grad(loss)) == pytest.approx(flops.training_flops_per_image(config), rel=tolerance)
+    assert counted(loss) >= flops.forward_flops_per_image(config) * 0.999
+
+
+def test_paper_network_flops():
+    config = load_config("omniglot")
+    layers = {layer.name: layer for layer in flops.model_flops(config)}
+    assert layers["conv_1"].output_shape == (42, 42, 128) and layers["conv_3"].output_shape == (6, 6, 256)
+    assert layers["conv_0"].training == 2 * layers["conv_0"].forward  # No gradient for the image.
+    # 10.67 GFLOP per training pair (two images), 78% of it in the second convolution.
+    assert 2 * flops.training_flops_per_image(config) == pytest.approx(10.67e9, rel=1e-3)
+    assert layers["conv_1"].training / flops.training_flops_per_image(config) == pytest.approx(0.797, abs=1e-3)
+    assert flops.kernel_taps(5, 3, "SAME") == 3 * 5 - 2 and flops.kernel_taps(5, 3, "VALID") == 9
+
+
+def test_throughput_benchmark_runs_and_prints_its_json(tmp_path):
+    output = tmp_path / "bench.json"
+    frameworks = "jax,torch" if HAS_TORCH else "jax"
+    done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
+                "--config.classes_per_alphabet=4", "--config.images_per_class=2", "--batch_sizes=16,32",
+                "--steps=1", "--repeats=1", "--breakdown", "--eval_batch=16", f"--frameworks={frameworks}",
+                f"--output={output}")
+    assert done.returncode == 0, done.stderr
+    result = _last_json(done.stdout)
+    assert result == json.loads(output.read_text())
+    assert [row["batch_size"] for row in result["jax"]] == [16, 32]
+    first = result["jax"][0]
+    assert first["pairs_per_step"] == 2 * 28 and first["images_per_step"] == 16  # Two groups of 4 x 2 images.
+    assert first["pairs_per_s"] > 0 and first["eval_images_per_s"] > 0
+    assert set(first["breakdown"]) == {"inputs_ms", "encoder_forward_ms", "encoder_forward_backward_ms", "images"}
+    assert result["platform"] == "cpu" and result["compute_dtype"] == "float32" and result["versions"]["jax"]
+    assert result["training_flops_per_image"] == flops.training_flops_per_image(
+        _tiny_cpu_config())
+    if HAS_TORCH:
+        assert result["torch_device"] == "cpu" and [r["mode"] for r in result["torch"]] == ["float32"] * 2
+        assert result["ratio_to_fastest_torch"] == pytest.approx(first["pairs_per_s"] / result["torch_pairs_per_s"])
+
+
+def _tiny_cpu_config():
+    config = load_config("omniglot_cpu")
+    config.image_size = 16
+    config.model.features = (8, 8)
+    config.model.kernel_sizes = (3, 3)
+    config.model.embedding_dim = 16
+    return config
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (pip install torch==2.13.0 for the CPU wheel)")
+def test_torch_baseline_alone_in_its_own_process():
+    done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot.py", "--config.image_size=40",
+                "--config.model.kernel_sizes=(3,3,3,3)", "--config.model.features=(8,8,8,8)", "--batch_sizes=4",
+                "--steps=1", "--repeats=1", "--frameworks=torch", "--torch_modes=float32,float32+channels_last")
+    assert done.returncode == 0, done.stderr
+    result = _last_json(done.stdout)
+    assert result["jax"] == [] and [r["mode"] for r in result["torch"]] == ["float32", "float32+channels_last"]
+    assert "ratio_to_fastest_torch" not in result and result["torch_pairs_per_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def suite_config(synthetic_data_dir, cache_dir, tmp_path_factory):
+    return tiny_config_file(tmp_path_factory.mktemp("suite") / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=2)
+
+
+def test_gpu_suite_runs_benchmark_and_variants_and_writes_few_files(synthetic_data_dir, suite_config, tmp_path):
+    output = tmp_path / "out"
+    done = _run("benchmarks/gpu_suite.py", f"--data_dir={synthetic_data_dir}", f"--output_dir={output}",
+                "--variants=", f"--variant=plain={suite_config}",
+                f"--variant=cosine={suite_config};--config.lr_schedule=cosine;--config.warmup_epochs=1",
+                "--overrides=--config.validation.one_shot_trials=20", f"--workdir_root={tmp_path / 'runs'}",
+                f"--benchmark_flags=--config={suite_config} --batch_sizes=16 --steps=1 --repeats=1 --frameworks=jax",
+                "--budget_s=900", "--startup_s=5", "--eval_s=5")
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in output.iterdir())
+    assert files == ["benchmark.json", "benchmark.log", "cosine.log", "plain.log", "suite.log", "summary.json"]
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["benchmark"]["jax"][0]["pairs_per_s"] > 0
+    runs = {run["name"]: run for run in summary["runs"]}
+    assert set(runs) == {"plain", "cosine"}
+    for run in runs.values():
+        assert run["returncode"] == 0 and run["runs"]["trials"] == 8 and "per_run" not in run["runs"]
+        assert [e["epoch"] for e in run["curve"]] == [1, 2] and run["training"]["stopped_by"] == "num_epochs"
+        assert run["validation"]["one_shot_trials"] == 20 and "--config.max_train_seconds=" in run["command"]
+    assert "--config.lr_schedule=cosine" in runs["cosine"]["overrides"]
+    assert "done in" in (output / "suite.log").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data_dir={missing}"], "is not a folder"),
+    (["--output_dir=/proc/forbidden"], "cannot write to --output_dir"),
+    (["--budget_s=100", "--benchmark=false"], "--budget_s=100 is too small: variant fast needs about"),
+    (["--variants=fastest"], "unknown variant 'fastest'"),
+    (["--variants=paper", "--overrides=--config.no_such_key=1"], "no_such_key"),
+])
+def test_gpu_suite_bad_input_is_one_line_before_device_work(args, message, synthetic_data_dir, tmp_path):
+    defaults = {"--data_dir": str(synthetic_data_dir), "--output_dir": str(tmp_path / "out")}
+    given = {a.split("=", 1)[0] for a in args}
+    argv = [f"{k}={v}" for k, v in defaults.items() if k not in given]
+    argv += [a.format(missing=tmp_path / "nothing") for a in args]
+    done = _run("benchmarks/gpu_suite.py", *argv, f"--workdir_root={tmp_path / 'runs'}", timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line
+    assert not (tmp_path / "runs").exists()  # Nothing started.
+
+
+def test_gpu_suite_missing_archives_named(tmp_path):
+    (tmp_path / "data" / "omniglot").mkdir(parents=True)
+    done = _run("benchmarks/gpu_suite.py", f"--data_dir={tmp_path / 'data'}", f"--output_dir={tmp_path / 'out'}",
+                timeout=120)
+    assert done.returncode != 0 and "all_runs.zip" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cpu_kernels_benchmark_runs(tmp_path):
+    done = _run("benchmarks/cpu_kernels.py", "--repeats=1", "--images=1", f"--output={tmp_path / 'k.json'}")
+    assert done.returncode == 0, done.stderr
+    result = _last_json(done.stdout)
+    assert set(result["max_pool_2x2_fwd_bwd_128x28x28x64"]) == {"reduce_window_ms", "strided_slices_ms"}
+    assert len(result["paper_conv_kernel_grad_1_images"]) == 4
+
+
+def test_xla_cpu_flags_benchmark_runs_each_setting_in_its_own_process(tmp_path):
+    done = _run("benchmarks/xla_cpu_flags.py", "--batch=1", "--repeats=1", "--settings=,--xla_no_such_flag=1")
+    assert done.returncode == 0, done.stderr
+    default, bad = _last_json(done.stdout)["settings"]
+    assert default["xla_flags"] == "" and default["forward_backward_s"] > 0
+    assert "error" in bad  # A setting XLA rejects is recorded, not fatal.
+
+
+def test_compare_runs_tool(trained_omniglot, tmp_path):
+    _, workdir, _ = trained_omniglot
+    output = tmp_path / "cmp.json"
+    done = _run("benchmarks/compare_runs.py", f"--workdirs={workdir},{workdir}", f"--output={output}",
+                "--commands=a;;b")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(output.read_text())
+    assert report["epochs_compared"] == 2 and report["train_loss_relative_difference"]["max"] == 0
+    assert report["commands"] == ["a", "b"]
