@@ -15,7 +15,8 @@ In one process tree and within --budget_s seconds of wall time:
    (config.max_train_seconds) that leaves room for its evaluation (official runs, random tasks,
    validation), which train.py runs at the end;
 5. writes at most 3 + len(variants) files to --output_dir: summary.json (every variant's
-   result, validation curve and command), benchmark.json, suite.log, and one log per variant.
+   result, validation curve and command), benchmark.json, suite.log (the suite's and the
+   benchmark's lines), and one log per variant.
 
 --variants names entries of VARIANTS below; --variant=NAME=CONFIG[;OVERRIDE...] (repeatable) adds
 any other, e.g. --variant='cosine=configs/omniglot_cpu.py;--config.lr_schedule=cosine'.
@@ -81,7 +82,8 @@ def define_flags() -> None:
     flags.DEFINE_string("benchmark_flags", "--batch_sizes=128,512,1024 --breakdown",
                         "Flags for benchmarks/train_throughput.py (shell words).")
     flags.DEFINE_float("benchmark_s", 150.0, "Seconds the benchmark may take out of the budget.")
-    flags.DEFINE_list("overrides", [], "Config overrides added to every variant, e.g. --config.num_epochs=2.")
+    flags.DEFINE_string("overrides", "", "Config overrides added to every variant, as shell words, e.g. "
+                        "'--config.num_epochs=2 --config.model.features=(8,8,8,8)'.")
     flags.DEFINE_string("workdir_root", "/tmp/siamese_jax_suite", "Where the runs' workdirs and shared cache go.")
     flags.DEFINE_float("startup_s", 60.0, "Seconds a run needs before its first step (imports, data, compilation).")
     flags.DEFINE_float("eval_s", 45.0, "Seconds kept after training for each run's evaluation.")
@@ -240,12 +242,13 @@ def run_suite() -> None:
     check_output_dir(output)
     check_data(FLAGS.data_dir)
     variants = [parse_variant(spec) for spec in [*FLAGS.variants, *FLAGS.variant]]
+    overrides_for_all = shlex.split(FLAGS.overrides)
     names = [name for name, _, _ in variants]
     if len(set(names)) != len(names) or not names:
         raise SuiteError(f"--variants must name distinct variants, got {names}")
     parallel = FLAGS.parallel or len(variants)
     waves = -(-len(variants) // parallel)
-    configs = {name: load_variant_config(str(REPO / path), overrides + FLAGS.overrides)
+    configs = {name: load_variant_config(str(REPO / path), overrides + overrides_for_all)
                for name, path, overrides in variants}
     from siamese_jax.errors import UserError
 
@@ -288,7 +291,7 @@ def run_suite() -> None:
         command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"),
                    f"--output={output / 'benchmark.json'}", *shlex.split(FLAGS.benchmark_flags)]
         log(f"benchmark: {shlex.join(command)}")
-        with (output / "benchmark.log").open("w") as out:
+        with (output / "suite.log").open("a") as out:  # The benchmark's lines go into the suite's log.
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=child_env, cwd=REPO,
                                        start_new_session=True)
             code = run_with_deadline({"benchmark": process}, time.time() + FLAGS.benchmark_s, log)["benchmark"]
@@ -307,7 +310,7 @@ def run_suite() -> None:
             workdir = root / name
             command = [sys.executable, "-m", "siamese_jax.train", f"--config={REPO / path}", f"--workdir={workdir}",
                        f"--config.data_dir={FLAGS.data_dir}", f"--config.cache_dir={cache_dir}",
-                       f"--config.max_train_seconds={train_limit:.0f}", *overrides, *FLAGS.overrides]
+                       f"--config.max_train_seconds={train_limit:.0f}", *overrides, *overrides_for_all]
             env = dict(child_env, XLA_PYTHON_CLIENT_MEM_FRACTION=os.environ.get(
                 "XLA_PYTHON_CLIENT_MEM_FRACTION", memory_fraction), PYTHONUNBUFFERED="1")
             log(f"{name}: {shlex.join(command)}")
@@ -317,7 +320,7 @@ def run_suite() -> None:
             commands[name] = command
         codes = run_with_deadline(processes, wave_end, log)
         for name, path, overrides in batch:
-            record = summarize_run(name, path, overrides + FLAGS.overrides, commands[name], root / name, codes[name])
+            record = summarize_run(name, path, overrides + overrides_for_all, commands[name], root / name, codes[name])
             summary["runs"].append(record)
             runs = record.get("runs")
             log(f"{name}: " + (f"official runs {100 * runs['accuracy']:.2f}% ({runs['correct']}/{runs['trials']}), "

@@ -27,6 +27,7 @@ The last line printed is one JSON object; --output also writes it to a file.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -312,6 +313,9 @@ def main(argv):
     missing = [n for n in counts if n > jax.device_count()]
     if missing:
         sys.exit(f"error: --devices asks for {missing} but JAX sees only {jax.device_count()} devices")
+    if "torch" in frameworks and importlib.util.find_spec("torch") is None:
+        print("PyTorch is not installed: timing JAX alone", flush=True)
+        frameworks.discard("torch")
     on = torch_device(device.platform) if "torch" in frameworks else None
     modes = FLAGS.torch_modes or (list(TORCH_MODES) if on == "cuda" else ["float32"])
     train_flops_image = flops.training_flops_per_image(config)

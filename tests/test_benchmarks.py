@@ -122,12 +122,12 @@ def test_gpu_suite_runs_benchmark_and_variants_and_writes_few_files(synthetic_da
     done = _run("benchmarks/gpu_suite.py", f"--data_dir={synthetic_data_dir}", f"--output_dir={output}",
                 "--variants=", f"--variant=plain={suite_config}",
                 f"--variant=cosine={suite_config};--config.lr_schedule=cosine;--config.warmup_epochs=1",
-                "--overrides=--config.validation.one_shot_trials=20", f"--workdir_root={tmp_path / 'runs'}",
+                "--overrides=--config.validation.one_shot_trials=20 --config.test.tasks=10", f"--workdir_root={tmp_path / 'runs'}",
                 f"--benchmark_flags=--config={suite_config} --batch_sizes=16 --steps=1 --repeats=1 --frameworks=jax",
                 "--budget_s=900", "--startup_s=5", "--eval_s=5")
     assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in output.iterdir())
-    assert files == ["benchmark.json", "benchmark.log", "cosine.log", "plain.log", "suite.log", "summary.json"]
+    assert files == ["benchmark.json", "cosine.log", "plain.log", "suite.log", "summary.json"]
     summary = json.loads((output / "summary.json").read_text())
     assert summary["benchmark"]["jax"][0]["pairs_per_s"] > 0
     runs = {run["name"]: run for run in summary["runs"]}
@@ -137,7 +137,8 @@ def test_gpu_suite_runs_benchmark_and_variants_and_writes_few_files(synthetic_da
         assert [e["epoch"] for e in run["curve"]] == [1, 2] and run["training"]["stopped_by"] == "num_epochs"
         assert run["validation"]["one_shot_trials"] == 20 and "--config.max_train_seconds=" in run["command"]
     assert "--config.lr_schedule=cosine" in runs["cosine"]["overrides"]
-    assert "done in" in (output / "suite.log").read_text()
+    log = (output / "suite.log").read_text()
+    assert "done in" in log and "1 device(s), batch 16, repeat 1: jax" in log  # The benchmark's lines too.
 
 
 @pytest.mark.parametrize("args, message", [
