@@ -1,0 +1,50 @@
+"""The same config and seed give the same numbers as the recorded tiny runs: refactors must not change them.
+
+The records in tests/golden/ were written by this test with SIAMESE_JAX_WRITE_GOLDEN=1 before the
+code was restructured into experiment modules. Every value of metrics.jsonl but the wall time,
+and the evaluation's numbers, must match exactly. They are float results of XLA:CPU on 8 forced
+devices, so the comparison is skipped under another JAX version than the one that wrote them.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+from siamese_jax import train
+from tests.conftest import metrics, tiny_config, tiny_lfw_config
+
+GOLDEN = Path(__file__).parent / "golden"
+WRITE = os.environ.get("SIAMESE_JAX_WRITE_GOLDEN") == "1"
+
+
+def _numbers(workdir: Path) -> dict:
+    """What a run computed: its epoch records without the wall time, and its evaluation without provenance."""
+    result = json.loads((workdir / "eval.json").read_text())
+    result.pop("provenance", None)
+    result["training"].pop("wall_time_s", None)
+    result["training"].pop("stopped_by", None)  # Added after the records were written.
+    result.get("runs", {}).pop("path", None)  # A temporary folder.
+    return {"metrics": [{k: v for k, v in r.items() if k != "wall_time"} for r in metrics(workdir)],
+            "eval": result}
+
+
+@pytest.mark.parametrize("name", ["omniglot", "lfw"])
+def test_tiny_run_matches_its_record(name, synthetic_data_dir, synthetic_lfw_dir, cache_dir, tmp_path):
+    if name == "omniglot":
+        config = tiny_config(synthetic_data_dir, cache_dir)
+    else:
+        config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
+    train.train_and_evaluate(config, str(tmp_path))
+    numbers = _numbers(tmp_path)
+    path = GOLDEN / f"tiny_{name}.json"
+    if WRITE:
+        path.write_text(json.dumps({"jax_version": jax.__version__, **numbers}, indent=1) + "\n")
+        pytest.skip(f"wrote {path}")
+    recorded = json.loads(path.read_text())
+    if recorded.pop("jax_version") != jax.__version__:
+        pytest.skip(f"{path.name} was written under JAX {recorded}; floats may differ under {jax.__version__}")
+    assert numbers["metrics"] == recorded["metrics"]
+    assert numbers["eval"] == recorded["eval"]
