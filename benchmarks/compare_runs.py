@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import sys
 from pathlib import Path
 
 from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 FLAGS = flags.FLAGS
 
@@ -26,13 +29,16 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "Where to write the JSON comparison.")
 
 
-COMPARED = ("train_loss", "val_one_shot_accuracy", "val_verification_accuracy")
-
-
-def read_run(workdir: Path) -> tuple[list[dict], dict]:
+def read_run(workdir: str) -> tuple[list[dict], dict]:
     """metrics.jsonl records and eval.json of a workdir."""
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return records, json.loads((workdir / "eval.json").read_text())
+    from siamese_jax import workdir as workdir_files
+
+    return workdir_files.read_metrics(workdir), json.loads(workdir_files.evaluation_path(workdir).read_text())
+
+
+def compared_keys(a: list[dict], b: list[dict]) -> list[str]:
+    """The training loss and every validation metric (val_*) both runs logged."""
+    return ["train_loss"] + [k for k in a[0] if k.startswith("val_") and k in b[0]]
 
 
 def main(argv):
@@ -40,11 +46,11 @@ def main(argv):
     del argv
     if not FLAGS.workdirs or len(FLAGS.workdirs) != 2 or not FLAGS.output:
         raise app.UsageError("--workdirs=A,B and --output=FILE are required")
-    (a, eval_a), (b, eval_b) = (read_run(Path(w)) for w in FLAGS.workdirs)
+    (a, eval_a), (b, eval_b) = (read_run(w) for w in FLAGS.workdirs)
     epochs = []
     for x, y in zip(a, b):
         row = {"epoch": x["epoch"]}
-        for key in COMPARED:
+        for key in compared_keys(a, b):
             row[key] = [x[key], y[key]]
         row["wall_time_s"] = [x["wall_time"], y["wall_time"]]
         epochs.append(row)
@@ -54,9 +60,9 @@ def main(argv):
         return abs(first - second) / max(abs(first), 1e-12)
 
     def headline(result):
-        return {"official_runs_accuracy": result["runs"]["accuracy"], "official_runs_ci95": result["runs"]["ci95"],
-                "random_tasks_accuracy": result["random_tasks"]["accuracy"],
-                "provenance": result.get("provenance", {})}
+        """The evaluation without its per-run, per-fold detail."""
+        return {key: ({k: v for k, v in value.items() if k not in ("per_run", "per_fold")}
+                      if isinstance(value, dict) else value) for key, value in result.items()}
 
     report = {
         "benchmark": "compare_runs",

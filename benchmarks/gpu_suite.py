@@ -205,14 +205,13 @@ def summarize_run(name: str, config_path: str, overrides: list[str], command: li
     """A variant's record: command, training, official runs, random tasks, the validation curve."""
     record = {"name": name, "config": config_path, "overrides": overrides, "command": shlex.join(command),
               "returncode": returncode}
-    metrics_path = workdir / "metrics.jsonl"
-    if metrics_path.exists():
-        epochs = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-        record["curve"] = [{key: e.get(key) for key in ("epoch", "pairs", "train_loss", "val_one_shot_accuracy",
-                                                        "val_verification_accuracy", "wall_time")} for e in epochs]
-        if epochs:
-            record["best_val_one_shot_accuracy"] = max(e["val_one_shot_accuracy"] for e in epochs)
-    eval_path = workdir / "eval.json"
+    from siamese_jax import workdir as workdir_files
+
+    epochs = workdir_files.read_metrics(str(workdir))
+    record["curve"] = [{key: value for key, value in e.items() if key != "hyperparameters"} for e in epochs]
+    if epochs and "val_one_shot_accuracy" in epochs[0]:
+        record["best_val_one_shot_accuracy"] = max(e["val_one_shot_accuracy"] for e in epochs)
+    eval_path = workdir_files.evaluation_path(str(workdir))
     if eval_path.exists():
         result = json.loads(eval_path.read_text())
         record["training"] = result.get("training")

@@ -99,7 +99,8 @@ def jax_setup(config, devices) -> dict:
     optimizer, _ = optim.create_optimizer(config, variables["params"], steps_per_epoch=1000)
     state = distributed.put(train.initial_state(variables, optimizer, config.seed), everywhere)
     images, tables = distributed.put(images, everywhere), distributed.put(tables, everywhere)
-    step = train.make_train_step(model, optimizer, sampler, config, optim.per_layer(config.l2, layers, "l2"), mesh)
+    step = train.make_train_step(model, optimizer, sampler, train.StepSettings.from_config(config),
+                                 optim.per_layer(config.l2, layers, "l2"), mesh)
     return {"dispatch": train.make_dispatch(step, 1, mesh), "state": state, "images": images, "tables": tables,
             "pairs_per_step": pairs_per_step, "sampler": sampler, "model": model, "mesh": mesh}
 

@@ -1,27 +1,26 @@
-"""One-shot and verification evaluation: encode every distinct image once, score with the head alone."""
+"""One-shot and verification evaluation: encode every distinct image once, score with the head alone.
+
+Generic over datasets: an experiment (siamese_jax/experiments/) says which images form a split;
+the evaluators here draw fixed tasks from it and score a model on them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from etils import epath
 from jax.sharding import Mesh
 
 from siamese_jax import distributed
-from siamese_jax.data.images import to_float, to_model_input
-from siamese_jax.data.omniglot import Omniglot, OneShotRuns, load_runs
-from siamese_jax.errors import DataError
-from siamese_jax.files import write_atomically
-from siamese_jax.models import SiameseNet, build_model, init_variables, input_shape
-from siamese_jax.tasks import Pairs, Trials, random_pairs, random_trials, runs_trials
+from siamese_jax.data.images import to_float
+from siamese_jax.errors import ConfigError
+from siamese_jax.models import SiameseNet
+from siamese_jax.tasks import Pairs, Trials, random_pairs, random_trials
 
 TRIAL_CHUNK = 128  # Trials scored per call: bounds the [chunk, N, K, D] difference tensor.
 
@@ -186,132 +185,96 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def validation_set(images: np.ndarray, groups: np.ndarray, labels: np.ndarray, indices: np.ndarray, v,
-                   prepare=None) -> EvalSet:
-    """Fixed v.way-way one-shot trials and verification pairs drawn from the images `indices`."""
-    trials = random_trials(indices, groups, labels, v.way, 1, v.one_shot_trials, v.seed)
-    pairs = random_pairs(indices, groups, labels, v.verification_pairs, v.seed + 1)
-    return make_eval_set(images, trials, pairs, prepare)
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """The images a split's tasks are drawn from: `indices` into a dataset's images, groups and labels."""
+
+    images: np.ndarray  # every image of the dataset, in whatever form `prepare` takes
+    groups: np.ndarray  # int [N]: trials and different pairs stay within one group (an alphabet)
+    labels: np.ndarray  # int [N]: the class of each image
+    indices: np.ndarray  # int: the images of this split
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None  # kept images -> uint8 model input
 
 
-class Validator:
-    """Fixed validation trials and pairs, encoded together after each epoch."""
+class OneShotEvaluator:
+    """Fixed `way`-way one-shot trials drawn from a split: accuracy of picking the query's class."""
 
-    def __init__(self, eval_set: EvalSet, batch_size: int, mesh: Mesh | None = None):
-        self.eval_set = eval_set
-        self.batch_size = batch_size
-        self.mesh = mesh
+    metrics = ("one_shot_accuracy",)
 
-    def __call__(self, model, variables: dict) -> dict:
-        """Validation one-shot accuracy, verification accuracy (probability threshold 0.5) and ROC AUC."""
+    def __init__(self, split: Split, way: int, count: int, seed: int, batch_size: int, mesh: Mesh | None = None):
+        trials = random_trials(split.indices, split.groups, split.labels, way, 1, count, seed)
+        self.eval_set = make_eval_set(split.images, trials, prepare=split.prepare)
+        self.batch_size, self.mesh = batch_size, mesh
+
+    def __call__(self, model, variables: dict) -> dict[str, float]:
+        """The metrics of a model's variables."""
+        summary = evaluate_one_shot(model, variables, self.eval_set, self.batch_size, mesh=self.mesh)
+        return {"one_shot_accuracy": summary["accuracy"]}
+
+    def sizes(self) -> dict[str, int]:
+        """How many tasks the metrics average over."""
+        return {"one_shot_trials": len(self.eval_set.trials.query)}
+
+
+class VerificationEvaluator:
+    """Fixed pairs from a split, half same class: accuracy at probability 0.5 and ROC AUC."""
+
+    metrics = ("verification_accuracy", "verification_auc")
+
+    def __init__(self, split: Split, count: int, seed: int, batch_size: int, mesh: Mesh | None = None):
+        pairs = random_pairs(split.indices, split.groups, split.labels, count, seed)
+        self.eval_set = make_eval_set(split.images, pairs=pairs, prepare=split.prepare)
+        self.batch_size, self.mesh = batch_size, mesh
+
+    def __call__(self, model, variables: dict) -> dict[str, float]:
+        """The metrics of a model's variables."""
         embeddings = encode(model, variables, self.eval_set.images, self.batch_size, self.mesh)
-        trials, pairs = self.eval_set.trials, self.eval_set.pairs
-        one_shot = one_shot_summary(trial_probabilities(model, variables, embeddings, trials, self.mesh), trials)
+        pairs = self.eval_set.pairs
         probabilities = pair_probabilities(model, variables, embeddings, pairs, self.mesh)
-        verified = (probabilities > 0.5) == pairs.same
-        return {
-            "one_shot_accuracy": one_shot["accuracy"],
-            "one_shot_trials": one_shot["trials"],
-            "verification_accuracy": float(verified.mean()),
-            "verification_auc": roc_auc(probabilities, pairs.same),
-            "verification_pairs": int(verified.size),
-        }
+        return {"verification_accuracy": float(((probabilities > 0.5) == pairs.same).mean()),
+                "verification_auc": roc_auc(probabilities, pairs.same)}
+
+    def sizes(self) -> dict[str, int]:
+        """How many pairs the metrics average over."""
+        return {"verification_pairs": len(self.eval_set.pairs.same)}
 
 
-def omniglot_input(config):
-    """Omniglot's `prepare`: ink masks to uint8 model input of the config's size."""
-    return functools.partial(to_model_input, image_size=config.image_size)
+# Validation evaluators a config names in config.validation.evals: name -> (class, how to build it
+# from the split and the validation section, batch size and mesh). Verification pairs are drawn
+# with seed + 1, so one seed gives trials and pairs that differ.
+EVALUATORS = {
+    "one_shot": (OneShotEvaluator, lambda split, v, batch, mesh: OneShotEvaluator(
+        split, v.way, v.one_shot_trials, v.seed, batch, mesh)),
+    "verification": (VerificationEvaluator, lambda split, v, batch, mesh: VerificationEvaluator(
+        split, v.verification_pairs, v.seed + 1, batch, mesh)),
+}
+DEFAULT_EVALS = ("verification", "one_shot")
 
 
-def omniglot_validator(dataset: Omniglot, config, mesh: Mesh | None = None) -> Validator:
-    """The Validator of an Omniglot config's validation split."""
-    v = config.validation
-    indices = dataset.select(v.set, v.alphabets, v.drawers)
-    eval_set = validation_set(dataset.images, dataset.alphabet, dataset.character, indices, v, omniglot_input(config))
-    return Validator(eval_set, config.eval_batch_size, mesh)
+def evaluator_names(section) -> tuple[str, ...]:
+    """config.validation.evals, checked (the default for configs saved before it existed)."""
+    names = tuple(section.get("evals", DEFAULT_EVALS))
+    unknown = [name for name in names if name not in EVALUATORS]
+    if unknown or not names:
+        raise ConfigError(f"config.validation.evals must name some of {tuple(EVALUATORS)}, got {names}")
+    return names
 
 
-def runs_probabilities(model, variables: dict, config, runs: OneShotRuns, mesh: Mesh | None = None) -> np.ndarray:
-    """Probability [T, N] of each support image for every trial of a runs archive, in runs_trials order."""
-    runs_set = make_eval_set(runs.images, runs_trials(runs), prepare=omniglot_input(config))
-    embeddings = encode(model, variables, runs_set.images, config.eval_batch_size, mesh)
-    return trial_probabilities(model, variables, embeddings, runs_set.trials, mesh)
+def metric_names(section) -> tuple[str, ...]:
+    """Every metric the named evaluators report, in order."""
+    return tuple(m for name in evaluator_names(section) for m in EVALUATORS[name][0].metrics)
 
 
-def evaluate_all(model, variables: dict, config, dataset: Omniglot, runs_path: str | Path,
-                 mesh: Mesh | None = None) -> dict:
-    """Everything the Omniglot evaluation reports: official runs, random test tasks, validation."""
-    runs = load_runs(runs_path)
-    probabilities = runs_probabilities(model, variables, config, runs, mesh)
-    result = {"runs": {"path": str(runs_path), **one_shot_summary(probabilities, runs_trials(runs), runs.names)}}
-    t = config.test
-    indices = dataset.select(t.set, t.alphabets, t.drawers)
-    tasks = random_trials(indices, dataset.alphabet, dataset.character, t.way, t.shots, t.tasks, t.seed)
-    tasks_set = make_eval_set(dataset.images, tasks, prepare=omniglot_input(config))
-    result["random_tasks"] = {
-        "way": t.way,
-        "shots": t.shots,
-        "alphabets": list(t.alphabets),
-        "drawers": list(t.drawers),
-        **evaluate_one_shot(model, variables, tasks_set, config.eval_batch_size, mesh=mesh),
-    }
-    result["validation"] = omniglot_validator(dataset, config, mesh)(model, variables)
-    return result
+def build_evaluators(section, split: Split, batch_size: int, mesh: Mesh | None = None) -> dict:
+    """The evaluators config.validation.evals names, each with its fixed tasks drawn from `split`."""
+    return {name: EVALUATORS[name][1](split, section, batch_size, mesh) for name in evaluator_names(section)}
 
 
-def format_table(result: dict) -> str:
-    """A human-readable summary of evaluate_all's result."""
-    runs, tasks, val = result["runs"], result["random_tasks"], result["validation"]
-    lines = [f"{'run':<8}{'correct':>9}{'accuracy':>10}"]
-    lines += [f"{name:<8}{r['correct']:>5}/{r['trials']:<3}{100 * r['accuracy']:>9.1f}%" for name, r in runs["per_run"].items()]
-    lo, hi = runs["ci95"]
-    lines.append(
-        f"official runs ({runs['path']}): {runs['correct']}/{runs['trials']} = {100 * runs['accuracy']:.2f}% "
-        f"(95% CI {100 * lo:.1f}-{100 * hi:.1f})"
-    )
-    lo, hi = tasks["ci95"]
-    lines.append(
-        f"random {tasks['way']}-way {tasks['shots']}-shot tasks: {100 * tasks['accuracy']:.2f}% over "
-        f"{tasks['trials']} (95% CI {100 * lo:.1f}-{100 * hi:.1f})"
-    )
-    lines.append(
-        f"validation: one-shot {100 * val['one_shot_accuracy']:.2f}% ({val['one_shot_trials']} trials), "
-        f"verification {100 * val['verification_accuracy']:.2f}% ({val['verification_pairs']} pairs)"
-    )
-    return "\n".join(lines)
-
-
-def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a training run saved in its workdir."""
-    path = epath.Path(workdir) / "config.json"
-    if not path.exists():
-        raise DataError(f"{path} not found: --workdir must be a directory written by siamese_jax.train")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-def restore_model(workdir: str, config, which: str, mesh: Mesh | None = None):
-    """The model of a workdir and its 'best' or 'latest' variables, replicated over `mesh` (default: all devices).
-
-    Checkpoints written with any device count restore onto any other.
-    """
-    from siamese_jax.checkpointing import Checkpoints  # Deferred: orbax is slow to import.
-
-    model = build_model(config.model)
-    like = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), input_shape(config)))
-    where = distributed.replicated(mesh or distributed.data_mesh())
-    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), like)
-    checkpoints = Checkpoints(workdir)
-    variables = checkpoints.restore_variables(which, like)
-    checkpoints.close()
-    if variables is None:
-        raise DataError(f"no {which} checkpoint in {workdir}/checkpoints: train first, or pass --checkpoint=latest")
-    return model, variables
-
-
-def write_json(result: dict, path: epath.PathLike) -> None:
-    """Writes a result atomically."""
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(result, indent=2) + "\n")
-
-
+def run_evaluators(evaluators: dict, model, variables: dict, with_sizes: bool = False) -> dict:
+    """Every evaluator's metrics, merged (and how many tasks each averaged, with `with_sizes`)."""
+    metrics = {}
+    for evaluator in evaluators.values():
+        metrics.update(evaluator(model, variables))
+        if with_sizes:
+            metrics.update(evaluator.sizes())
+    return metrics

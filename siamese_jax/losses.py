@@ -1,10 +1,15 @@
-"""Losses on the head's logits."""
+"""Training losses on pairs of embeddings, in a table the training step looks its loss up in."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from siamese_jax.models import SiameseNet
 
 
 def pair_mean(per_pair: jax.Array, same: jax.Array, balanced: bool) -> jax.Array:
@@ -51,3 +56,27 @@ def ranking_loss(logits: jax.Array, same: jax.Array, left: jax.Array, right: jax
     has_match = matched > 0
     per_image = jnp.where(has_match, jnp.log(total) - jnp.log(jnp.where(has_match, matched, 1.0)), 0.0)
     return jnp.sum(per_image) / jnp.maximum(jnp.sum(has_match), 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A loss on embedding pairs: (model, variables, h1, h2, same, balanced) -> scalar, and the head it needs."""
+
+    compute: Callable[..., jax.Array]
+    head: str | None = None  # The model.head it needs ('euclidean'), or None for any.
+
+
+def _cross_entropy(model, variables, h1, h2, same, balanced):
+    return pair_loss(model.apply(variables, h1, h2, method=SiameseNet.score), same, balanced)
+
+
+def _contrastive(model, variables, h1, h2, same, balanced):
+    distance = model.apply(variables, h1, h2, method=SiameseNet.distance)
+    return contrastive_loss(distance, same, model.margin, balanced)
+
+
+# config.loss -> Loss.
+LOSSES = {
+    "cross_entropy": Loss(_cross_entropy),  # The paper's.
+    "contrastive": Loss(_contrastive, head="euclidean"),  # Hadsell et al. (2006), on distances.
+}

@@ -16,15 +16,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 from absl import app, flags, logging
 
-from siamese_jax import evaluation
+from siamese_jax import evaluation, experiments
+from siamese_jax import workdir as workdir_files
 from siamese_jax.data import images as image_files
 from siamese_jax.errors import DataError, UserError
-from siamese_jax.experiments import dataset_name
 from siamese_jax.tasks import Pairs
 
 FLAGS = flags.FLAGS
@@ -39,25 +37,6 @@ def define_flags() -> None:
     flags.DEFINE_string("support", None, "classify: folder of class subfolders, or of one image per class.")
     flags.DEFINE_integer("top_k", 5, "classify: how many classes to print.")
     flags.DEFINE_bool("json", False, "Print the result as JSON.")
-
-
-def image_converter(config) -> Callable[[Path], np.ndarray]:
-    """Path -> uint8 model input, prepared the way the config's training data was."""
-
-    def read(path: Path) -> bytes:
-        try:
-            return Path(path).read_bytes()
-        except OSError as error:
-            raise DataError(f"cannot read image {path}: {error.strerror}") from None
-
-    if dataset_name(config) == "lfw":
-        from siamese_jax.data import lfw
-
-        prep = lfw.preprocessing(config)
-        return lambda path: lfw.decode_face(read(path), str(path), prep)
-    if dataset_name(config) == "folder" and config.folder.style == "photo":
-        return lambda path: image_files.photo_input(read(path), str(path), config.image_size, config.channels)
-    return lambda path: image_files.strokes_input(read(path), str(path), config.image_size)
 
 
 def support_classes(folder: Path) -> dict[str, list[Path]]:
@@ -89,9 +68,9 @@ class Predictor:
     """A trained model and its input conversion, loaded from a workdir."""
 
     def __init__(self, workdir: str, checkpoint: str = "best"):
-        self.config = evaluation.load_workdir_config(workdir)
-        self.model, self.variables = evaluation.restore_model(workdir, self.config, checkpoint)
-        self.convert = image_converter(self.config)
+        self.config = workdir_files.load_config(workdir)
+        self.model, self.variables = workdir_files.restore_model(workdir, self.config, checkpoint)
+        self.convert = experiments.build(self.config).image_converter()
 
     def pair_probabilities(self, images: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Same-class probability of each (left, right) pair of model-input images."""

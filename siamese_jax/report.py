@@ -13,19 +13,14 @@ Writes to the output folder:
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from absl import app, flags, logging
 
-from siamese_jax import evaluation
+from siamese_jax import experiments, figures
+from siamese_jax import workdir as workdir_files
 from siamese_jax.errors import DataError, UserError
-from siamese_jax.experiments import dataset_name
 
 FLAGS = flags.FLAGS
 
@@ -39,162 +34,20 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_errors", 24, "How many wrong trials errors.png shows.")
 
 
-def read_metrics(workdir: Path) -> list[dict]:
-    """The per-epoch records of a workdir's metrics.jsonl."""
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        raise DataError(f"{path} not found: --workdir must be a directory written by siamese_jax.train")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not records:
-        raise DataError(f"{path} holds no epochs yet: train for at least one epoch")
-    return records
-
-
-def _figure(rows: int, cols: int, width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg")  # Files only: no display needed.
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
-
-
-def _save(figure, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
-
-def plot_curves(records: list[dict], path: Path) -> Path:
-    """Training loss, and validation one-shot and verification accuracy, against epoch."""
-    figure, axes = _figure(1, 2, 11, 4)
-    loss_axes, accuracy_axes = axes[0]
-    epochs = [r["epoch"] for r in records]
-    loss_axes.plot(epochs, [r["train_loss"] for r in records], marker="o")
-    loss_axes.set(xlabel="epoch", ylabel="training loss", title="Training loss")
-    for key, label in (("val_one_shot_accuracy", "one-shot"), ("val_verification_accuracy", "verification")):
-        accuracy_axes.plot(epochs, [100 * r[key] for r in records], marker="o", label=label)
-    accuracy_axes.set(xlabel="epoch", ylabel="validation accuracy (%)", title="Validation")
-    accuracy_axes.legend()
-    for ax in axes[0]:
-        ax.grid(alpha=0.3)
-    return _save(figure, path)
-
-
-def plot_schedules(records: list[dict], path: Path) -> Path:
-    """Each layer's learning rate and momentum against epoch, as the optimiser applied them."""
-    figure, axes = _figure(1, 2, 11, 4)
-    epochs = [r["epoch"] for r in records]
-    layers = list(records[0]["hyperparameters"])
-    for ax, key, label in ((axes[0][0], "learning_rate", "learning rate"), (axes[0][1], "momentum", "momentum")):
-        for layer in layers:
-            ax.plot(epochs, [r["hyperparameters"][layer][key] for r in records], label=layer)
-        ax.set(xlabel="epoch", ylabel=label, title=f"{label.capitalize()} per layer")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_yscale("log")
-    axes[0][1].legend(fontsize=7, ncol=2)
-    return _save(figure, path)
-
-
-def plot_runs(summary: dict, path: Path) -> Path:
-    """One-shot accuracy of each official run, with the overall accuracy."""
-    figure, axes = _figure(1, 1, 10, 3.5)
-    ax = axes[0][0]
-    names = list(summary["per_run"])
-    ax.bar(names, [100 * summary["per_run"][n]["accuracy"] for n in names])
-    ax.axhline(100 * summary["accuracy"], color="black", linestyle="--", label=f"all runs {100 * summary['accuracy']:.2f}%")
-    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title="20-way one-shot accuracy per official run")
-    ax.tick_params(axis="x", rotation=60)
-    ax.legend()
-    return _save(figure, path)
-
-
-def plot_errors(runs, trials, probabilities: np.ndarray, path: Path, limit: int, per_row: int = 4) -> Path:
-    """A grid of wrong trials, `per_row` to a row: query, true match, chosen match, with their scores."""
-    chosen = probabilities.argmax(1)
-    wrong = np.flatnonzero(chosen != trials.answer)[:limit]
-    rows = max(-(-len(wrong) // per_row), 1)
-    figure, axes = _figure(rows, 3 * per_row, 2.9 * per_row, max(1.25 * rows + 0.4, 2.2))
-    for i, t in enumerate(wrong):
-        row, first = divmod(i, per_row)
-        run = runs.names[trials.group[t]]
-        answer, pick = trials.answer[t], chosen[t]
-        panels = ((trials.query[t], f"{run} query"),
-                  (trials.support[t, answer, 0], f"true {probabilities[t, answer]:.3f}"),
-                  (trials.support[t, pick, 0], f"chosen {probabilities[t, pick]:.3f}"))
-        for k, (image, title) in enumerate(panels):
-            ax = axes[row][3 * first + k]
-            ax.imshow(~runs.images[image], cmap="gray", vmin=0, vmax=1)
-            ax.set_title(title, fontsize=7, color="#c62828" if k == 2 else "black")
-    for ax in axes.ravel():
-        ax.axis("off")
-    shown = f"{len(wrong)} of {int((chosen != trials.answer).sum())}" if len(wrong) else "no"
-    figure.suptitle(f"Wrong trials ({shown}): query, its true match, the model's choice", fontsize=9)
-    return _save(figure, path)
-
-
-def _png_data_uri(ink: np.ndarray) -> str:
-    """A bool image (True = ink) as a black-on-white PNG data URI."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(~ink).convert("1").save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def page_data(runs, trials, probabilities: np.ndarray) -> dict:
-    """Everything the page shows, as JSON-ready values: images once, trials as indices into them."""
-    chosen = probabilities.argmax(1)
-    return {
-        "images": [_png_data_uri(image) for image in runs.images],
-        "runs": list(runs.names),
-        "trials": [
-            {"run": int(trials.group[t]), "query": int(trials.query[t]),
-             "candidates": [int(i) for i in trials.support[t, :, 0]],
-             "scores": [round(float(p), 4) for p in probabilities[t]],
-             "answer": int(trials.answer[t]), "chosen": int(chosen[t])}
-            for t in range(len(trials.query))
-        ],
-    }
-
-
-def write_page(data: dict, title: str, path: Path) -> Path:
-    """The self-contained trials page: data, style and script inline, no network requests."""
-    template = (Path(__file__).parent / "report_page.html").read_text()
-    # '</' inside JSON would end the script element early.
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    path.write_text(template.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload))
-    return path
-
-
 def write_report(workdir: str, output_dir: str | None = None, checkpoint: str = "best", runs_path: str | None = None,
                  max_errors: int = 24) -> list[Path]:
-    """Writes every figure (and, for Omniglot, the trials page); returns their paths."""
-    workdir_path = Path(workdir)
-    config = evaluation.load_workdir_config(workdir)
-    records = read_metrics(workdir_path)
-    out = Path(output_dir) if output_dir else workdir_path / "report"
+    """Writes the curves, the schedules and the experiment's own figures; returns their paths."""
+    config = workdir_files.load_config(workdir)
+    records = workdir_files.read_metrics(workdir)
+    if not records:
+        raise DataError(f"{Path(workdir) / workdir_files.METRICS} holds no epochs yet: train for at least one epoch")
+    out = Path(output_dir) if output_dir else Path(workdir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    written = [plot_curves(records, out / "curves.png"), plot_schedules(records, out / "schedules.png")]
-    if dataset_name(config) != "omniglot":
-        return written
-    from siamese_jax.data.omniglot import load_runs, locate_runs
-    from siamese_jax.tasks import runs_trials
-
-    model, variables = evaluation.restore_model(workdir, config, checkpoint)
-    runs = load_runs(runs_path or locate_runs(config.data_dir or None))
-    trials = runs_trials(runs)
-    probabilities = evaluation.runs_probabilities(model, variables, config, runs)
-    summary = evaluation.one_shot_summary(probabilities, trials, runs.names)
-    written += [
-        plot_runs(summary, out / "official_runs.png"),
-        plot_errors(runs, trials, probabilities, out / "errors.png", max_errors),
-        write_page(page_data(runs, trials, probabilities), f"One-shot trials of {workdir_path.name} ({checkpoint} checkpoint)",
-                   out / "trials.html"),
-    ]
+    written = [figures.plot_curves(records, out / "curves.png"), figures.plot_schedules(records, out / "schedules.png")]
+    experiment = experiments.build(config)
+    options = {"runs": runs_path, "max_errors": max_errors, "checkpoint": checkpoint}
+    written += experiment.report_figures(workdir, lambda: workdir_files.restore_model(workdir, config, checkpoint),
+                                         out, **options)
     return written
 
 

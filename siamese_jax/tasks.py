@@ -7,7 +7,6 @@ from collections import defaultdict
 
 import numpy as np
 
-from siamese_jax.data.omniglot import OneShotRuns
 from siamese_jax.errors import DataError
 
 
@@ -86,15 +85,3 @@ def random_pairs(indices: np.ndarray, alphabet: np.ndarray, label: np.ndarray, c
             c1, c2 = rng.choice(classes, 2, replace=False)
             left[p], right[p] = rng.choice(images_of[c1]), rng.choice(images_of[c2])
     return Pairs(left, right, same)
-
-
-def runs_trials(runs: OneShotRuns) -> Trials:
-    """The trials of Lake-layout runs, indexing `runs.images`: every query against its run's support."""
-    num_runs, num_queries = runs.query.shape
-    support = np.repeat(runs.support[:, None, :, None], num_queries, axis=1)
-    return Trials(
-        support=support.reshape(num_runs * num_queries, -1, 1),
-        query=runs.query.reshape(-1),
-        answer=runs.answer.reshape(-1),
-        group=np.repeat(np.arange(num_runs, dtype=np.int32), num_queries),
-    )

@@ -1,17 +1,22 @@
-"""Trains the siamese network (Omniglot, or faces on LFW) and evaluates its best checkpoint.
+"""Trains the siamese network on a config's dataset and evaluates its best checkpoint.
 
     python -m siamese_jax.train --config=configs/omniglot.py --workdir=runs/omniglot
     python -m siamese_jax.train --config=configs/lfw.py --workdir=runs/lfw
 
-Starting again with the same workdir resumes from the latest checkpoint. Training is data parallel
-over every visible device; several processes (hosts) join with --coordinator_address,
+The paper's procedure: epochs of minibatch steps (sample pairs, distort, encode, score, update,
+all in one jitted step on the device), each epoch followed by validation on held-out classes,
+keeping the best parameters and stopping early when validation stops improving; then the best
+parameters are evaluated. The dataset's part (its images, validation tasks and final evaluation)
+comes from siamese_jax/experiments/, found by config.dataset; this module names no dataset or
+metric. Starting again with the same workdir resumes from the latest checkpoint. Training is data
+parallel over every visible device; several processes (hosts) join with --coordinator_address,
 --num_processes and --process_id, or --distributed on TPU pods and Slurm (see launch/).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import math
 import signal
 import sys
@@ -23,25 +28,16 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 from absl import app, flags, logging
-from etils import epath
 from ml_collections import config_flags
 from tqdm import tqdm
 
 from siamese_jax import augment, distributed, evaluation, experiments, losses, optim, sampling
+from siamese_jax import workdir as workdir_files
 from siamese_jax.checkpointing import COLLECTIONS, Checkpoints
 from siamese_jax.data.images import to_float
 from siamese_jax.errors import ConfigError, UserError
-from siamese_jax.files import write_atomically
 from siamese_jax.models import SiameseNet, build_model, init_variables, input_shape
 from siamese_jax.provenance import provenance
-
-# Config entries that fix the parameters' shapes: a workdir's checkpoints only fit these.
-MODEL_KEYS = ("model", "image_size", "channels")
-# Entries of config.model that change how the network computes, not its parameters: a run may
-# resume with another compute dtype or dropout rate.
-NOT_SHAPE_KEYS = ("dtype", "dropout")
-LOSSES = ("cross_entropy", "contrastive")
-METRICS = ("one_shot_accuracy", "verification_accuracy", "verification_auc")
 
 
 def group_layout(config) -> sampling.GroupLayout:
@@ -73,19 +69,33 @@ def make_sampler(config, tables: sampling.SamplingTables):
     return functools.partial(sampling.sample_pairs, num_pairs=config.batch_size), pairs_per_step(config)
 
 
-def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, config, l2: dict,
-                    mesh: Mesh | None = None):
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """What the training step computes besides the model and optimiser: loss, balancing, distortions."""
+
+    loss: str = "cross_entropy"
+    balanced: bool = False
+    ranking_weight: float = 0.0
+    distortion: SimpleNamespace | None = None  # config.augment's values; None when disabled.
+
+    @classmethod
+    def from_config(cls, config) -> "StepSettings":
+        """A config's values, as plain Python values for the traced step to close over."""
+        distortion = SimpleNamespace(**config.augment.to_dict())
+        return cls(loss=config.get("loss", "cross_entropy"), balanced=bool(config.balanced_loss),
+                   ranking_weight=float(config.ranking_loss_weight),
+                   distortion=distortion if distortion.enabled else None)
+
+
+def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, settings: StepSettings,
+                    l2: dict, mesh: Mesh | None = None):
     """One training step, state -> (state, loss): sample, distort, encode, score, update, on the device.
 
     With a mesh, each device gathers, distorts and encodes its slice of the batch's images; the
     random draws do not depend on the slicing, so any device count follows the same trajectory.
     Batch-norm statistics are those of the whole global batch, whatever the device count.
     """
-    # Plain values, so the step closes over constants and no ConfigDict lookups are traced.
-    distortion = SimpleNamespace(**config.augment.to_dict())
-    balanced = bool(config.balanced_loss)
-    contrastive = config.get("loss", "cross_entropy") == "contrastive"
-    ranking_weight = float(config.ranking_loss_weight)
+    loss = losses.LOSSES[settings.loss]
     split_batch = distributed.batch_sharded(mesh) if mesh is not None else None
 
     def on_slices(x):
@@ -97,8 +107,8 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
         dropout_key = jax.random.fold_in(key, 2)  # Folded in, so runs without dropout draw as before.
         batch = sampler(sample_key, tables)
         images = to_float(train_images[on_slices(batch.images)])
-        if distortion.enabled:
-            images = augment.augment_batch(augment_key, images, distortion)
+        if settings.distortion is not None:
+            images = augment.augment_batch(augment_key, images, settings.distortion)
         images = on_slices(images)
 
         def loss_fn(params):
@@ -108,14 +118,10 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
                 rngs={"dropout": dropout_key},
             )
             h1, h2 = embeddings[batch.left], embeddings[batch.right]
-            logits = model.apply(variables, h1, h2, method=SiameseNet.score)
-            if contrastive:
-                distance = model.apply(variables, h1, h2, method=SiameseNet.distance)
-                data_loss = losses.contrastive_loss(distance, batch.same, model.margin, balanced)
-            else:
-                data_loss = losses.pair_loss(logits, batch.same, balanced)
-            if ranking_weight:
-                data_loss += ranking_weight * losses.ranking_loss(
+            data_loss = loss.compute(model, variables, h1, h2, batch.same, settings.balanced)
+            if settings.ranking_weight:
+                logits = model.apply(variables, h1, h2, method=SiameseNet.score)
+                data_loss += settings.ranking_weight * losses.ranking_loss(
                     logits, batch.same, batch.left, batch.right, batch.images.shape[0]
                 )
             return data_loss + optim.l2_penalty(params, l2), (data_loss, mutated)
@@ -198,55 +204,18 @@ def validate_config(config, num_devices: int) -> None:
     dropout = config.model.get("dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConfigError(f"config.model.dropout must be a rate in [0, 1), got {dropout!r}")
-    experiments.dataset_name(config)
     loss = config.get("loss", "cross_entropy")
-    if loss not in LOSSES:
-        raise ConfigError(f"config.loss must be one of {LOSSES}, got {loss!r}")
-    if loss == "contrastive" and config.model.get("head", "l1") != "euclidean":
-        raise ConfigError("config.loss='contrastive' needs the Euclidean distance head: set config.model.head='euclidean'")
+    if loss not in losses.LOSSES:
+        raise ConfigError(f"config.loss must be one of {tuple(losses.LOSSES)}, got {loss!r}")
+    head = losses.LOSSES[loss].head
+    if head and config.model.get("head", "l1") != head:
+        raise ConfigError(f"config.loss={loss!r} needs the {head.capitalize()} distance head: set "
+                          f"config.model.head={head!r}")
     metric = config.validation.get("metric", "one_shot_accuracy")
-    if metric not in METRICS:
-        raise ConfigError(f"config.validation.metric must be one of {METRICS}, got {metric!r}")
-
-
-def prepare_workdir(workdir: str, config, save_config: bool = True) -> None:
-    """Creates the workdir, checks it is writable and that its checkpoints fit this model; saves the config."""
-    path = epath.Path(workdir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_test.{jax.process_index()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"cannot write to workdir {workdir}: {error.strerror or error}") from None
-    saved_path = path / "config.json"
-    if saved_path.exists():
-        saved = json.loads(saved_path.read_text())
-        current = json.loads(config.to_json())
-        for entries in (saved, current):
-            model_section = entries.get("model") or {}
-            entries["model"] = {k: v for k, v in model_section.items() if k not in NOT_SHAPE_KEYS}
-        changed = [k for k in MODEL_KEYS if saved.get(k) != current.get(k)]
-        if changed:
-            raise UserError(
-                f"{workdir} holds checkpoints of a different model ({', '.join(changed)} differ from this "
-                "config): pass a new --workdir, or delete that one to start over"
-            )
-    if save_config:
-        write_atomically(saved_path, config.to_json(indent=2) + "\n")
-
-
-def read_metrics(path: epath.Path, up_to_epoch: int) -> list[dict]:
-    """metrics.jsonl records of epochs 1..up_to_epoch (later ones belong to work being redone)."""
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["epoch"] <= up_to_epoch]
-
-
-def write_metrics(path: epath.Path, records: list[dict]) -> None:
-    """Rewrites metrics.jsonl atomically."""
-    write_atomically(path, "".join(json.dumps(r) + "\n" for r in records))
+    if metric not in evaluation.metric_names(config.validation):
+        raise ConfigError(f"config.validation.metric={metric!r} is none of the metrics of config.validation.evals: "
+                          f"{evaluation.metric_names(config.validation)}")
+    pairs_per_step(config)  # The sampling, and for groups the batch layout.
 
 
 class _StopRequest:
@@ -295,14 +264,14 @@ class SpeedReport:
 
     def after_step(self, loss, step: int, last_step: int) -> str | None:
         """Call after each dispatch; returns the line to print once enough steps were timed."""
-        if not self.pending:
+        if not self.pending or step >= last_step:
             return None
         if self.start is None:  # The first step compiles: time from its end.
             jax.block_until_ready(loss)
             self.start = (time.time(), step)
             return None
         seconds, steps = time.time() - self.start[0], step - self.start[1]
-        if steps < self.MIN_STEPS and seconds < self.MIN_SECONDS and step < last_step:
+        if steps < self.MIN_STEPS and seconds < self.MIN_SECONDS:
             return None
         jax.block_until_ready(loss)  # Once: the queued steps must finish for an honest rate.
         self.pending = False
@@ -333,173 +302,225 @@ def out_of_time(time_limit_s: float, elapsed_s: float, epoch_s: float | None) ->
     return bool(time_limit_s) and elapsed_s + (epoch_s or 0.0) > time_limit_s
 
 
+def format_scores(scores: dict[str, float]) -> str:
+    """Validation metrics for the epoch line: accuracies in percent, other scores as they are."""
+    return ", ".join(f"{name} {100 * value:.1f}%" if name.endswith("accuracy") else f"{name} {value:.3f}"
+                     for name, value in scores.items())
+
+
+class Trainer:
+    """One training run, set up from a config and a workdir (resuming what it holds), run epoch by epoch.
+
+    With several processes, every process runs it; only process 0 prints and writes metrics and
+    results.
+    """
+
+    def __init__(self, config, workdir: str, devices=None):
+        self.config, self.workdir = config, workdir
+        self.mesh = distributed.data_mesh(devices)
+        self.primary = distributed.is_primary()
+        validate_config(config, self.mesh.size)
+        experiment = experiments.build(config)  # Checks the dataset's config section, reads no data.
+        self.metric = config.validation.get("metric", "one_shot_accuracy")
+        workdir_files.prepare(workdir, config, save_config=self.primary)
+        self.experiment = experiment
+
+        # The dataset: training images and sampling tables on every device, fixed validation tasks.
+        everywhere = distributed.replicated(self.mesh)
+        training = experiment.training_set()
+        tables = sampling.build_tables(training.groups, training.labels)
+        self.sampler, self.pairs_per_step = make_sampler(config, tables)
+        self.tables = distributed.put(tables, everywhere)
+        self.train_images = distributed.put(training.images, everywhere)
+        self.evaluators = experiment.evaluators(self.mesh)
+
+        # The model, its optimiser and the training state, restored from the workdir if it has one.
+        self.model = build_model(config.model)
+        variables = init_variables(self.model, jax.random.PRNGKey(config.seed), input_shape(config))
+        l2 = optim.per_layer(config.l2, optim.layer_names(variables["params"]), "l2")
+        spd = config.steps_per_dispatch
+        self.steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / self.pairs_per_step / spd)) * spd
+        self.total_steps = config.num_epochs * self.steps_per_epoch
+        optimizer, self.schedules = optim.create_optimizer(config, variables["params"], self.steps_per_epoch)
+        self.state = distributed.put(initial_state(variables, optimizer, config.seed), everywhere)
+        # best_score is the best value of the validation metric (config.validation.metric).
+        self.meta = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
+                     "wall_time": 0.0}
+        self.checkpoints = Checkpoints(workdir)
+        self.restore()
+        self.history = workdir_files.read_metrics(workdir, self.meta["epoch"])
+        if self.primary:
+            workdir_files.write_metrics(workdir, self.history)
+        self.dispatch = make_dispatch(make_train_step(self.model, optimizer, self.sampler,
+                                                      StepSettings.from_config(config), l2, self.mesh), spd, self.mesh)
+        self.step = int(self.state["step"])
+        self.tensorboard = workdir_files.TensorBoard(workdir, enabled=self.primary)
+
+    def restore(self) -> None:
+        """Continues from the workdir's latest checkpoint, if any."""
+        try:
+            restored = self.checkpoints.restore_latest(self.state)
+        except Exception as error:  # noqa: BLE001 - orbax reports shape mismatches in many ways.
+            raise UserError(
+                f"cannot restore {self.workdir}/checkpoints/latest ({type(error).__name__}): it was written by a "
+                "different model or is damaged; pass a new --workdir"
+            ) from None
+        if restored is None:
+            return
+        self.state, meta = restored
+        if "best_accuracy" in meta:  # Checkpoints written before the metric was configurable.
+            meta["best_score"] = meta.pop("best_accuracy")
+        self.meta = meta
+        if self.primary:
+            print(f"resuming from step {int(self.state['step'])} (epoch {meta['epoch']} done) in {self.workdir}",
+                  flush=True)
+
+    def train(self) -> str:
+        """Epochs until num_epochs, patience or the time limit; returns which one ended training."""
+        config = self.config
+        if self.meta["epochs_without_improvement"] >= config.patience:
+            return "patience"
+        time_limit = float(config.get("max_train_seconds", 0))
+        # Seconds of the last epoch, to tell whether one more fits the time limit.
+        epoch_seconds = self.meta.get("last_epoch_s",
+                                      self.meta["wall_time"] / self.meta["epoch"] if self.meta["epoch"] else None)
+        if self.primary:
+            images = jax.eval_shape(self.sampler, jax.random.PRNGKey(0), self.tables).images.shape[0]
+            print(describe_mesh(self.mesh, images, self.model.encoder.dtype), flush=True)
+        self.progress = tqdm(
+            total=self.total_steps * self.pairs_per_step, initial=self.step * self.pairs_per_step, unit="pair",
+            unit_scale=True, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, smoothing=0.1,
+            disable=not self.primary,
+        )
+        self.speed = SpeedReport(jax.default_backend(), self.pairs_per_step,
+                                 enabled=self.primary and self.step < self.total_steps)
+        self.started = time.time() - self.meta["wall_time"]
+        stop = _StopRequest()
+        previous_term, previous_int = signal.signal(signal.SIGTERM, stop), signal.signal(signal.SIGINT, stop)
+        try:
+            while self.meta["epoch"] < config.num_epochs:
+                if out_of_time(time_limit, time.time() - self.started, epoch_seconds):
+                    return "time_limit"
+                epoch_start = time.time()
+                self.train_epoch(stop)
+                epoch_seconds = time.time() - epoch_start
+                self.end_epoch(epoch_seconds)
+                if self.meta["epochs_without_improvement"] >= config.patience and self.meta["epoch"] < config.num_epochs:
+                    return "patience"
+            return "num_epochs"
+        except _Interrupted as why:
+            self.progress.close()
+            self.checkpoints.save_latest(self.step, self.state, dict(self.meta, wall_time=time.time() - self.started))
+            self.checkpoints.close()
+            raise UserError(f"interrupted ({why}); saved step {self.step}. Run the same command to resume") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous_term)
+            signal.signal(signal.SIGINT, previous_int)
+            self.progress.close()
+
+    def train_epoch(self, stop: "_StopRequest") -> None:
+        """The minibatch steps of one epoch, with progress, a speed estimate and periodic checkpoints."""
+        config, spd = self.config, self.config.steps_per_dispatch
+        epoch_end = (self.meta["epoch"] + 1) * self.steps_per_epoch
+        in_flight = distributed.InFlight()
+        shown_loss = None
+        while self.step < epoch_end:
+            if stop.signal_name:
+                raise _Interrupted(stop.signal_name)
+            self.state, loss = self.dispatch(self.state, self.train_images, self.tables)
+            in_flight.add(loss)  # Not the state: its buffers are donated to the next step.
+            self.step += spd
+            self.progress.update(spd * self.pairs_per_step)
+            line = self.speed.after_step(loss, self.step, self.total_steps)
+            if line:
+                self.progress.write(line)
+            if self.step % config.log_every_steps < spd:
+                # Show the loss of the previous log point: long computed, so reading it never
+                # stalls the host while the device works through the queued steps.
+                if shown_loss is not None:
+                    self.progress.set_postfix(epoch=self.meta["epoch"] + 1, loss=f"{float(shown_loss):.4f}",
+                                              refresh=False)
+                shown_loss = loss
+            if self.step % config.checkpoint_every_steps < spd and self.step < epoch_end:
+                self.checkpoints.save_latest(self.step, self.state,
+                                             dict(self.meta, wall_time=time.time() - self.started))
+
+    def end_epoch(self, epoch_seconds: float) -> None:
+        """Validates, logs the epoch, keeps the best parameters and saves the state."""
+        epoch = self.meta["epoch"] + 1
+        state = self.state
+        train_loss = float(state["loss_sum"]) / max(int(state["loss_count"]), 1)
+        self.state = dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]), loss_count=jnp.zeros_like(state["loss_count"]))
+        scores = evaluation.run_evaluators(self.evaluators, self.model, model_variables(self.state))
+        improved = scores[self.metric] > self.meta["best_score"]
+        self.meta = dict(
+            self.meta,
+            epoch=epoch,
+            best_score=max(self.meta["best_score"], scores[self.metric]),
+            best_epoch=epoch if improved else self.meta["best_epoch"],
+            epochs_without_improvement=0 if improved else self.meta["epochs_without_improvement"] + 1,
+            wall_time=time.time() - self.started,
+            last_epoch_s=epoch_seconds,
+        )
+        hyperparameters = self.schedules.at((epoch - 1) * self.steps_per_epoch)
+        self.history.append({
+            "epoch": epoch,
+            "step": self.step,
+            "pairs": self.step * self.pairs_per_step,
+            "train_loss": train_loss,
+            **{f"val_{name}": value for name, value in scores.items()},
+            "hyperparameters": hyperparameters,
+            "wall_time": self.meta["wall_time"],
+        })
+        if self.primary:
+            workdir_files.write_metrics(self.workdir, self.history)
+            self.tensorboard.write(self.step, {
+                "train_loss": train_loss, **{f"val_{name}": value for name, value in scores.items()},
+                **{f"learning_rate/{layer}": h["learning_rate"] for layer, h in hyperparameters.items()},
+            })
+        if improved:
+            self.checkpoints.save_best(self.step, model_variables(self.state), dict(self.meta, val=scores))
+        self.checkpoints.save_latest(self.step, self.state, self.meta)
+        if self.primary:
+            best = "" if improved else f" (best {self.metric} {self.meta['best_score']:.4f} at epoch {self.meta['best_epoch']})"
+            self.progress.write(f"epoch {epoch}: train loss {train_loss:.4f}, val {format_scores(scores)}"
+                                + (" (best)" if improved else best))
+
+    def evaluate_best(self, stopped_by: str) -> dict:
+        """Evaluates the best parameters into WORKDIR/eval.json and prints the dataset's summary."""
+        model, best_variables = workdir_files.restore_model(self.workdir, self.config, "best", self.mesh)
+        result = {
+            "checkpoint": "best",
+            **self.experiment.evaluate(model, best_variables, self.mesh),
+            "training": {"epochs": self.meta["epoch"], "best_epoch": self.meta["best_epoch"], "steps": self.step,
+                         "pairs": self.step * self.pairs_per_step, "wall_time_s": self.meta["wall_time"],
+                         "stopped_by": stopped_by},
+            "provenance": provenance(self.mesh.size),
+        }
+        if self.primary:
+            workdir_files.write_json(result, workdir_files.evaluation_path(self.workdir))
+            print(self.experiment.summarize(result), flush=True)
+        return result
+
+    def run(self) -> dict:
+        """Trains, then evaluates the best checkpoint."""
+        stopped_by = self.train()
+        self.checkpoints.close()
+        self.tensorboard.close()
+        if self.primary and stopped_by == "patience":
+            print(f"stopped early: no better validation {self.metric} for {self.config.patience} epochs", flush=True)
+        if self.primary and stopped_by == "time_limit":
+            print(f"stopped after epoch {self.meta['epoch']}: another epoch (about {self.meta.get('last_epoch_s', 0):.0f}"
+                  f" s) would pass config.max_train_seconds={float(self.config.max_train_seconds):g}", flush=True)
+        return self.evaluate_best(stopped_by)
+
+
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     """Trains (resuming from WORKDIR if possible), then evaluates the best checkpoint into WORKDIR/eval.json.
 
-    Data parallel over `devices` (default: every device of every process). With several
-    processes, every process runs this; only process 0 prints and writes metrics and results.
+    Data parallel over `devices` (default: every device of every process).
     """
-    mesh = distributed.data_mesh(devices)
-    everywhere = distributed.replicated(mesh)
-    primary = distributed.is_primary()
-    validate_config(config, mesh.size)
-    prepare_workdir(workdir, config, save_config=primary)
-    workdir_path = epath.Path(workdir)
-
-    experiment = experiments.load_experiment(config, mesh)
-    tables = sampling.build_tables(experiment.train_groups, experiment.train_labels)
-    sampler, pairs_per_step = make_sampler(config, tables)
-    tables = distributed.put(tables, everywhere)
-    train_images = distributed.put(experiment.train_images, everywhere)
-    metric = config.validation.get("metric", "one_shot_accuracy")
-
-    model = build_model(config.model)
-    variables = init_variables(model, jax.random.PRNGKey(config.seed), input_shape(config))
-    layers = optim.layer_names(variables["params"])
-    l2 = optim.per_layer(config.l2, layers, "l2")
-    spd = config.steps_per_dispatch
-    steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / pairs_per_step / spd)) * spd
-    optimizer, schedules = optim.create_optimizer(config, variables["params"], steps_per_epoch)
-    state = distributed.put(initial_state(variables, optimizer, config.seed), everywhere)
-    # best_accuracy is the best value of the validation metric (config.validation.metric).
-    meta = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "epochs_without_improvement": 0, "wall_time": 0.0}
-
-    checkpoints = Checkpoints(workdir)
-    try:
-        restored = checkpoints.restore_latest(state)
-    except Exception as error:  # noqa: BLE001 - orbax reports shape mismatches in many ways.
-        raise UserError(
-            f"cannot restore {workdir}/checkpoints/latest ({type(error).__name__}): it was written by a "
-            "different model or is damaged; pass a new --workdir"
-        ) from None
-    if restored is not None:
-        state, meta = restored
-        if primary:
-            print(f"resuming from step {int(state['step'])} (epoch {meta['epoch']} done) in {workdir}", flush=True)
-    metrics_path = workdir_path / "metrics.jsonl"
-    history = read_metrics(metrics_path, meta["epoch"])
-    if primary:
-        write_metrics(metrics_path, history)
-
-    dispatch = make_dispatch(make_train_step(model, optimizer, sampler, config, l2, mesh), spd, mesh)
-    total_steps = config.num_epochs * steps_per_epoch
-    step = int(state["step"])
-    stopped_early = meta["epochs_without_improvement"] >= config.patience
-    time_limit = float(config.get("max_train_seconds", 0))
-    # Seconds of the last epoch, to tell whether one more fits the time limit.
-    epoch_seconds = meta.get("last_epoch_s", meta["wall_time"] / meta["epoch"] if meta["epoch"] else None)
-    stop_reason = "patience" if stopped_early else None
-    speed = SpeedReport(jax.default_backend(), pairs_per_step, enabled=primary and step < total_steps)
-    if primary:
-        images_per_step = jax.eval_shape(sampler, jax.random.PRNGKey(0), tables).images.shape[0]
-        print(describe_mesh(mesh, images_per_step, model.encoder.dtype), flush=True)
-    stop = _StopRequest()
-    previous_term = signal.signal(signal.SIGTERM, stop)
-    previous_int = signal.signal(signal.SIGINT, stop)
-    progress = tqdm(
-        total=total_steps * pairs_per_step, initial=step * pairs_per_step, unit="pair", unit_scale=True,
-        dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, smoothing=0.1, disable=not primary,
-    )
-    started = time.time() - meta["wall_time"]
-    in_flight = distributed.InFlight()
-    try:
-        while meta["epoch"] < config.num_epochs and not stopped_early:
-            if out_of_time(time_limit, time.time() - started, epoch_seconds):
-                stop_reason = "time_limit"
-                break
-            epoch_start = time.time()
-            epoch_end = (meta["epoch"] + 1) * steps_per_epoch
-            shown_loss = None
-            while step < epoch_end:
-                if stop.signal_name:
-                    raise _Interrupted(stop.signal_name)
-                state, loss = dispatch(state, train_images, tables)
-                in_flight.add(loss)  # Not the state: its buffers are donated to the next step.
-                step += spd
-                progress.update(spd * pairs_per_step)
-                line = speed.after_step(loss, step, total_steps)
-                if line:
-                    progress.write(line)
-                if step % config.log_every_steps < spd:
-                    # Show the loss of the previous log point: long computed, so reading it never
-                    # stalls the host while the device works through the queued steps.
-                    if shown_loss is not None:
-                        progress.set_postfix(epoch=meta["epoch"] + 1, loss=f"{float(shown_loss):.4f}", refresh=False)
-                    shown_loss = loss
-                if step % config.checkpoint_every_steps < spd and step < epoch_end:
-                    checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
-
-            epoch = meta["epoch"] + 1
-            epoch_seconds = time.time() - epoch_start
-            train_loss = float(state["loss_sum"]) / max(int(state["loss_count"]), 1)
-            state = dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]), loss_count=jnp.zeros_like(state["loss_count"]))
-            scores = experiment.validator(model, model_variables(state))
-            improved = scores[metric] > meta["best_accuracy"]
-            meta = dict(
-                meta,
-                epoch=epoch,
-                best_accuracy=max(meta["best_accuracy"], scores[metric]),
-                best_epoch=epoch if improved else meta["best_epoch"],
-                epochs_without_improvement=0 if improved else meta["epochs_without_improvement"] + 1,
-                wall_time=time.time() - started,
-                last_epoch_s=epoch_seconds,
-            )
-            record = {
-                "epoch": epoch,
-                "step": step,
-                "pairs": step * pairs_per_step,
-                "train_loss": train_loss,
-                "val_verification_accuracy": scores["verification_accuracy"],
-                "val_one_shot_accuracy": scores["one_shot_accuracy"],
-                "val_verification_auc": scores["verification_auc"],
-                "hyperparameters": schedules.at((epoch - 1) * steps_per_epoch),
-                "wall_time": meta["wall_time"],
-            }
-            history.append(record)
-            if primary:
-                write_metrics(metrics_path, history)
-            if improved:
-                checkpoints.save_best(step, model_variables(state), dict(meta, val=scores))
-            checkpoints.save_latest(step, state, meta)
-            if primary:
-                progress.write(
-                    f"epoch {epoch}: train loss {train_loss:.4f}, val one-shot "
-                    f"{100 * scores['one_shot_accuracy']:.1f}%, val verification {100 * scores['verification_accuracy']:.1f}% "
-                    f"(AUC {scores['verification_auc']:.3f})"
-                    + (" (best)" if improved else f" (best {metric} {meta['best_accuracy']:.4f} at epoch {meta['best_epoch']})")
-                )
-            stopped_early = meta["epochs_without_improvement"] >= config.patience and epoch < config.num_epochs
-            if stopped_early:
-                stop_reason = "patience"
-    except _Interrupted as why:
-        progress.close()
-        checkpoints.save_latest(step, state, dict(meta, wall_time=time.time() - started))
-        checkpoints.close()
-        raise UserError(f"interrupted ({why}); saved step {step}. Run the same command to resume") from None
-    finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
-        progress.close()
-    checkpoints.close()
-    if primary and stop_reason == "patience":
-        print(f"stopped early: no better validation {metric} for {config.patience} epochs", flush=True)
-    if primary and stop_reason == "time_limit":
-        print(f"stopped after epoch {meta['epoch']}: another epoch (about {epoch_seconds:.0f} s) would pass "
-              f"config.max_train_seconds={time_limit:g}", flush=True)
-
-    model, best_variables = evaluation.restore_model(workdir, config, "best", mesh)
-    result = {
-        "checkpoint": "best",
-        **experiment.evaluate(model, best_variables, mesh),
-        "training": {"epochs": meta["epoch"], "best_epoch": meta["best_epoch"], "steps": step,
-                     "pairs": step * pairs_per_step, "wall_time_s": meta["wall_time"],
-                     "stopped_by": stop_reason or "num_epochs"},
-        "provenance": provenance(mesh.size),
-    }
-    if primary:
-        evaluation.write_json(result, workdir_path / "eval.json")
-        print(experiment.summarize(result), flush=True)
-    return result
+    return Trainer(config, workdir, devices).run()
 
 
 FLAGS = flags.FLAGS

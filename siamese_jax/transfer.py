@@ -40,13 +40,13 @@ def nearest_neighbour_scores(images: np.ndarray, trials: Trials, chunk: int = 25
     return scores
 
 
-def evaluate_mnist(model, variables: dict, config, data_dir: str | None, tasks: int, seed: int,
-                   mesh: Mesh | None = None) -> dict:
+def evaluate_mnist(model, variables: dict, image_size: int, batch_size: int, data_dir: str | None, tasks: int,
+                   seed: int, mesh: Mesh | None = None) -> dict:
     """The model's and 1-nearest-neighbour's accuracy on the same 10-way one-shot MNIST tasks."""
     images, labels = load_mnist_test(data_dir)
     trials = mnist_trials(labels, tasks, seed)
-    eval_set = evaluation.make_eval_set(images, trials, prepare=lambda kept: to_model_input(kept / 255.0, config.image_size))
-    embeddings = evaluation.encode(model, variables, eval_set.images, config.eval_batch_size, mesh)
+    eval_set = evaluation.make_eval_set(images, trials, prepare=lambda kept: to_model_input(kept / 255.0, image_size))
+    embeddings = evaluation.encode(model, variables, eval_set.images, batch_size, mesh)
     model_scores = evaluation.trial_probabilities(model, variables, embeddings, eval_set.trials, mesh)
     return {
         "way": WAY,

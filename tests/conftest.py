@@ -111,9 +111,10 @@ def metrics(workdir: Path) -> list[dict]:
 
 def latest_params(workdir: Path, config, devices=None):
     """The parameters of a workdir's latest state, replicated over `devices` (default: all)."""
-    from siamese_jax import distributed, evaluation
+    from siamese_jax import distributed
+    from siamese_jax import workdir as workdir_files
 
-    return evaluation.restore_model(str(workdir), config, "latest", distributed.data_mesh(devices))[1]["params"]
+    return workdir_files.restore_model(str(workdir), config, "latest", distributed.data_mesh(devices))[1]["params"]
 
 
 def tiny_config_file(path: Path, data_dir: Path, cache_dir: Path, **overrides) -> Path:

@@ -191,4 +191,6 @@ def test_compare_runs_tool(trained_omniglot, tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(output.read_text())
     assert report["epochs_compared"] == 2 and report["train_loss_relative_difference"]["max"] == 0
+    assert report["final"][0]["runs"]["accuracy"] == report["final"][1]["runs"]["accuracy"]
+    assert "val_verification_auc" in report["per_epoch"][0]
     assert report["commands"] == ["a", "b"]

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from siamese_jax import augment, evaluation, faces, losses, train
+from siamese_jax import augment, evaluation, losses, train
+from siamese_jax import workdir as workdir_files
+from siamese_jax.experiments import lfw as faces
 from siamese_jax.data import lfw
 from siamese_jax.errors import ConfigError, DataError
 from siamese_jax.models import Encoder, SiameseNet, init_variables
@@ -263,7 +265,7 @@ def test_view1_training_reports_the_protocol(trained_faces):
     metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and all("val_verification_auc" in m for m in metrics)
     # Batch-norm running averages are part of the best checkpoint and restore with it.
-    _, variables = evaluation.restore_model(str(workdir), config, "best")
+    _, variables = workdir_files.restore_model(str(workdir), config, "best")
     assert "batch_stats" in variables
 
 
@@ -295,14 +297,15 @@ def test_evaluate_strict_view2_checks_the_fold_workdirs(trained_faces):
 def test_view2_fold_training_excludes_the_test_fold(synthetic_lfw_dir, cache_dir):
     config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
     config.lfw.protocol, config.lfw.fold = "view2", 3
-    dataset = faces.load_dataset(config)
-    train_ids, validation_ids = faces.split_training(config, dataset)
+    experiment = faces.Experiment(config)
+    dataset = experiment.dataset
+    train_ids, validation_ids = experiment.split_ids
     used = set(dataset.person[np.concatenate([train_ids, validation_ids])])
     assert used.isdisjoint({12, 13, 14, 15}) and not set(dataset.person[train_ids]) & set(dataset.person[validation_ids])
     assert all(synthetic.lfw_image_count(p) >= 2 for p in used)
     config.lfw.fold = 10
     with pytest.raises(ConfigError, match="config.lfw.fold must be in 0..9"):
-        faces.split_training(config, dataset)
+        faces.Experiment(config)
 
 
 def test_contrastive_loss_needs_the_euclidean_head(synthetic_lfw_dir, cache_dir, tmp_path):

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from siamese_jax import evaluation, predict
+from siamese_jax import predict
 from siamese_jax.data import images as image_files
 from siamese_jax.data.omniglot import load_runs
 from siamese_jax.errors import DataError
-from siamese_jax.tasks import runs_trials
+from siamese_jax import experiments
+from siamese_jax.experiments.omniglot import runs_trials
 from tests import synthetic
 from tests.conftest import REPO
 
@@ -61,7 +62,7 @@ def test_compare_is_symmetric_and_identical_images_score_higher(predictor, run01
 def test_classify_agrees_with_the_evaluation_trial_scores(predictor, trained_omniglot, run01):
     config = trained_omniglot[0]
     runs = load_runs(run01.parent)
-    probabilities = evaluation.runs_probabilities(predictor.model, predictor.variables, config, runs)
+    probabilities = experiments.build(config).runs_scores(predictor.model, predictor.variables, runs)
     trials = runs_trials(runs)
     for t, query in enumerate(trials.query):
         query_path = run01.parent / _name_of(runs, query)
@@ -159,8 +160,12 @@ def test_converter_follows_the_training_config(tmp_path):
     Image.fromarray(photo).save(tmp_path / "photo.jpg")
     config = load_config("folder")
     config.folder.style, config.channels, config.image_size = "photo", 3, 24
-    assert predict.image_converter(config)(tmp_path / "photo.jpg").shape == (24, 24, 3)
+    config.folder.path = str(tmp_path)
+
+    def converted(config):
+        return experiments.build(config).image_converter()(tmp_path / "photo.jpg").shape
+
+    assert converted(config) == (24, 24, 3)
     config.folder.style, config.channels = "strokes", 1
-    assert predict.image_converter(config)(tmp_path / "photo.jpg").shape == (24, 24)
-    lfw_config = load_config("lfw_cpu")
-    assert predict.image_converter(lfw_config)(tmp_path / "photo.jpg").shape == (32, 32)
+    assert converted(config) == (24, 24)
+    assert converted(load_config("lfw_cpu")) == (32, 32)

@@ -244,8 +244,9 @@ def test_time_limit_stops_before_an_epoch_that_would_not_fit(synthetic_data_dir,
     assert train.out_of_time(100, 60, 50) and not train.out_of_time(100, 60, 30)
 
 
-def test_first_line_names_the_mesh_and_a_speed_line_follows(trained_omniglot, synthetic_data_dir, cache_dir, tmp_path,
-                                                           capsys):
+def test_first_line_names_the_mesh_and_a_speed_line_follows(synthetic_data_dir, cache_dir, tmp_path, capsys,
+                                                           monkeypatch):
+    monkeypatch.setattr(train.SpeedReport, "MIN_STEPS", 1)
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=1)
     train.train_and_evaluate(config, str(tmp_path))
     out = capsys.readouterr().out.splitlines()

@@ -78,10 +78,7 @@ def _cache_key(classes, style: str, size: int, channels: int) -> str:
 
 def load_image_folder(root: str, style: str, size: int, channels: int, cache_dir: str | None = None) -> ImageFolder:
     """Decodes (or loads from the cache) every image of a class folder tree."""
-    if style not in STYLES:
-        raise ConfigError(f"config.folder.style must be one of {STYLES}, got {style!r}")
-    if style == "strokes" and channels != 1:
-        raise ConfigError("config.folder.style='strokes' is grayscale: set config.channels=1")
+    check_settings(style, channels)
     root_path = Path(root).expanduser()
     classes = scan(root_path)
     groups = tuple(dict.fromkeys(g for g, _, _ in classes))
@@ -103,12 +100,22 @@ def load_image_folder(root: str, style: str, size: int, channels: int, cache_dir
     return ImageFolder(arrays["images"], arrays["label"], arrays["group"], class_names, groups, str(root_path))
 
 
-def split_classes(dataset: ImageFolder, fractions, seed: int) -> dict[str, np.ndarray]:
-    """Image ids of the train, validation and test classes: each group's classes divided by `fractions`."""
+def check_settings(style: str, channels: int, fractions=(1.0, 0.0, 0.0)) -> None:
+    """Rejects a style, channel count or split that cannot work (before any image is read)."""
+    if style not in STYLES:
+        raise ConfigError(f"config.folder.style must be one of {STYLES}, got {style!r}")
+    if style == "strokes" and channels != 1:
+        raise ConfigError("config.folder.style='strokes' is grayscale: set config.channels=1")
     fractions = np.asarray(fractions, float)
     if fractions.shape != (3,) or (fractions < 0).any() or not np.isclose(fractions.sum(), 1):
         raise ConfigError(f"config.folder.split must be three fractions (train, validation, test) summing to 1, "
                           f"got {tuple(fractions)}")
+
+
+def split_classes(dataset: ImageFolder, fractions, seed: int) -> dict[str, np.ndarray]:
+    """Image ids of the train, validation and test classes: each group's classes divided by `fractions`."""
+    check_settings("strokes", 1, fractions)
+    fractions = np.asarray(fractions, float)
     rng = np.random.default_rng(seed)
     chosen = {name: [] for name in SPLITS}
     for g in range(len(dataset.group_names)):

@@ -38,6 +38,16 @@ def to_float(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32) / 255.0
 
 
+def read_image_file(path) -> bytes:
+    """The bytes of an image file, or a DataError naming it."""
+    from pathlib import Path
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise DataError(f"cannot read image {path}: {error.strerror}") from None
+
+
 def open_image(data: bytes, where: str):
     """A decoded PIL image, or a DataError naming `where` when the bytes are not an image."""
     from PIL import Image, UnidentifiedImageError

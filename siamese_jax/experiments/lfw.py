@@ -1,0 +1,288 @@
+"""Faces: training splits and the standard LFW protocols (View 1, View 2), plus one-shot identification.
+
+View 1 trains on the peopleDevTrain people, picks the verification threshold on the 2,200
+pairsDevTrain pairs and reports accuracy on the 1,000 pairsDevTest pairs. View 2 is 10-fold
+cross-validation on pairs.txt: for each fold the threshold is chosen on the other nine folds'
+pairs, and in the strict setting the model is also trained on the other nine folds' people
+(one training run per fold, --config.lfw.protocol=view2 --config.lfw.fold=K).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from jax.sharding import Mesh
+
+from siamese_jax import evaluation, workdir
+from siamese_jax.data import images as image_files
+from siamese_jax.data import lfw
+from siamese_jax.errors import ConfigError, DataError, UserError
+from siamese_jax.experiments import base
+from siamese_jax.tasks import Pairs, random_trials
+
+PROTOCOLS = ("view1", "view2")
+NUM_FOLDS = 10
+SETTINGS = {
+    "view1": "View 1: trained on the peopleDevTrain people; threshold chosen on the pairsDevTrain pairs",
+    "strict": "View 2, strict: per fold, a model trained on the people of the other nine folds (LFW's "
+              "unrestricted setting, no outside data) with the threshold chosen on those folds' pairs",
+    "thresholds_only": "View 2, thresholds only: one model for every fold, the threshold chosen on the other "
+                       "nine folds' pairs; the model was not retrained per fold, so its training people may "
+                       "appear in the test folds (not the standard protocol: use the strict setting to report)",
+}
+
+
+def with_min_images(dataset: lfw.LFW, ids: np.ndarray, minimum: int) -> np.ndarray:
+    """The ids whose person has at least `minimum` images among `ids`."""
+    counts = np.bincount(dataset.person[ids], minlength=len(dataset.names))
+    return ids[counts[dataset.person[ids]] >= minimum]
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
+    """The threshold t maximising the accuracy of 'same when score > t' on these pairs (a midpoint between scores)."""
+    order = np.argsort(scores, kind="stable")
+    s, y = np.asarray(scores, np.float64)[order], np.asarray(same, bool)[order]
+    # Cutting before sorted position k calls positions >= k 'same': correct = negatives below + positives above.
+    correct = np.concatenate([[0], np.cumsum(~y)]) + (y.sum() - np.concatenate([[0], np.cumsum(y)]))
+    cut_allowed = np.concatenate([[True], s[1:] > s[:-1], [True]])  # Never split tied scores.
+    k = int(np.argmax(np.where(cut_allowed, correct, -1)))
+    if k == 0:
+        return float(s[0] - 1.0)
+    if k == len(s):
+        return float(s[-1] + 1.0)
+    return float((s[k - 1] + s[k]) / 2)
+
+
+def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    """Accuracy of 'same when score > threshold'."""
+    return float(np.mean((np.asarray(scores) > threshold) == np.asarray(same, bool)))
+
+
+def cross_validate(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> dict:
+    """View 2 from pair scores [M, P]: M = 1 model for every fold, or M = 10 with row k trained without fold k.
+
+    For each fold the threshold is chosen on the other folds' pairs only, with that fold's model.
+    Reports the mean accuracy with its standard error (sample standard deviation / sqrt(folds)),
+    and the mean of the per-fold ROC AUCs.
+    """
+    scores = np.atleast_2d(scores)
+    folds = np.unique(fold)
+    if scores.shape[0] not in (1, len(folds)):
+        raise ValueError(f"scores has {scores.shape[0]} rows; expected 1 or one per fold ({len(folds)})")
+    per_fold = []
+    for k in folds:
+        row = scores[k if scores.shape[0] > 1 else 0]
+        test, train = fold == k, fold != k
+        threshold = best_threshold(row[train], same[train])
+        per_fold.append({
+            "fold": int(k),
+            "pairs": int(test.sum()),
+            "threshold": threshold,
+            "accuracy": accuracy_at(row[test], same[test], threshold),
+            "auc": evaluation.roc_auc(row[test], same[test]),
+        })
+    accuracies = np.array([f["accuracy"] for f in per_fold])
+    return {
+        "pairs": int(len(same)),
+        "accuracy": float(accuracies.mean()),
+        "std_error": float(accuracies.std(ddof=1) / math.sqrt(len(folds))) if len(folds) > 1 else None,
+        "auc": float(np.mean([f["auc"] for f in per_fold])),
+        "per_fold": per_fold,
+    }
+
+
+def format_lfw(result: dict) -> str:
+    """A human-readable summary of an LFW report."""
+    v = result["lfw"]
+    error = f" +- {100 * v['std_error']:.2f} (standard error over {len(v['per_fold'])} folds)" if v.get("std_error") else ""
+    lines = [
+        f"LFW {v['protocol']} ({v['setting']}): accuracy {100 * v['accuracy']:.2f}%{error} on {v['pairs']} pairs, "
+        f"ROC AUC {v['auc']:.4f}",
+        f"  {v['description']}",
+    ]
+    if "identification" in result:
+        ident = result["identification"]
+        lo, hi = ident["ci95"]
+        lines.append(
+            f"{ident['way']}-way one-shot identification of unseen people: {100 * ident['accuracy']:.2f}% over "
+            f"{ident['trials']} tasks (95% CI {100 * lo:.1f}-{100 * hi:.1f}; {ident['people']} people)"
+        )
+    if "validation" in result:
+        val = result["validation"]
+        lines.append(
+            f"validation (held-out training people): verification AUC {val['verification_auc']:.4f}, "
+            f"{100 * val['one_shot_accuracy']:.1f}% one-shot over {val['one_shot_trials']} trials"
+        )
+    return "\n".join(lines)
+
+
+class Experiment(base.Experiment):
+    """LFW: View 1 or one fold of View 2 (config.lfw), identification of unseen people."""
+
+    options = ("protocol",)
+
+    def check_config(self) -> None:
+        """The protocol, fold and split fractions."""
+        f = self.config.lfw
+        if f.protocol not in PROTOCOLS:
+            raise ConfigError(f"config.lfw.protocol must be one of {PROTOCOLS}, got {f.protocol!r}")
+        if f.protocol == "view2" and not 0 <= f.fold < NUM_FOLDS:
+            raise ConfigError(f"config.lfw.fold must be in 0..{NUM_FOLDS - 1} for view2, got {f.fold}")
+        if not 0 < f.validation_fraction < 1:
+            raise ConfigError(f"config.lfw.validation_fraction must lie in (0, 1), got {f.validation_fraction}")
+        if f.identification.way < 2:
+            raise ConfigError(f"config.lfw.identification.way must be at least 2, got {f.identification.way}")
+
+    @property
+    def data_dir(self) -> str | None:
+        """Where the archive and protocol files are (None: $SIAMESE_JAX_DATA_DIR)."""
+        return self.config.data_dir or None
+
+    @functools.cached_property
+    def dataset(self) -> lfw.LFW:
+        """The LFW images preprocessed as the config says."""
+        return lfw.load_lfw(self.data_dir, self.config.cache_dir or None, lfw.preprocessing(self.config))
+
+    def people_ids(self, trained: bool) -> np.ndarray:
+        """Image ids of the people a run trains on (`trained`) or never sees: peopleDevTrain/peopleDevTest
+        (view1), or the other nine folds / the held-out fold (view2)."""
+        f = self.config.lfw
+        if f.protocol == "view1":
+            name = "peopleDevTrain.txt" if trained else "peopleDevTest.txt"
+            return lfw.people_ids(self.dataset, lfw.read_people(self.data_dir, name))
+        folds = set(range(NUM_FOLDS)) - {f.fold} if trained else {f.fold}
+        return lfw.people_ids(self.dataset, lfw.read_people(self.data_dir, "people.txt"), folds)
+
+    @functools.cached_property
+    def split_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(training ids, validation ids): training people with two or more images, a fraction held out.
+
+        Only people with two or more images can form same pairs; people with one are left out of
+        training. The validation people, drawn with config.lfw.split_seed, are never trained on.
+        """
+        f = self.config.lfw
+        eligible = with_min_images(self.dataset, self.people_ids(trained=True), 2)
+        people = np.unique(self.dataset.person[eligible])
+        count = int(round(f.validation_fraction * len(people)))
+        if not 0 < count < len(people) - 1:
+            raise ConfigError(
+                f"config.lfw.validation_fraction={f.validation_fraction} leaves {count} of {len(people)} "
+                "people with two or more images for validation: it must leave some for both"
+            )
+        held_out = np.random.default_rng(f.split_seed).choice(people, count, replace=False)
+        in_validation = np.isin(self.dataset.person[eligible], held_out)
+        return eligible[~in_validation], eligible[in_validation]
+
+    def training_set(self) -> base.TrainingSet:
+        """The training people's images; no alphabets, so any two people form a different pair."""
+        ids = self.split_ids[0]
+        return base.TrainingSet(self.dataset.images[ids], np.zeros(len(ids), np.int32), self.dataset.person[ids])
+
+    def validation_split(self) -> evaluation.Split:
+        """The held-out training people: identification trials and verification pairs among them."""
+        one_group = np.zeros(len(self.dataset.person), np.int32)
+        return evaluation.Split(self.dataset.images, one_group, self.dataset.person, self.split_ids[1])
+
+    def pair_scores(self, model, variables: dict, pairs: lfw.PairList, mesh: Mesh | None) -> np.ndarray:
+        """The model's same-person probability for every pair of a protocol file."""
+        left, right = lfw.pair_ids(self.dataset, pairs)
+        eval_set = evaluation.make_eval_set(self.dataset.images, pairs=Pairs(left, right, pairs.same))
+        embeddings = evaluation.encode(model, variables, eval_set.images, self.config.eval_batch_size, mesh)
+        return evaluation.pair_probabilities(model, variables, embeddings, eval_set.pairs, mesh)
+
+    def view1(self, model, variables: dict, mesh: Mesh | None) -> dict:
+        """View 1: threshold from the pairsDevTrain pairs, accuracy and AUC on the pairsDevTest pairs."""
+        train_pairs = lfw.read_pairs(self.data_dir, "pairsDevTrain.txt")
+        test_pairs = lfw.read_pairs(self.data_dir, "pairsDevTest.txt")
+        threshold = best_threshold(self.pair_scores(model, variables, train_pairs, mesh), train_pairs.same)
+        scores = self.pair_scores(model, variables, test_pairs, mesh)
+        return {
+            "protocol": "view1",
+            "setting": "view1",
+            "description": SETTINGS["view1"],
+            "pairs": int(len(scores)),
+            "accuracy": accuracy_at(scores, test_pairs.same, threshold),
+            "std_error": None,
+            "auc": evaluation.roc_auc(scores, test_pairs.same),
+            "threshold": threshold,
+        }
+
+    def view2(self, models_and_variables: list, mesh: Mesh | None) -> dict:
+        """View 2 over pairs.txt: one (model, variables) for every fold (thresholds only), or ten, the k-th for fold k."""
+        pairs = lfw.read_pairs(self.data_dir, "pairs.txt")
+        if pairs.num_folds != NUM_FOLDS:
+            raise DataError(f"{pairs.source} holds {pairs.num_folds} folds; View 2 has {NUM_FOLDS}")
+        scores = np.stack([self.pair_scores(m, v, pairs, mesh) for m, v in models_and_variables])
+        setting = "strict" if len(scores) == NUM_FOLDS else "thresholds_only"
+        return {"protocol": "view2", "setting": setting, "description": SETTINGS[setting],
+                **cross_validate(scores, pairs.same, pairs.fold)}
+
+    def view2_fold(self, model, variables: dict, mesh: Mesh | None) -> dict:
+        """The result on its own test fold of a model trained for View 2 fold config.lfw.fold."""
+        fold = self.config.lfw.fold
+        pairs = lfw.read_pairs(self.data_dir, "pairs.txt")
+        everything = cross_validate(self.pair_scores(model, variables, pairs, mesh), pairs.same, pairs.fold)
+        return {"protocol": "view2", "setting": "strict, one fold",
+                "description": f"fold {fold} of the strict View 2 setting; the 10 fold runs together "
+                               "give the View 2 result (python -m siamese_jax.evaluate --fold_workdirs=...)",
+                **everything["per_fold"][fold]}
+
+    def identification(self, model, variables: dict, mesh: Mesh | None) -> dict:
+        """N-way one-shot identification among people the run never trained on, with a 95% interval.
+
+        Each task shows one gallery image of each of N people with two or more images and a
+        different image of one of them as the query.
+        """
+        ident = self.config.lfw.identification
+        ids = with_min_images(self.dataset, self.people_ids(trained=False), 2)
+        people = len(np.unique(self.dataset.person[ids]))
+        if people < ident.way:
+            raise ConfigError(f"{ident.way}-way identification needs {ident.way} unseen people with two or more "
+                              f"images; this split has {people}")
+        one_group = np.zeros(len(self.dataset.person), np.int32)
+        trials = random_trials(ids, one_group, self.dataset.person, ident.way, 1, ident.tasks, ident.seed)
+        eval_set = evaluation.make_eval_set(self.dataset.images, trials)
+        return {"way": ident.way, "people": people,
+                **evaluation.evaluate_one_shot(model, variables, eval_set, self.config.eval_batch_size, mesh=mesh)}
+
+    def evaluate(self, model, variables: dict, mesh: Mesh | None = None, protocol: str | None = None) -> dict:
+        """The run's protocol result, identification and validation; with `protocol`='view2' on a View 1
+        model, View 2 with this one model for every fold (thresholds only)."""
+        own = self.config.lfw.protocol
+        if protocol not in (None, own):
+            if protocol == "view1":
+                raise UserError(f"this run was trained for View 2 fold {self.config.lfw.fold}, whose training "
+                                "people include View 1's test people: evaluate it with --protocol=view2")
+            return {"lfw": self.view2([(model, variables)], mesh)}
+        verification = self.view1(model, variables, mesh) if own == "view1" else self.view2_fold(model, variables, mesh)
+        return {
+            "lfw": verification,
+            "identification": self.identification(model, variables, mesh),
+            "validation": evaluation.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True),
+        }
+
+    def summarize(self, result: dict) -> str:
+        """The protocol line, identification and validation."""
+        return format_lfw(result)
+
+    def image_converter(self):
+        """Any photo -> the centre crop, grayscale or RGB, at the model's input size."""
+        prep = lfw.preprocessing(self.config)
+        return lambda path: lfw.decode_face(image_files.read_image_file(path), str(path), prep)
+
+    @classmethod
+    def evaluate_folds(cls, workdirs: list[str], checkpoint: str = "best", mesh: Mesh | None = None) -> dict:
+        """LFW View 2 in the strict setting from the ten fold workdirs (fold k's model scores fold k)."""
+        if len(workdirs) != NUM_FOLDS:
+            raise UserError(f"--fold_workdirs needs {NUM_FOLDS} workdirs (folds 0-9 in order), got {len(workdirs)}")
+        configs = [workdir.load_config(w) for w in workdirs]
+        for k, (path, config) in enumerate(zip(workdirs, configs)):
+            if (base.dataset_name(config) != "lfw" or config.lfw.protocol != "view2" or config.lfw.fold != k):
+                raise UserError(f"{path} is not a View 2 fold {k} run (train it with --config.lfw.protocol=view2 "
+                                f"--config.lfw.fold={k})")
+            if lfw.preprocessing(config) != lfw.preprocessing(configs[0]):
+                raise UserError(f"{path} preprocesses images differently from {workdirs[0]}")
+        models = [workdir.restore_model(w, c, checkpoint, mesh) for w, c in zip(workdirs, configs)]
+        return {"lfw": cls(configs[0]).view2(models, mesh), "fold_workdirs": list(workdirs)}

@@ -1,0 +1,145 @@
+"""A training run's workdir: config.json, metrics.jsonl, eval.json, tensorboard/ and checkpoints/.
+
+Every command reads and writes workdirs through this module; paths may be local or gs://
+(etils.epath), and every file is written atomically, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import ml_collections
+from etils import epath
+from jax.sharding import Mesh
+
+from siamese_jax import distributed
+from siamese_jax.errors import DataError, UserError
+from siamese_jax.files import write_atomically
+from siamese_jax.models import build_model, init_variables, input_shape
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+EVALUATION = "eval.json"
+TENSORBOARD = "tensorboard"
+# Config entries that fix the parameters' shapes: a workdir's checkpoints only fit these.
+MODEL_KEYS = ("model", "image_size", "channels")
+# Entries of config.model that change how the network computes, not its parameters: a run may
+# resume with another compute dtype or dropout rate.
+NOT_SHAPE_KEYS = ("dtype", "dropout")
+
+
+def prepare(workdir: str, config, save_config: bool = True) -> None:
+    """Creates the workdir, checks it is writable and that its checkpoints fit this model; saves the config."""
+    path = epath.Path(workdir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test.{jax.process_index()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write to workdir {workdir}: {error.strerror or error}") from None
+    saved_path = path / CONFIG
+    if saved_path.exists():
+        changed = changed_model_keys(json.loads(saved_path.read_text()), json.loads(config.to_json()))
+        if changed:
+            raise UserError(
+                f"{workdir} holds checkpoints of a different model ({', '.join(changed)} differ from this "
+                "config): pass a new --workdir, or delete that one to start over"
+            )
+    if save_config:
+        write_atomically(saved_path, config.to_json(indent=2) + "\n")
+
+
+def changed_model_keys(saved: dict, current: dict) -> list[str]:
+    """The MODEL_KEYS whose values differ between two configs (as dicts), ignoring NOT_SHAPE_KEYS."""
+
+    def shape_part(entries: dict) -> dict:
+        model = {k: v for k, v in (entries.get("model") or {}).items() if k not in NOT_SHAPE_KEYS}
+        return dict(entries, model=model)
+
+    saved, current = shape_part(saved), shape_part(current)
+    return [k for k in MODEL_KEYS if saved.get(k) != current.get(k)]
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a training run saved in its workdir."""
+    path = epath.Path(workdir) / CONFIG
+    if not path.exists():
+        raise DataError(f"{path} not found: --workdir must be a directory written by siamese_jax.train")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def read_metrics(workdir: str, up_to_epoch: int | None = None) -> list[dict]:
+    """The per-epoch records of metrics.jsonl (none when it does not exist), up to `up_to_epoch` if given.
+
+    Records past `up_to_epoch` belong to work being redone after a resume.
+    """
+    path = epath.Path(workdir) / METRICS
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if up_to_epoch is None or r["epoch"] <= up_to_epoch]
+
+
+def write_metrics(workdir: str, records: list[dict]) -> None:
+    """Rewrites metrics.jsonl atomically."""
+    write_atomically(epath.Path(workdir) / METRICS, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def evaluation_path(workdir: str) -> epath.Path:
+    """Where training writes the evaluation of the best checkpoint, and `evaluate` by default."""
+    return epath.Path(workdir) / EVALUATION
+
+
+def write_json(result: dict, path: epath.PathLike) -> None:
+    """Writes a result atomically, creating its folder."""
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(result, indent=2) + "\n")
+
+
+def restore_model(workdir: str, config, which: str, mesh: Mesh | None = None):
+    """The model of a workdir and its 'best' or 'latest' variables, replicated over `mesh` (default: all devices).
+
+    Checkpoints written with any device count restore onto any other.
+    """
+    from siamese_jax.checkpointing import Checkpoints  # Deferred: orbax is slow to import.
+
+    model = build_model(config.model)
+    like = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), input_shape(config)))
+    where = distributed.replicated(mesh or distributed.data_mesh())
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), like)
+    checkpoints = Checkpoints(workdir)
+    variables = checkpoints.restore_variables(which, like)
+    checkpoints.close()
+    if variables is None:
+        raise DataError(f"no {which} checkpoint in {workdir}/checkpoints: train first, or pass --checkpoint=latest")
+    return model, variables
+
+
+class TensorBoard:
+    """Scalars of each epoch as TensorBoard event files in WORKDIR/tensorboard (tensorboardX: no TensorFlow).
+
+    `tensorboard --logdir=WORKDIR` shows a run while it trains; metrics.jsonl stays the record.
+    """
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(epath.Path(workdir) / TENSORBOARD))
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        """Writes one point of each scalar, at `step`, and flushes."""
+        if self.writer is None:
+            return
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Closes the event file."""
+        if self.writer is not None:
+            self.writer.close()
