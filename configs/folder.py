@@ -29,7 +29,7 @@ def get_config():
     for unused in ("train", "test"):
         del config[unused]
     config.validation = ml_collections.ConfigDict(dict(way=5, one_shot_trials=500, verification_pairs=2000, seed=1,
-                                                       metric="one_shot_accuracy"))
+                                                       evals=("verification", "one_shot"), metric="one_shot_accuracy"))
     config.test = ml_collections.ConfigDict(dict(way=5, shots=1, tasks=1000, seed=2))
     # Groups of 4 classes x 2 images: every class needs 2 images, every training group 4 classes.
     config.classes_per_alphabet = 4

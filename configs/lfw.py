@@ -36,7 +36,8 @@ def get_config():
         identification=ml_collections.ConfigDict(dict(way=10, tasks=1000, seed=2)),
     ))
     config.validation = ml_collections.ConfigDict(dict(
-        way=20, one_shot_trials=500, verification_pairs=2000, seed=1, metric="verification_auc",
+        way=20, one_shot_trials=500, verification_pairs=2000, seed=1, evals=("verification", "one_shot"),
+        metric="verification_auc",
     ))
 
     config.model = ml_collections.ConfigDict(dict(

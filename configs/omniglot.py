@@ -36,6 +36,9 @@ def get_config():
     config.validation = ml_collections.ConfigDict(
         dict(set="evaluation", alphabets=VALIDATION_ALPHABETS, drawers=(1, 2, 3, 4),
              way=20, one_shot_trials=320, verification_pairs=10_000, seed=1,
+             # Evaluators run after each epoch (siamese_jax.evaluation.EVALUATORS); each metric they
+             # report is logged as val_<metric>.
+             evals=("verification", "one_shot"),
              # What picks the best checkpoint and early stopping: the one-shot task itself.
              metric="one_shot_accuracy")
     )

@@ -57,21 +57,6 @@ class Checkpoints:
         """Saves the variables of a new best model: some of COLLECTIONS ('params', and 'batch_stats' if any)."""
         self._save(self.best, step, variables, meta)
 
-    def latest_meta(self) -> dict | None:
-        """Metadata of the latest state, or None when there is none."""
-        return self._meta(self.latest)
-
-    def best_meta(self) -> dict | None:
-        """Metadata of the best parameters, or None when there are none."""
-        return self._meta(self.best)
-
-    @staticmethod
-    def _meta(manager: ocp.CheckpointManager) -> dict | None:
-        step = manager.latest_step()
-        if step is None:
-            return None
-        return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
     def restore_latest(self, like) -> tuple[Any, dict] | None:
         """The latest state (shaped like `like`) and its metadata, or None."""
         step = self.latest.latest_step()

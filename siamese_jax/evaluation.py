@@ -100,14 +100,24 @@ def _trial_score_fn(model: SiameseNet):
     def score(variables, embeddings, query, support):
         h_query = embeddings[query][:, None, None, :]  # [T, 1, 1, D]
         logits = model.apply(variables, h_query, embeddings[support], method=SiameseNet.score)
-        return jnp.mean(jax.nn.sigmoid(logits), axis=-1)  # Average over the K shots: [T, N].
+        return mean_log_probability(logits)
 
     return score
 
 
-def trial_probabilities(model: SiameseNet, variables: dict, embeddings: jax.Array, trials: Trials,
-                        mesh: Mesh | None = None) -> np.ndarray:
-    """Probability [T, N] that each trial's query matches each support class."""
+def mean_log_probability(logits: jax.Array) -> jax.Array:
+    """log of the mean same-class probability over the last axis (the K shots), computed without rounding.
+
+    In float32 the sigmoid itself is exactly 1.0 for logits above about 17, so a confident model's
+    candidates would tie; log-sigmoid keeps them apart, and log-mean-exp averages the shots.
+    """
+    return jax.nn.logsumexp(jax.nn.log_sigmoid(logits.astype(jnp.float32)), axis=-1) - jnp.log(logits.shape[-1])
+
+
+def trial_scores(model: SiameseNet, variables: dict, embeddings: jax.Array, trials: Trials,
+                 mesh: Mesh | None = None) -> np.ndarray:
+    """Score [T, N] of each trial's support classes for its query: the log of the mean same-class
+    probability over the class's K shots (exp() gives the probability)."""
     score = _trial_score_fn(model)
     count = len(trials.query)
     pad = -count % TRIAL_CHUNK
@@ -121,17 +131,16 @@ def trial_probabilities(model: SiameseNet, variables: dict, embeddings: jax.Arra
     return np.concatenate([np.asarray(chunk) for chunk in out])[:count]
 
 
-def pair_probabilities(model: SiameseNet, variables: dict, embeddings: jax.Array, pairs: Pairs,
-                       mesh: Mesh | None = None) -> np.ndarray:
-    """Probability [P] that each pair shows one class."""
+def pair_logits(model: SiameseNet, variables: dict, embeddings: jax.Array, pairs: Pairs,
+                mesh: Mesh | None = None) -> np.ndarray:
+    """Logit [P] that each pair shows one class (sigmoid() gives the probability; ranking by logits
+    never ties where float32 probabilities round to 1.0)."""
     return np.asarray(_pair_score_fn(model)(*_replicated_inputs(mesh, variables, embeddings, pairs.left, pairs.right)))
 
 
 @functools.lru_cache(maxsize=8)
 def _pair_score_fn(model: SiameseNet):
-    return jax.jit(
-        lambda v, e, a, b: jax.nn.sigmoid(model.apply(v, e[a], e[b], method=SiameseNet.score))
-    )
+    return jax.jit(lambda v, e, a, b: model.apply(v, e[a], e[b], method=SiameseNet.score).astype(jnp.float32))
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -144,9 +153,23 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     return (max(0.0, center - half), min(1.0, center + half))
 
 
-def one_shot_summary(probabilities: np.ndarray, trials: Trials, group_names=None) -> dict:
-    """Accuracy of picking the most probable class, overall and per group, with a 95% interval."""
-    correct = np.argmax(probabilities, axis=1) == trials.answer
+def picked_correctly(scores: np.ndarray, answer: np.ndarray) -> np.ndarray:
+    """Whether each trial's answer scores strictly above every other candidate: a tie at the top is wrong."""
+    top = scores.max(axis=1, keepdims=True)
+    return (scores[np.arange(len(answer)), answer] == top[:, 0]) & ((scores == top).sum(axis=1) == 1)
+
+
+def chosen_candidates(scores: np.ndarray, answer: np.ndarray) -> np.ndarray:
+    """The candidate each trial picks, as picked_correctly judges it: the answer when it scores strictly
+    best, otherwise the best-scored other candidate."""
+    others = np.where(np.arange(scores.shape[1]) == answer[:, None], -np.inf, scores)
+    return np.where(picked_correctly(scores, answer), answer, others.argmax(axis=1))
+
+
+def one_shot_summary(scores: np.ndarray, trials: Trials, group_names=None) -> dict:
+    """Accuracy of picking the best-scored class (ties at the top count as wrong), overall and per group,
+    with a 95% interval."""
+    correct = picked_correctly(scores, trials.answer)
     summary = {
         "trials": int(correct.size),
         "correct": int(correct.sum()),
@@ -169,8 +192,8 @@ def evaluate_one_shot(model, variables: dict, eval_set: EvalSet, batch_size: int
                       mesh: Mesh | None = None) -> dict:
     """One-shot summary of an EvalSet's trials."""
     embeddings = encode(model, variables, eval_set.images, batch_size, mesh)
-    probabilities = trial_probabilities(model, variables, embeddings, eval_set.trials, mesh)
-    return one_shot_summary(probabilities, eval_set.trials, group_names)
+    return one_shot_summary(trial_scores(model, variables, embeddings, eval_set.trials, mesh), eval_set.trials,
+                            group_names)
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -217,7 +240,7 @@ class OneShotEvaluator:
 
 
 class VerificationEvaluator:
-    """Fixed pairs from a split, half same class: accuracy at probability 0.5 and ROC AUC."""
+    """Fixed pairs from a split, half same class: accuracy at probability 0.5 (logit 0) and ROC AUC."""
 
     metrics = ("verification_accuracy", "verification_auc")
 
@@ -230,9 +253,9 @@ class VerificationEvaluator:
         """The metrics of a model's variables."""
         embeddings = encode(model, variables, self.eval_set.images, self.batch_size, self.mesh)
         pairs = self.eval_set.pairs
-        probabilities = pair_probabilities(model, variables, embeddings, pairs, self.mesh)
-        return {"verification_accuracy": float(((probabilities > 0.5) == pairs.same).mean()),
-                "verification_auc": roc_auc(probabilities, pairs.same)}
+        logits = pair_logits(model, variables, embeddings, pairs, self.mesh)
+        return {"verification_accuracy": float(((logits > 0) == pairs.same).mean()),
+                "verification_auc": roc_auc(logits, pairs.same)}
 
     def sizes(self) -> dict[str, int]:
         """How many pairs the metrics average over."""

@@ -78,10 +78,17 @@ def plot_runs(summary: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_errors(runs, trials, probabilities: np.ndarray, path: Path, limit: int, per_row: int = 4) -> Path:
-    """A grid of wrong trials, `per_row` to a row: query, true match, chosen match, with their scores."""
-    chosen = probabilities.argmax(1)
-    wrong = np.flatnonzero(chosen != trials.answer)[:limit]
+def plot_errors(runs, trials, scores: np.ndarray, path: Path, limit: int, per_row: int = 4) -> Path:
+    """A grid of wrong trials, `per_row` to a row: query, true match, chosen match, with their probabilities.
+
+    `scores` are log probabilities (evaluation.trial_scores); a trial whose answer ties at the top counts
+    as wrong, as in the evaluation.
+    """
+    from siamese_jax.evaluation import chosen_candidates
+
+    chosen, probabilities = chosen_candidates(scores, trials.answer), np.exp(scores)
+    all_wrong = np.flatnonzero(chosen != trials.answer)
+    wrong = all_wrong[:limit]
     rows = max(-(-len(wrong) // per_row), 1)
     figure, axes = _figure(rows, 3 * per_row, 2.9 * per_row, max(1.25 * rows + 0.4, 2.2))
     for i, t in enumerate(wrong):
@@ -97,7 +104,7 @@ def plot_errors(runs, trials, probabilities: np.ndarray, path: Path, limit: int,
             ax.set_title(title, fontsize=7, color="#c62828" if k == 2 else "black")
     for ax in axes.ravel():
         ax.axis("off")
-    shown = f"{len(wrong)} of {int((chosen != trials.answer).sum())}" if len(wrong) else "no"
+    shown = f"{len(wrong)} of {len(all_wrong)}" if len(wrong) else "no"
     figure.suptitle(f"Wrong trials ({shown}): query, its true match, the model's choice", fontsize=9)
     return _save(figure, path)
 
@@ -111,9 +118,14 @@ def _png_data_uri(ink: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def page_data(runs, trials, probabilities: np.ndarray) -> dict:
-    """Everything the page shows, as JSON-ready values: images once, trials as indices into them."""
-    chosen = probabilities.argmax(1)
+def page_data(runs, trials, scores: np.ndarray) -> dict:
+    """Everything the page shows, as JSON-ready values: images once, trials as indices into them.
+
+    `scores` are log probabilities; the page shows probabilities.
+    """
+    from siamese_jax.evaluation import chosen_candidates
+
+    chosen, probabilities = chosen_candidates(scores, trials.answer), np.exp(scores)
     return {
         "images": [_png_data_uri(image) for image in runs.images],
         "runs": list(runs.names),

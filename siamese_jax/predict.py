@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+import jax
 import numpy as np
 from absl import app, flags, logging
 
@@ -72,29 +73,34 @@ class Predictor:
         self.model, self.variables = workdir_files.restore_model(workdir, self.config, checkpoint)
         self.convert = experiments.build(self.config).image_converter()
 
-    def pair_probabilities(self, images: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Same-class probability of each (left, right) pair of model-input images."""
+    def pair_logits(self, images: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Same-class logit of each (left, right) pair of model-input images."""
         embeddings = evaluation.encode(self.model, self.variables, images, self.config.eval_batch_size)
         pairs = Pairs(np.asarray(left, np.int32), np.asarray(right, np.int32), np.zeros(len(left), bool))
-        return evaluation.pair_probabilities(self.model, self.variables, embeddings, pairs)
+        return evaluation.pair_logits(self.model, self.variables, embeddings, pairs)
 
     def compare(self, a: Path, b: Path) -> float:
         """Probability that images a and b show the same class."""
         images = np.stack([self.convert(a), self.convert(b)])
-        return float(self.pair_probabilities(images, [0], [1])[0])
+        return float(jax.nn.sigmoid(self.pair_logits(images, [0], [1])[0]))
 
     def classify(self, query: Path, support: Path) -> list[dict]:
-        """Every support class with its mean same-class probability against the query, best first."""
+        """Every support class with its mean same-class probability against the query, best first.
+
+        Classes are ranked by the log of that mean, computed stably (evaluation.mean_log_probability),
+        so that probabilities that round to 1.0 still rank as the evaluation ranks them.
+        """
         classes = support_classes(support)
         paths = [query] + [p for ps in classes.values() for p in ps]
-        probabilities = self.pair_probabilities(np.stack([self.convert(p) for p in paths]),
-                                                np.zeros(len(paths) - 1), np.arange(1, len(paths)))
+        logits = self.pair_logits(np.stack([self.convert(p) for p in paths]), np.zeros(len(paths) - 1),
+                                  np.arange(1, len(paths)))
         ranking, start = [], 0
         for name, class_paths in classes.items():
-            scores = probabilities[start : start + len(class_paths)]
-            ranking.append({"class": name, "score": float(scores.mean()), "images": len(class_paths)})
+            log_score = float(evaluation.mean_log_probability(logits[start : start + len(class_paths)]))
+            ranking.append({"class": name, "score": float(np.exp(log_score)), "log_score": log_score,
+                            "images": len(class_paths)})
             start += len(class_paths)
-        return sorted(ranking, key=lambda r: -r["score"])
+        return sorted(ranking, key=lambda r: -r["log_score"])
 
 
 def main(argv):

@@ -103,11 +103,6 @@ class GroupLayout:
     classes: int
     images: int
 
-    @property
-    def batch_images(self) -> int:
-        """Images encoded per step."""
-        return self.alphabets * self.classes * self.images
-
     def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every unordered pair inside each alphabet group: (left, right, same) as host arrays."""
         group = self.classes * self.images

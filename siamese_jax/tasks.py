@@ -71,17 +71,29 @@ def random_trials(
 
 
 def random_pairs(indices: np.ndarray, alphabet: np.ndarray, label: np.ndarray, count: int, seed: int) -> Pairs:
-    """`count` verification pairs, half of one class (two images), half of two classes of one alphabet."""
+    """`count` verification pairs, half of one class (two images), half of two classes of one alphabet.
+
+    Same pairs come from classes with two or more images; a class with one image only appears in
+    different pairs.
+    """
     rng = np.random.default_rng(seed)
     classes_of, images_of = _by_class(indices, alphabet, label)
     alphabets = [a for a, classes in classes_of.items() if len(classes) >= 2]
+    pairable = {a: [c for c in classes if len(images_of[c]) >= 2] for a, classes in classes_of.items()}
+    same_alphabets = [a for a in alphabets if pairable[a]]
+    if not alphabets:
+        raise DataError("verification pairs need a group with two or more classes; this split has none")
+    if not same_alphabets:
+        raise DataError("verification pairs need classes with two or more images; every class of this split has "
+                        "one (a class folder with a single image cannot form a same pair)")
     left, right = np.empty(count, np.int32), np.empty(count, np.int32)
     same = np.arange(count) < count // 2
     for p in range(count):
-        classes = classes_of[alphabets[rng.integers(len(alphabets))]]
         if same[p]:
+            classes = pairable[same_alphabets[rng.integers(len(same_alphabets))]]
             left[p], right[p] = rng.choice(images_of[classes[rng.integers(len(classes))]], 2, replace=False)
         else:
+            classes = classes_of[alphabets[rng.integers(len(alphabets))]]
             c1, c2 = rng.choice(classes, 2, replace=False)
             left[p], right[p] = rng.choice(images_of[c1]), rng.choice(images_of[c2])
     return Pairs(left, right, same)

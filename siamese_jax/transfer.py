@@ -47,7 +47,7 @@ def evaluate_mnist(model, variables: dict, image_size: int, batch_size: int, dat
     trials = mnist_trials(labels, tasks, seed)
     eval_set = evaluation.make_eval_set(images, trials, prepare=lambda kept: to_model_input(kept / 255.0, image_size))
     embeddings = evaluation.encode(model, variables, eval_set.images, batch_size, mesh)
-    model_scores = evaluation.trial_probabilities(model, variables, embeddings, eval_set.trials, mesh)
+    model_scores = evaluation.trial_scores(model, variables, embeddings, eval_set.trials, mesh)
     return {
         "way": WAY,
         "shots": 1,

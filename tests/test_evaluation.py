@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from siamese_jax import distributed, evaluation, tasks
+from siamese_jax.errors import DataError
 from siamese_jax.data import omniglot
 from siamese_jax.models import Encoder, SiameseNet, init_variables
 
@@ -80,7 +81,7 @@ def test_head_scores_match_pairwise_model_calls():
         query=np.array([6, 2], np.int32), answer=np.array([0, 1], np.int32), group=np.zeros(2, np.int32),
     )
     embeddings = evaluation.encode(model, variables, images, batch_size=4)
-    probabilities = evaluation.trial_probabilities(model, variables, embeddings, trials)
+    probabilities = np.exp(evaluation.trial_scores(model, variables, embeddings, trials))
     x = jnp.asarray(images, jnp.float32) / 255
     for t in range(2):
         for n in range(3):
@@ -98,3 +99,54 @@ def test_encoding_many_batches_on_every_device_matches_one_device():
     every_device = evaluation.encode(model, variables, images, batch_size=32)
     one_device = evaluation.encode(model, variables, images, batch_size=256, mesh=distributed.data_mesh(jax.devices()[:1]))
     np.testing.assert_allclose(np.asarray(every_device), np.asarray(one_device), rtol=1e-4, atol=1e-5)
+
+
+def test_a_tie_at_the_top_counts_as_wrong():
+    trials = _trials(count=3, way=3)
+    scores = np.zeros((3, 3))
+    scores[0, trials.answer[0]] = 1.0  # Strictly best: right.
+    scores[1, :] = 1.0  # Every candidate tied: wrong, whichever index argmax would give.
+    scores[2, trials.answer[2]] = scores[2, (trials.answer[2] + 1) % 3] = 1.0  # Answer tied with another: wrong.
+    assert evaluation.one_shot_summary(scores, trials)["correct"] == 1
+    chosen = evaluation.chosen_candidates(scores, trials.answer)
+    assert chosen[0] == trials.answer[0] and chosen[2] == (trials.answer[2] + 1) % 3 and chosen[1] != trials.answer[1]
+
+
+def test_confident_logits_keep_their_order_where_float32_probabilities_round_to_one():
+    logits = jnp.array([[[20.0], [25.0], [30.0]]])  # sigmoid() is exactly 1.0 for each in float32.
+    assert np.all(np.asarray(jax.nn.sigmoid(logits)) == 1.0)
+    scores = np.asarray(evaluation.mean_log_probability(logits))
+    assert scores[0, 2] > scores[0, 1] > scores[0, 0]
+    # K shots: the log of the mean probability, not the mean of the logits.
+    two_shots = evaluation.mean_log_probability(jnp.array([[0.0, -100.0]]))
+    assert float(two_shots[0]) == pytest.approx(np.log(0.25), rel=1e-5)
+
+
+def test_verification_ranks_pairs_by_logits(monkeypatch):
+    """AUC from logits: saturated probabilities would tie and count half."""
+    monkeypatch.setattr(evaluation, "pair_logits", lambda *args: np.array([30.0, 20.0, -1.0, 25.0]))
+    monkeypatch.setattr(evaluation, "encode", lambda *args: None)
+    evaluator = evaluation.VerificationEvaluator.__new__(evaluation.VerificationEvaluator)
+    evaluator.eval_set = evaluation.EvalSet(np.zeros((4, 2, 2), np.uint8), pairs=tasks.Pairs(
+        np.arange(4), np.arange(4), np.array([True, False, False, True])))
+    evaluator.batch_size, evaluator.mesh = 4, None
+    metrics = evaluator(None, {})
+    # Both same pairs outscore both different ones; as float32 probabilities, 30, 25 and 20 all tie at
+    # 1.0 and the AUC would be 0.75.
+    assert metrics["verification_auc"] == 1.0
+    assert evaluation.roc_auc(np.asarray(jax.nn.sigmoid(jnp.array([30.0, 20.0, -1.0, 25.0]))),
+                              np.array([True, False, False, True])) == 0.75
+    assert metrics["verification_accuracy"] == 0.75  # Logit 20 > 0 calls a different pair 'same'.
+
+
+def test_random_pairs_skip_single_image_classes_for_same_pairs():
+    # Two groups; class 1 and class 3 have a single image each.
+    group = np.array([0, 0, 0, 1, 1, 1])
+    label = np.array([0, 0, 1, 2, 2, 3])
+    pairs = tasks.random_pairs(np.arange(6), group, label, 200, seed=0)
+    same = pairs.same
+    assert set(label[pairs.left[same]]) <= {0, 2} and np.all(label[pairs.left[same]] == label[pairs.right[same]])
+    assert np.all(pairs.left[same] != pairs.right[same])
+    assert {1, 3} & set(label[np.concatenate([pairs.left[~same], pairs.right[~same]])])  # Still in different pairs.
+    with pytest.raises(DataError, match="classes with two or more images"):
+        tasks.random_pairs(np.arange(3), np.zeros(3, int), np.arange(3), 10, seed=0)

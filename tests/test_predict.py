@@ -62,17 +62,18 @@ def test_compare_is_symmetric_and_identical_images_score_higher(predictor, run01
 def test_classify_agrees_with_the_evaluation_trial_scores(predictor, trained_omniglot, run01):
     config = trained_omniglot[0]
     runs = load_runs(run01.parent)
-    probabilities = experiments.build(config).runs_scores(predictor.model, predictor.variables, runs)
+    log_scores = experiments.build(config).runs_scores(predictor.model, predictor.variables, runs)
     trials = runs_trials(runs)
     for t, query in enumerate(trials.query):
         query_path = run01.parent / _name_of(runs, query)
         ranking = predictor.classify(query_path, run01 / "training")
-        scores = {r["class"]: r["score"] for r in ranking}
-        expected = {_name_of(runs, s).rsplit("/", 1)[-1][:-4]: probabilities[t, n] for n, s in enumerate(trials.support[t, :, 0])}
+        scores = {r["class"]: r["log_score"] for r in ranking}
+        expected = {_name_of(runs, s).rsplit("/", 1)[-1][:-4]: log_scores[t, n] for n, s in enumerate(trials.support[t, :, 0])}
         assert scores.keys() == expected.keys()
         for name, value in expected.items():
             assert scores[name] == pytest.approx(float(value), abs=1e-5)
-        assert [r["score"] for r in ranking] == sorted(scores.values(), reverse=True)
+        assert [r["log_score"] for r in ranking] == sorted(scores.values(), reverse=True)
+        assert all(r["score"] == pytest.approx(np.exp(r["log_score"])) for r in ranking)
 
 
 def _name_of(runs, image_id: int) -> str:

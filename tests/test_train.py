@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from siamese_jax import train
-from siamese_jax.errors import DataError, UserError
+from siamese_jax.errors import ConfigError, DataError, UserError
 from tests.conftest import REPO, load_config, tiny_config, tiny_config_file
 from tests.conftest import latest_params as _latest_params
 from tests.conftest import metrics as _metrics
@@ -282,3 +282,45 @@ def test_one_device_training_compiles_its_step_once(synthetic_data_dir, cache_di
     train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=1), str(tmp_path),
                              devices=jax.devices()[:1])
     assert compiled[0]._cache_size() == 1
+
+
+@pytest.mark.parametrize("dataset, change, message", [
+    ("lfw", lambda c: setattr(c.lfw, "protocol", "view3"), "config.lfw.protocol must be one of"),
+    ("lfw", lambda c: (setattr(c.lfw, "protocol", "view2"), setattr(c.lfw, "fold", 10)), "config.lfw.fold must be in 0..9"),
+    ("omniglot", lambda c: setattr(c, "images_per_class", 3), "sampling='groups' needs batch_size"),
+    ("omniglot", lambda c: setattr(c.train, "drawers", (0, 21)), "config.train.drawers must be drawers among 1-20"),
+    ("omniglot", lambda c: setattr(c.validation, "metric", "auc"), "config.validation.metric='auc' is none of"),
+    ("omniglot", lambda c: setattr(c.validation, "evals", ("one_shot", "recall")), "config.validation.evals must name"),
+])
+def test_config_mistakes_are_reported_before_any_data_is_read(dataset, change, message, cache_dir, tmp_path):
+    from tests.conftest import tiny_lfw_config
+
+    nowhere = tmp_path / "no_data"  # Reading any data would fail with a DataError naming missing files.
+    config = tiny_lfw_config(nowhere, cache_dir) if dataset == "lfw" else tiny_config(nowhere, cache_dir)
+    change(config)
+    with pytest.raises(ConfigError, match=message):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_missing_folder_dataset_is_reported_before_anything_is_built(cache_dir, tmp_path):
+    config = load_config("folder")
+    config.cache_dir = str(cache_dir)
+    config.folder.path = str(tmp_path / "missing")
+    with pytest.raises(DataError, match="does not exist"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_tensorboard_event_files_are_written(trained_omniglot):
+    _, workdir, _ = trained_omniglot
+    events = list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    from tensorboardX.proto import event_pb2  # Read back: the scalars of both epochs are there.
+
+    data, tags = events[0].read_bytes(), set()
+    while data:
+        length = int.from_bytes(data[:8], "little")
+        event = event_pb2.Event.FromString(data[12:12 + length])
+        tags |= {value.tag for value in event.summary.value}
+        data = data[12 + length + 4:]
+    assert {"train_loss", "val_one_shot_accuracy", "val_verification_auc", "learning_rate/conv_0"} <= tags

@@ -186,11 +186,11 @@ class Experiment(base.Experiment):
         return evaluation.Split(self.dataset.images, one_group, self.dataset.person, self.split_ids[1])
 
     def pair_scores(self, model, variables: dict, pairs: lfw.PairList, mesh: Mesh | None) -> np.ndarray:
-        """The model's same-person probability for every pair of a protocol file."""
+        """The model's same-person logit for every pair of a protocol file (thresholds are chosen on these)."""
         left, right = lfw.pair_ids(self.dataset, pairs)
         eval_set = evaluation.make_eval_set(self.dataset.images, pairs=Pairs(left, right, pairs.same))
         embeddings = evaluation.encode(model, variables, eval_set.images, self.config.eval_batch_size, mesh)
-        return evaluation.pair_probabilities(model, variables, embeddings, eval_set.pairs, mesh)
+        return evaluation.pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
 
     def view1(self, model, variables: dict, mesh: Mesh | None) -> dict:
         """View 1: threshold from the pairsDevTrain pairs, accuracy and AUC on the pairsDevTest pairs."""

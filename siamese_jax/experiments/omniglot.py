@@ -75,10 +75,11 @@ class Experiment(base.Experiment):
         return self.split(self.config.validation)
 
     def runs_scores(self, model, variables: dict, runs: OneShotRuns, mesh: Mesh | None = None) -> np.ndarray:
-        """Score [T, N] of each support image for every trial of a runs archive, in runs_trials order."""
+        """Score [T, N] (log probability) of each support image for every trial of a runs archive, in
+        runs_trials order."""
         runs_set = evaluation.make_eval_set(runs.images, runs_trials(runs), prepare=self.prepare)
         embeddings = evaluation.encode(model, variables, runs_set.images, self.config.eval_batch_size, mesh)
-        return evaluation.trial_probabilities(model, variables, embeddings, runs_set.trials, mesh)
+        return evaluation.trial_scores(model, variables, embeddings, runs_set.trials, mesh)
 
     def evaluate(self, model, variables: dict, mesh: Mesh | None = None, runs: str | None = None,
                  mnist: bool = False, mnist_tasks: int = 2000, mnist_seed: int = 0) -> dict:
