@@ -32,8 +32,9 @@ def get_config():
         # Training people with two or more images held out for validation (early stopping).
         validation_fraction=0.1,
         split_seed=0,
-        # N-way one-shot identification among people never trained on, reported after training.
-        identification=ml_collections.ConfigDict(dict(way=10, tasks=1000, seed=2)),
+        # N-way one-shot identification among people never trained on, for each N of `ways`,
+        # reported after training.
+        identification=ml_collections.ConfigDict(dict(ways=(5, 10, 50), tasks=1000, seed=2)),
     ))
     config.validation = ml_collections.ConfigDict(dict(
         way=20, one_shot_trials=500, verification_pairs=2000, seed=1, evals=("verification", "one_shot"),

@@ -94,7 +94,7 @@ def tiny_lfw_config(data_dir: Path, cache_dir: Path, **overrides):
     config = shrunk(load_config("lfw_cpu"), cache_dir)
     config.data_dir = str(data_dir)
     config.lfw.validation_fraction = 0.25
-    config.lfw.identification.way = 4
+    config.lfw.identification.ways = (4,)
     config.lfw.identification.tasks = 40
     config.validation.way = 4
     config.validation.one_shot_trials = 40

@@ -17,10 +17,10 @@ from siamese_jax import augment, evaluation, losses, train
 from siamese_jax import workdir as workdir_files
 from siamese_jax.experiments import lfw as faces
 from siamese_jax.data import lfw
-from siamese_jax.errors import ConfigError, DataError
+from siamese_jax.errors import ConfigError, DataError, UserError
 from siamese_jax.models import Encoder, SiameseNet, init_variables
 from tests import synthetic
-from tests.conftest import REPO, tiny_lfw_config
+from tests.conftest import REPO, load_config, tiny_lfw_config
 
 PAIRS_TXT = "2\t2\nAnn\t1\t2\nBob\t1\t3\nAnn\t1\tBob\t2\nCid\t1\tAnn\t2\nCid\t1\t2\nDee\t2\t3\nCid\t2\tDee\t1\nDee\t3\tAnn\t1\n"
 
@@ -259,9 +259,10 @@ def test_view1_training_reports_the_protocol(trained_faces):
     assert saved["lfw"]["protocol"] == "view1" and saved["lfw"]["pairs"] == 8  # The synthetic pairsDevTest.
     assert saved["lfw"]["std_error"] is None and 0.0 <= saved["lfw"]["accuracy"] <= 1.0
     assert 0.0 <= saved["lfw"]["auc"] <= 1.0
-    assert saved["identification"]["way"] == 4 and saved["identification"]["trials"] == 40
-    lo, hi = saved["identification"]["ci95"]
-    assert lo <= saved["identification"]["accuracy"] <= hi
+    (ident,) = saved["identification"]
+    assert ident["way"] == 4 and ident["trials"] == 40
+    lo, hi = ident["ci95"]
+    assert lo <= ident["accuracy"] <= hi
     metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and all("val_verification_auc" in m for m in metrics)
     # Batch-norm running averages are part of the best checkpoint and restore with it.
@@ -290,7 +291,7 @@ def test_evaluate_view2_thresholds_only(trained_faces, tmp_path):
 def test_evaluate_strict_view2_checks_the_fold_workdirs(trained_faces):
     workdir, _, _ = trained_faces
     done = _evaluate(*[f"--fold_workdirs={','.join([str(workdir)] * 10)}", "--output=/tmp/unused.json"])
-    assert done.returncode != 0 and "is not a View 2 fold 0 run" in done.stderr
+    assert done.returncode != 0 and "is not a View 2 fold run" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -331,6 +332,75 @@ def test_tiny_run_on_real_lfw(real_lfw_dir, cache_dir, tmp_path):
     config = tiny_lfw_config(real_lfw_dir, cache_dir)
     config.lfw.validation_fraction = 0.1
     config.validation.way = 10
-    config.lfw.identification.way = 10
+    config.lfw.identification.ways = (10, 50)
     result = train.train_and_evaluate(config, str(tmp_path))
-    assert result["lfw"]["pairs"] == 1000 and result["identification"]["people"] > 100
+    assert result["lfw"]["pairs"] == 1000 and [r["way"] for r in result["identification"]] == [10, 50]
+    assert result["identification"][0]["people"] > 100 and result["identification"][1]["trials"] == 40
+
+
+def _fold_workdir(root, fold, **lfw_changes):
+    """A workdir holding only the config.json of a View 2 fold run."""
+    config = load_config("lfw_cpu")
+    config.lfw.protocol, config.lfw.fold = "view2", fold
+    for key, value in lfw_changes.items():
+        config.lfw[key] = value
+    path = root / f"w{fold}_{len(list(root.glob('*')))}"
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(config.to_json())
+    return str(path)
+
+
+def test_fold_workdirs_in_any_order_and_clear_errors(tmp_path):
+    dirs = [_fold_workdir(tmp_path, k) for k in range(10)]
+    assert faces.fold_workdirs(list(reversed(dirs))) == dirs
+    with pytest.raises(UserError, match="missing fold\\(s\\) 4"):
+        faces.fold_workdirs(dirs[:4] + dirs[5:])
+    twice = _fold_workdir(tmp_path, 2)
+    with pytest.raises(UserError, match=f"fold 2 is given twice: {dirs[2]} and {twice}"):
+        faces.fold_workdirs(dirs + [twice])
+    other_crop = _fold_workdir(tmp_path, 3, crop=120)
+    with pytest.raises(UserError, match="preprocesses images differently"):
+        faces.fold_workdirs(dirs[:3] + [other_crop] + dirs[4:])
+
+
+def test_identification_reports_each_way_and_skips_one_too_large(trained_faces):
+    workdir, config, _ = trained_faces
+    config = config.copy_and_resolve_references()
+    config.lfw.identification.ways = (2, 4, 500)
+    experiment = faces.Experiment(config)
+    model, variables = workdir_files.restore_model(str(workdir), config, "best")
+    results = experiment.identification(model, variables, None)
+    assert [r["way"] for r in results] == [2, 4, 500]
+    assert results[0]["trials"] == results[1]["trials"] == 40 and "needs 500 unseen people" in results[2]["skipped"]
+    assert "500-way one-shot identification: skipped" in faces.format_lfw({"lfw": {**_LFW_LINE}, "identification": results})
+
+
+_LFW_LINE = {"protocol": "view1", "setting": "view1", "accuracy": 0.5, "pairs": 8, "auc": 0.5, "description": "d",
+             "std_error": None}
+
+
+def test_one_command_view2_trains_every_fold_resumes_and_reports(synthetic_lfw_dir, cache_dir, tmp_path, monkeypatch,
+                                                                capsys):
+    from siamese_jax import lfw_view2
+
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir, num_epochs=1)
+    real_train = train.train_and_evaluate
+    trained = []
+
+    def train_until_fold_3(config, workdir, devices=None):
+        if config.lfw.fold == 3 and not trained.count(3):
+            trained.append(3)
+            raise KeyboardInterrupt  # As Ctrl-C would, after folds 0-2 finished.
+        trained.append(config.lfw.fold)
+        return real_train(config, workdir, devices)
+
+    monkeypatch.setattr(train, "train_and_evaluate", train_until_fold_3)
+    with pytest.raises(KeyboardInterrupt):
+        lfw_view2.run_view2(config, str(tmp_path))
+    result = lfw_view2.run_view2(config, str(tmp_path))  # The same command again.
+    assert trained == [0, 1, 2, 3] + list(range(3, 10))  # Folds 0-2 were not trained again.
+    assert "fold 0: done" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "view2.json").read_text())
+    assert saved["lfw"]["setting"] == "strict" and len(saved["lfw"]["per_fold"]) == 10
+    assert saved["lfw"]["std_error"] is not None and result["lfw"]["accuracy"] == saved["lfw"]["accuracy"]
+    assert saved["fold_workdirs"] == [str(tmp_path / f"fold_{k}") for k in range(10)]

@@ -34,6 +34,35 @@ SETTINGS = {
 }
 
 
+def identification_ways(section) -> tuple[int, ...]:
+    """config.lfw.identification.ways (`way` alone in configs saved before several were reported)."""
+    return tuple(section.get("ways", (section.get("way", 10),)))
+
+
+def fold_workdirs(workdirs: list[str]) -> list[str]:
+    """The workdirs of View 2's ten fold runs, ordered by fold; a clear error for a missing or repeated fold,
+    a workdir that is not a View 2 fold run, or runs that preprocess images differently."""
+    folds: dict[int, list[str]] = {}
+    first = None
+    for path in workdirs:
+        config = workdir.load_config(path)
+        if base.dataset_name(config) != "lfw" or config.lfw.protocol != "view2":
+            raise UserError(f"{path} is not a View 2 fold run (train one with --config.lfw.protocol=view2 "
+                            "--config.lfw.fold=K)")
+        if first is not None and lfw.preprocessing(config) != lfw.preprocessing(first[1]):
+            raise UserError(f"{path} preprocesses images differently from {first[0]}")
+        first = first or (path, config)
+        folds.setdefault(int(config.lfw.fold), []).append(path)
+    repeated = {k: paths for k, paths in folds.items() if len(paths) > 1}
+    if repeated:
+        k, paths = min(repeated.items())
+        raise UserError(f"fold {k} is given twice: {' and '.join(paths)}")
+    missing = sorted(set(range(NUM_FOLDS)) - set(folds))
+    if missing:
+        raise UserError(f"View 2 needs all {NUM_FOLDS} folds; missing fold(s) {', '.join(map(str, missing))}")
+    return [folds[k][0] for k in range(NUM_FOLDS)]
+
+
 def with_min_images(dataset: lfw.LFW, ids: np.ndarray, minimum: int) -> np.ndarray:
     """The ids whose person has at least `minimum` images among `ids`."""
     counts = np.bincount(dataset.person[ids], minlength=len(dataset.names))
@@ -102,8 +131,10 @@ def format_lfw(result: dict) -> str:
         f"ROC AUC {v['auc']:.4f}",
         f"  {v['description']}",
     ]
-    if "identification" in result:
-        ident = result["identification"]
+    for ident in result.get("identification", []):
+        if "skipped" in ident:
+            lines.append(f"{ident['way']}-way one-shot identification: skipped ({ident['skipped']})")
+            continue
         lo, hi = ident["ci95"]
         lines.append(
             f"{ident['way']}-way one-shot identification of unseen people: {100 * ident['accuracy']:.2f}% over "
@@ -132,8 +163,9 @@ class Experiment(base.Experiment):
             raise ConfigError(f"config.lfw.fold must be in 0..{NUM_FOLDS - 1} for view2, got {f.fold}")
         if not 0 < f.validation_fraction < 1:
             raise ConfigError(f"config.lfw.validation_fraction must lie in (0, 1), got {f.validation_fraction}")
-        if f.identification.way < 2:
-            raise ConfigError(f"config.lfw.identification.way must be at least 2, got {f.identification.way}")
+        if not identification_ways(f.identification) or min(identification_ways(f.identification)) < 2:
+            raise ConfigError(f"config.lfw.identification.ways must be numbers of people, each at least 2, got "
+                              f"{identification_ways(f.identification)}")
 
     @property
     def data_dir(self) -> str | None:
@@ -229,23 +261,29 @@ class Experiment(base.Experiment):
                                "give the View 2 result (python -m siamese_jax.evaluate --fold_workdirs=...)",
                 **everything["per_fold"][fold]}
 
-    def identification(self, model, variables: dict, mesh: Mesh | None) -> dict:
-        """N-way one-shot identification among people the run never trained on, with a 95% interval.
+    def identification(self, model, variables: dict, mesh: Mesh | None) -> list[dict]:
+        """N-way one-shot identification among people the run never trained on, for each N of
+        config.lfw.identification.ways, with a 95% interval.
 
         Each task shows one gallery image of each of N people with two or more images and a
-        different image of one of them as the query.
+        different image of one of them as the query. An N above the number of such people is
+        reported as skipped.
         """
         ident = self.config.lfw.identification
         ids = with_min_images(self.dataset, self.people_ids(trained=False), 2)
         people = len(np.unique(self.dataset.person[ids]))
-        if people < ident.way:
-            raise ConfigError(f"{ident.way}-way identification needs {ident.way} unseen people with two or more "
-                              f"images; this split has {people}")
         one_group = np.zeros(len(self.dataset.person), np.int32)
-        trials = random_trials(ids, one_group, self.dataset.person, ident.way, 1, ident.tasks, ident.seed)
-        eval_set = evaluation.make_eval_set(self.dataset.images, trials)
-        return {"way": ident.way, "people": people,
-                **evaluation.evaluate_one_shot(model, variables, eval_set, self.config.eval_batch_size, mesh=mesh)}
+        results = []
+        for way in identification_ways(ident):
+            if people < way:
+                results.append({"way": way, "people": people, "skipped": f"needs {way} unseen people with two or "
+                                                                         f"more images; this split has {people}"})
+                continue
+            trials = random_trials(ids, one_group, self.dataset.person, way, 1, ident.tasks, ident.seed)
+            eval_set = evaluation.make_eval_set(self.dataset.images, trials)
+            results.append({"way": way, "people": people, **evaluation.evaluate_one_shot(
+                model, variables, eval_set, self.config.eval_batch_size, mesh=mesh)})
+        return results
 
     def evaluate(self, model, variables: dict, mesh: Mesh | None = None, protocol: str | None = None) -> dict:
         """The run's protocol result, identification and validation; with `protocol`='view2' on a View 1
@@ -274,15 +312,8 @@ class Experiment(base.Experiment):
 
     @classmethod
     def evaluate_folds(cls, workdirs: list[str], checkpoint: str = "best", mesh: Mesh | None = None) -> dict:
-        """LFW View 2 in the strict setting from the ten fold workdirs (fold k's model scores fold k)."""
-        if len(workdirs) != NUM_FOLDS:
-            raise UserError(f"--fold_workdirs needs {NUM_FOLDS} workdirs (folds 0-9 in order), got {len(workdirs)}")
-        configs = [workdir.load_config(w) for w in workdirs]
-        for k, (path, config) in enumerate(zip(workdirs, configs)):
-            if (base.dataset_name(config) != "lfw" or config.lfw.protocol != "view2" or config.lfw.fold != k):
-                raise UserError(f"{path} is not a View 2 fold {k} run (train it with --config.lfw.protocol=view2 "
-                                f"--config.lfw.fold={k})")
-            if lfw.preprocessing(config) != lfw.preprocessing(configs[0]):
-                raise UserError(f"{path} preprocesses images differently from {workdirs[0]}")
-        models = [workdir.restore_model(w, c, checkpoint, mesh) for w, c in zip(workdirs, configs)]
-        return {"lfw": cls(configs[0]).view2(models, mesh), "fold_workdirs": list(workdirs)}
+        """LFW View 2 in the strict setting from the ten fold workdirs, in any order (fold k's model scores fold k)."""
+        by_fold = fold_workdirs(workdirs)
+        configs = [workdir.load_config(w) for w in by_fold]
+        models = [workdir.restore_model(w, c, checkpoint, mesh) for w, c in zip(by_fold, configs)]
+        return {"lfw": cls(configs[0]).view2(models, mesh), "fold_workdirs": by_fold}
