@@ -14,8 +14,9 @@ In one process tree and within --budget_s seconds of wall time:
    own workdir and XLA_PYTHON_CLIENT_MEM_FRACTION, under a time limit
    (config.max_train_seconds) that leaves room for its evaluation (official runs, random tasks,
    validation), which train.py runs at the end;
-5. writes at most 3 + len(variants) files to --output_dir: summary.json (every variant's
-   result, validation curve and command), benchmark.json, suite.log (the suite's and the
+5. writes at most 4 + len(variants) files to --output_dir: summary.json (every variant's
+   result, validation curve and command), benchmark.json, profile.json.gz (the benchmark's trace
+   of a few steps, for https://ui.perfetto.dev, when it profiles), suite.log (the suite's and the
    benchmark's lines), and one log per variant.
 
 --variants names entries of VARIANTS below; --variant=NAME=CONFIG[;OVERRIDE...] (repeatable) adds
@@ -79,7 +80,7 @@ def define_flags() -> None:
     flags.DEFINE_multi_string("variant", [], "More variants, each NAME=CONFIG;OVERRIDE;OVERRIDE... (repeatable).")
     flags.DEFINE_integer("parallel", 0, "Trainings at once on the device (0: all variants at once).")
     flags.DEFINE_bool("benchmark", True, "Run the throughput benchmark first.")
-    flags.DEFINE_string("benchmark_flags", "--batch_sizes=128,512,1024 --breakdown",
+    flags.DEFINE_string("benchmark_flags", "--batch_sizes=128,512,1024 --breakdown --profile_steps=5",
                         "Flags for benchmarks/train_throughput.py (shell words).")
     flags.DEFINE_float("benchmark_s", 150.0, "Seconds the benchmark may take out of the budget.")
     flags.DEFINE_string("overrides", "", "Config overrides added to every variant, as shell words, e.g. "
@@ -288,7 +289,8 @@ def run_suite() -> None:
     child_env = dict(os.environ)  # This process never starts a JAX backend: the device is the runs'.
     if FLAGS.benchmark:
         command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"),
-                   f"--output={output / 'benchmark.json'}", *shlex.split(FLAGS.benchmark_flags)]
+                   f"--output={output / 'benchmark.json'}", f"--profile_output={output / 'profile.json.gz'}",
+                   *shlex.split(FLAGS.benchmark_flags)]
         log(f"benchmark: {shlex.join(command)}")
         with (output / "suite.log").open("a") as out:  # The benchmark's lines go into the suite's log.
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=child_env, cwd=REPO,

@@ -64,6 +64,9 @@ def define_flags() -> None:
     flags.DEFINE_bool("breakdown", False, "Also time the parts of the JAX step.")
     flags.DEFINE_integer("eval_batch", 0, "Images per encoding call for the evaluation timing (0: the config's; "
                          "-1: skip).")
+    flags.DEFINE_integer("profile_steps", 0, "Trace this many JAX steps (first batch size, 1 device) with "
+                         "jax.profiler and summarise where the time goes (0: no trace).")
+    flags.DEFINE_string("profile_output", None, "Also copy the trace (Perfetto JSON, gzipped) to this file.")
     flags.DEFINE_float("peak_tflops", None, "The device's peak TFLOP/s for the fraction of peak (default: datasheet).")
     flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
 
@@ -182,6 +185,56 @@ def time_encoding(setup: dict, batch: int, steps: int) -> float:
     variables = {k: v for k, v in setup["state"].items() if k in ("params", "batch_stats")}
     images = distributed.put(np.asarray(jax.device_get(setup["images"][:batch])), distributed.batch_sharded(mesh))
     return batch / seconds_per_call(embed, variables, images, steps=steps)
+
+
+def profile(setup: dict, steps: int, copy_to: str | None = None, top: int = 30) -> dict:
+    """Traces `steps` training steps and sums the time of each operation: on a GPU its kernels and
+    copies (XLA's GPU cost analysis misses cuDNN's work, the trace does not), on a CPU XLA's threads."""
+    import collections
+    import gzip
+    import shutil
+    import tempfile
+
+    import jax
+
+    folder = tempfile.mkdtemp(prefix="siamese_jax_profile_")
+    state, images, tables = setup["state"], setup["images"], setup["tables"]
+    with jax.profiler.trace(folder, create_perfetto_trace=True):
+        for _ in range(steps):
+            state, loss = setup["dispatch"](state, images, tables)
+        jax.block_until_ready(loss)
+    setup["state"] = state
+    (trace,) = Path(folder).rglob("perfetto_trace.json.gz")
+    if copy_to:
+        Path(copy_to).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(trace, copy_to)
+    events = json.load(gzip.open(trace))
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    processes = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
+    threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+               if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    device_pids = {pid for pid, name in processes.items() if name.startswith("/device:")}
+
+    def counted(event):
+        if event.get("ph") != "X":
+            return False
+        if device_pids:
+            return event["pid"] in device_pids
+        return threads.get((event["pid"], event["tid"]), "python") != "python"
+
+    total_us, count = collections.Counter(), collections.Counter()
+    for event in filter(counted, events):
+        total_us[event["name"]] += event.get("dur", 0.0)
+        count[event["name"]] += 1
+    busy = sum(total_us.values())
+    shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "steps": steps,
+        "where": "device kernels and copies" if device_pids else "XLA's host threads",
+        "busy_ms_per_step": busy / 1e3 / steps,
+        "top": [{"name": name, "ms_per_step": us / 1e3 / steps, "calls_per_step": count[name] / steps,
+                 "share": us / busy if busy else None} for name, us in total_us.most_common(top)],
+    }
 
 
 def torch_device(jax_platform: str) -> str:
@@ -348,6 +401,8 @@ def main(argv):
             row["fraction_of_peak"] = row["tflop_per_s_per_device"] / peak if peak else None
             if FLAGS.breakdown and n == 1:
                 row["breakdown"] = breakdown(setup, config, FLAGS.steps)
+            if FLAGS.profile_steps and n == 1 and batch == batch_sizes[0]:
+                row["profile"] = profile(setup, FLAGS.profile_steps, FLAGS.profile_output)
             if FLAGS.eval_batch >= 0 and n == 1 and batch == batch_sizes[0]:
                 eval_batch = FLAGS.eval_batch or config.eval_batch_size
                 row["eval_images_per_s"] = time_encoding(setup, eval_batch, FLAGS.steps)

@@ -75,7 +75,7 @@ def test_throughput_benchmark_runs_and_prints_its_json(tmp_path):
     done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
                 "--config.classes_per_alphabet=4", "--config.images_per_class=2", "--batch_sizes=16,32",
                 "--steps=1", "--repeats=1", "--breakdown", "--eval_batch=16", f"--frameworks={frameworks}",
-                f"--output={output}")
+                f"--output={output}", "--profile_steps=2", f"--profile_output={tmp_path / 'trace.json.gz'}")
     assert done.returncode == 0, done.stderr
     result = _last_json(done.stdout)
     assert result == json.loads(output.read_text())
@@ -84,6 +84,9 @@ def test_throughput_benchmark_runs_and_prints_its_json(tmp_path):
     assert first["pairs_per_step"] == 2 * 28 and first["images_per_step"] == 16  # Two groups of 4 x 2 images.
     assert first["pairs_per_s"] > 0 and first["eval_images_per_s"] > 0
     assert set(first["breakdown"]) == {"inputs_ms", "encoder_forward_ms", "encoder_forward_backward_ms", "images"}
+    profile = first["profile"]
+    assert profile["steps"] == 2 and profile["busy_ms_per_step"] > 0 and profile["top"][0]["ms_per_step"] > 0
+    assert (tmp_path / "trace.json.gz").stat().st_size > 0 and "profile" not in result["jax"][1]
     assert result["platform"] == "cpu" and result["compute_dtype"] == "float32" and result["versions"]["jax"]
     assert result["training_flops_per_image"] == flops.training_flops_per_image(
         _tiny_cpu_config())
@@ -123,11 +126,12 @@ def test_gpu_suite_runs_benchmark_and_variants_and_writes_few_files(synthetic_da
                 "--variants=", f"--variant=plain={suite_config}",
                 f"--variant=cosine={suite_config};--config.lr_schedule=cosine;--config.warmup_epochs=1",
                 "--overrides=--config.validation.one_shot_trials=20 --config.test.tasks=10", f"--workdir_root={tmp_path / 'runs'}",
-                f"--benchmark_flags=--config={suite_config} --batch_sizes=16 --steps=1 --repeats=1 --frameworks=jax",
+                f"--benchmark_flags=--config={suite_config} --batch_sizes=16 --steps=1 --repeats=1 --frameworks=jax "
+                "--profile_steps=1",
                 "--budget_s=900", "--startup_s=5", "--eval_s=5")
     assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in output.iterdir())
-    assert files == ["benchmark.json", "cosine.log", "plain.log", "suite.log", "summary.json"]
+    assert files == ["benchmark.json", "cosine.log", "plain.log", "profile.json.gz", "suite.log", "summary.json"]
     summary = json.loads((output / "summary.json").read_text())
     assert summary["benchmark"]["jax"][0]["pairs_per_s"] > 0
     runs = {run["name"]: run for run in summary["runs"]}
