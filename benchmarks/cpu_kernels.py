@@ -8,7 +8,8 @@
    1,984 within-group pairs of the CPU config by gathering (what the training step does).
 3. The kernel gradient of each of the paper's four convolutions (16 images): XLA's own against
    one matmul per kernel row (siamese_jax.conv.kernel_grad_as_matmuls), with the forward pass
-   for scale. The first is what XLA:CPU does for lax.conv_general_dilated's gradient.
+   for scale. The first is what XLA:CPU does for lax.conv_general_dilated's gradient. The
+   forward pass written as row matmuls too, to see whether it would pay to replace XLA's.
 """
 
 from __future__ import annotations
@@ -76,9 +77,22 @@ def conv_kernel_grads(batch: int) -> dict:
         def row_matmuls(x, dy):
             return kernel_grad_as_matmuls(x, dy, kernel.shape, ((0, 0), (0, 0)))
 
+        def forward_row_matmuls(x, kernel):
+            # The forward pass written like conv.py's kernel gradient: one matmul per kernel row.
+            kh, kw, cin, cout = kernel.shape
+            out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+
+            def row(i):
+                band = x[:, i : i + out_h]
+                patches = jnp.concatenate([band[:, :, j : j + out_w] for j in range(kw)], axis=-1)
+                return patches @ kernel[i].reshape(kw * cin, cout)
+
+            return sum(row(i) for i in range(kh))
+
         gflop = 2 * batch * (size - k + 1) ** 2 * cout * cin * k * k / 1e9
         times = {
             "forward_ms": milliseconds(jax.jit(forward), x, kernel),
+            "forward_row_matmuls_ms": milliseconds(jax.jit(forward_row_matmuls), x, kernel),
             "kernel_grad_xla_ms": milliseconds(jax.jit(xla_grad), x, dy),
             "kernel_grad_row_matmuls_ms": milliseconds(jax.jit(row_matmuls), x, dy),
         }

@@ -54,8 +54,14 @@ VARIANTS = {
     "fast": ("configs/omniglot_fast.py", []),
     # The same with the paper's 12 training drawers: what the other 8 drawers are worth.
     "fast_12_drawers": ("configs/omniglot_fast.py", ["--config.train.drawers=(9,10,11,12,13,14,15,16,17,18,19,20)"]),
-    # The same with independent pairs instead of every within-alphabet pair of a group.
-    "fast_pairs": ("configs/omniglot_fast.py", ["--config.sampling=pairs", "--config.batch_size=128"]),
+    # The same with independent pairs instead of every within-alphabet pair of a group (as many
+    # images encoded per step and per epoch).
+    "fast_pairs": ("configs/omniglot_fast.py", ["--config.sampling=pairs", "--config.batch_size=128",
+                                                "--config.pairs_per_epoch=62976", "--config.balanced_loss=False"]),
+    # Its learning rate, and dropout against overfitting: what the CPU proxy could not settle.
+    "fast_lr_2e-3": ("configs/omniglot_fast.py", ["--config.learning_rate=2e-3"]),
+    "fast_lr_5e-4": ("configs/omniglot_fast.py", ["--config.learning_rate=5e-4"]),
+    "fast_dropout": ("configs/omniglot_fast.py", ["--config.model.dropout=0.3"]),
     # The paper's own recipe, and the sweep of its per-layer SGD that chooses its defaults.
     "paper": ("configs/omniglot.py", []),
     "paper_eta_1e-2": ("configs/omniglot.py", every_layer("learning_rates", 1e-2)),
@@ -80,7 +86,8 @@ def define_flags() -> None:
     flags.DEFINE_multi_string("variant", [], "More variants, each NAME=CONFIG;OVERRIDE;OVERRIDE... (repeatable).")
     flags.DEFINE_integer("parallel", 0, "Trainings at once on the device (0: all variants at once).")
     flags.DEFINE_bool("benchmark", True, "Run the throughput benchmark first.")
-    flags.DEFINE_string("benchmark_flags", "--batch_sizes=128,512,1024 --breakdown --profile_steps=5",
+    flags.DEFINE_string("benchmark_flags", "--batch_sizes=128,512,1024 --steps=30 --repeats=3 --breakdown "
+                        "--profile_steps=5",
                         "Flags for benchmarks/train_throughput.py (shell words).")
     flags.DEFINE_float("benchmark_s", 150.0, "Seconds the benchmark may take out of the budget.")
     flags.DEFINE_string("overrides", "", "Config overrides added to every variant, as shell words, e.g. "

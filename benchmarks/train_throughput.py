@@ -61,7 +61,7 @@ def define_flags() -> None:
     flags.DEFINE_list("frameworks", ["jax", "torch"], "What to time: jax, torch or both.")
     flags.DEFINE_list("torch_modes", None, "PyTorch modes: float32, tf32, bfloat16, each optionally +channels_last "
                       "(default: all three on CUDA, float32 on a CPU).")
-    flags.DEFINE_bool("breakdown", False, "Also time the parts of the JAX step.")
+    flags.DEFINE_bool("breakdown", False, "Also time the parts of the JAX step (first batch size, 1 device).")
     flags.DEFINE_integer("eval_batch", 0, "Images per encoding call for the evaluation timing (0: the config's; "
                          "-1: skip).")
     flags.DEFINE_integer("profile_steps", 0, "Trace this many JAX steps (first batch size, 1 device) with "
@@ -220,7 +220,11 @@ def profile(setup: dict, steps: int, copy_to: str | None = None, top: int = 30) 
             return False
         if device_pids:
             return event["pid"] in device_pids
-        return threads.get((event["pid"], event["tid"]), "python") != "python"
+        # On a CPU: XLA's operations, not the Python tracer's frames ('$file:line') or the executor
+        # that wraps them (its time is theirs).
+        name = event["name"]
+        return (threads.get((event["pid"], event["tid"]), "python") != "python" and not name.startswith("$")
+                and not name.startswith("ThunkExecutor"))
 
     total_us, count = collections.Counter(), collections.Counter()
     for event in filter(counted, events):
@@ -388,9 +392,9 @@ def main(argv):
                 jax_times.append(time_jax(setup, FLAGS.steps))
             for mode, step in steppers.items():
                 torch_times[mode].append(time_torch(step, FLAGS.steps, on))
-            print(f"{n} device(s), batch {config.batch_size}, repeat {repeat + 1}: "
-                  + ", ".join([f"jax {jax_times[-1]:.4f} s/step"] if jax_times else [])
-                  + "".join(f", torch {mode} {t[-1]:.4f} s/step" for mode, t in torch_times.items()), flush=True)
+            timed = ([f"jax {jax_times[-1]:.4f} s/step"] if jax_times else []) + [
+                f"torch {mode} {t[-1]:.4f} s/step" for mode, t in torch_times.items()]
+            print(f"{n} device(s), batch {config.batch_size}, repeat {repeat + 1}: {', '.join(timed)}", flush=True)
         if setup is not None:
             images_per_step = jax.eval_shape(setup["sampler"], jax.random.PRNGKey(0), setup["tables"]).images.shape[0]
             best = min(jax_times)
@@ -399,7 +403,7 @@ def main(argv):
                    "pairs_per_s": setup["pairs_per_step"] / best, "images_per_s": images_per_step / best,
                    "tflop_per_s_per_device": train_flops_image * images_per_step / best / n / 1e12}
             row["fraction_of_peak"] = row["tflop_per_s_per_device"] / peak if peak else None
-            if FLAGS.breakdown and n == 1:
+            if FLAGS.breakdown and n == 1 and batch == batch_sizes[0]:
                 row["breakdown"] = breakdown(setup, config, FLAGS.steps)
             if FLAGS.profile_steps and n == 1 and batch == batch_sizes[0]:
                 row["profile"] = profile(setup, FLAGS.profile_steps, FLAGS.profile_output)

@@ -71,3 +71,44 @@ def test_commands_name_no_dataset(module):
     source = (REPO / "siamese_jax" / f"{module}.py").read_text()
     assert not re.search(r"(experiments|data)\.(omniglot|lfw|folder|folders|mnist)\b|import (faces|transfer)", source)
     assert not re.search(r"[\"'](omniglot|lfw|folder)[\"']", source)
+
+
+def test_every_third_party_import_is_declared_in_pyproject():
+    """A module imported by the package but missing from pyproject.toml breaks a fresh install (scipy once did)."""
+    import ast
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and newer.
+    declared = {re.split(r"[<>=\[ ;]", d)[0].lower().replace("_", "-")
+                for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    # Import names whose distribution is named otherwise; etils comes with etils[epath].
+    distribution = {"PIL": "pillow", "ml_collections": "ml-collections", "tensorflow_datasets": "tensorflow-datasets",
+                    "orbax": "orbax-checkpoint", "absl": "absl-py", "tensorboardX": "tensorboardx", "jaxlib": "jax"}
+    imported = set()
+    for path in (REPO / "siamese_jax").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            imported |= {name.split(".")[0] for name in names}
+    third_party = {name for name in imported - set(sys.stdlib_module_names) if name != "siamese_jax"}
+    missing = sorted(name for name in third_party if distribution.get(name, name).lower() not in declared)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_a_workdir_saved_before_the_new_config_keys_still_evaluates(trained_omniglot, tmp_path):
+    """Configs saved by older versions lack validation.evals, model.dropout, lr_schedule and others."""
+    import json
+    import shutil
+
+    from siamese_jax import evaluate
+
+    _, workdir, result = trained_omniglot
+    old = tmp_path / "old"
+    shutil.copytree(workdir, old)
+    saved = json.loads((old / "config.json").read_text())
+    for key in ("lr_schedule", "warmup_epochs", "weight_decay", "max_train_seconds"):
+        saved.pop(key)
+    saved["model"].pop("dropout")
+    saved["validation"].pop("evals")
+    (old / "config.json").write_text(json.dumps(saved))
+    again, _ = evaluate.evaluate_workdir(str(old))
+    assert again["runs"]["correct"] == result["runs"]["correct"] and again["validation"] == result["validation"]
