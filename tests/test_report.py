@@ -1,7 +1,6 @@
 """The report: every figure, the trials page, and the page in a real headless browser."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
