@@ -104,7 +104,8 @@ def jax_setup(config, devices) -> dict:
     images, tables = distributed.put(images, everywhere), distributed.put(tables, everywhere)
     step = train.make_train_step(model, optimizer, sampler, train.StepSettings.from_config(config),
                                  optim.per_layer(config.l2, layers, "l2"), mesh)
-    return {"dispatch": train.make_dispatch(step, 1, mesh), "state": state, "images": images, "tables": tables,
+    return {"dispatch": train.make_dispatch(step, config.steps_per_dispatch, mesh),
+            "steps_per_call": config.steps_per_dispatch, "state": state, "images": images, "tables": tables,
             "pairs_per_step": pairs_per_step, "sampler": sampler, "model": model, "mesh": mesh}
 
 
@@ -121,7 +122,8 @@ def seconds_per_call(fn, *args, steps: int) -> float:
 
 
 def time_jax(setup: dict, steps: int) -> float:
-    """Seconds per step of the JAX training step (the state carried between calls)."""
+    """Seconds per step of the JAX training step (the state carried between calls; `steps` calls of
+    config.steps_per_dispatch steps each)."""
     import jax
 
     dispatch, state, images, tables = setup["dispatch"], setup["state"], setup["images"], setup["tables"]
@@ -132,7 +134,7 @@ def time_jax(setup: dict, steps: int) -> float:
         state, loss = dispatch(state, images, tables)
     jax.block_until_ready(loss)
     setup["state"] = state
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / (steps * setup["steps_per_call"])
 
 
 def breakdown(setup: dict, config, steps: int) -> dict:
@@ -200,7 +202,7 @@ def profile(setup: dict, steps: int, copy_to: str | None = None, top: int = 30) 
     folder = tempfile.mkdtemp(prefix="siamese_jax_profile_")
     state, images, tables = setup["state"], setup["images"], setup["tables"]
     with jax.profiler.trace(folder, create_perfetto_trace=True):
-        for _ in range(steps):
+        for _ in range(steps):  # Calls, each of steps_per_call steps.
             state, loss = setup["dispatch"](state, images, tables)
         jax.block_until_ready(loss)
     setup["state"] = state
@@ -214,31 +216,44 @@ def profile(setup: dict, steps: int, copy_to: str | None = None, top: int = 30) 
     threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
                if e.get("ph") == "M" and e.get("name") == "thread_name"}
     device_pids = {pid for pid, name in processes.items() if name.startswith("/device:")}
+    device_threads = {key: name for key, name in threads.items() if key[0] in device_pids}
+    # A GPU trace shows each kernel on its stream and again summarised on the 'XLA Ops' and 'XLA
+    # Modules' lines: count the streams' kernels and copies once, and the XLA operations apart.
+    streams = {key for key, name in device_threads.items() if name.lower().startswith("stream")}
+    xla_ops = {key for key, name in device_threads.items() if name == "XLA Ops"}
 
     def counted(event):
         if event.get("ph") != "X":
             return False
         if device_pids:
-            return event["pid"] in device_pids
+            return (event["pid"], event["tid"]) in streams if streams else event["pid"] in device_pids
         # On a CPU: XLA's operations, not the Python tracer's frames ('$file:line') or the executor
         # that wraps them (its time is theirs).
         name = event["name"]
         return (threads.get((event["pid"], event["tid"]), "python") != "python" and not name.startswith("$")
                 and not name.startswith("ThunkExecutor"))
 
-    total_us, count = collections.Counter(), collections.Counter()
-    for event in filter(counted, events):
-        total_us[event["name"]] += event.get("dur", 0.0)
-        count[event["name"]] += 1
-    busy = sum(total_us.values())
+    def table(selected):
+        total_us, count = collections.Counter(), collections.Counter()
+        for event in selected:
+            total_us[event["name"]] += event.get("dur", 0.0)
+            count[event["name"]] += 1
+        busy = sum(total_us.values())
+        return busy, [{"name": name, "ms_per_step": us / 1e3 / steps, "calls_per_step": count[name] / steps,
+                       "share": us / busy if busy else None} for name, us in total_us.most_common(top)]
+
+    steps *= setup["steps_per_call"]
+    busy, kernels = table(filter(counted, events))
     shutil.rmtree(folder, ignore_errors=True)
-    return {
+    result = {
         "steps": steps,
         "where": "device kernels and copies" if device_pids else "XLA's host threads",
         "busy_ms_per_step": busy / 1e3 / steps,
-        "top": [{"name": name, "ms_per_step": us / 1e3 / steps, "calls_per_step": count[name] / steps,
-                 "share": us / busy if busy else None} for name, us in total_us.most_common(top)],
+        "top": kernels,
     }
+    if xla_ops:
+        _, result["top_xla_ops"] = table(e for e in events if e.get("ph") == "X" and (e["pid"], e["tid"]) in xla_ops)
+    return result
 
 
 def torch_device(jax_platform: str) -> str:
@@ -345,8 +360,18 @@ def versions() -> dict:
 
 
 def main(argv):
-    """Times JAX and PyTorch as asked; prints the JSON summary."""
+    """Times JAX and PyTorch as asked; prints the JSON summary (a config mistake: one line, exit 1)."""
     del argv
+    from siamese_jax.errors import UserError
+
+    try:
+        run_benchmark()
+    except UserError as error:
+        sys.exit(f"error: {error}")
+
+
+def run_benchmark() -> None:
+    """The timings named by the flags, printed (and written to --output) as one JSON object."""
     counts = sorted({int(n) for n in FLAGS.devices})
     batch_sizes = [int(b) for b in FLAGS.batch_sizes]
     frameworks = set(FLAGS.frameworks)
@@ -399,7 +424,7 @@ def main(argv):
             images_per_step = jax.eval_shape(setup["sampler"], jax.random.PRNGKey(0), setup["tables"]).images.shape[0]
             best = min(jax_times)
             row = {"devices": n, "batch_size": config.batch_size, "pairs_per_step": setup["pairs_per_step"],
-                   "images_per_step": images_per_step, "s_per_step": best,
+                   "images_per_step": images_per_step, "steps_per_dispatch": setup["steps_per_call"], "s_per_step": best,
                    "pairs_per_s": setup["pairs_per_step"] / best, "images_per_s": images_per_step / best,
                    "tflop_per_s_per_device": train_flops_image * images_per_step / best / n / 1e12}
             row["fraction_of_peak"] = row["tflop_per_s_per_device"] / peak if peak else None

@@ -96,6 +96,24 @@ def test_throughput_benchmark_runs_and_prints_its_json(tmp_path):
         assert result["ratio_to_fastest_torch"] == pytest.approx(first["pairs_per_s"] / result["torch_pairs_per_s"])
 
 
+def test_throughput_benchmark_times_several_steps_per_dispatch():
+    done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
+                "--config.classes_per_alphabet=4", "--config.images_per_class=2", "--config.steps_per_dispatch=3",
+                "--batch_sizes=16", "--steps=2", "--repeats=1", "--frameworks=jax", "--eval_batch=-1",
+                "--profile_steps=1")
+    assert done.returncode == 0, done.stderr
+    (row,) = _last_json(done.stdout)["jax"]
+    assert row["steps_per_dispatch"] == 3 and row["pairs_per_s"] == pytest.approx(row["pairs_per_step"] / row["s_per_step"])
+    assert row["profile"]["steps"] == 3  # One traced call of three steps.
+
+
+def test_throughput_benchmark_reports_a_config_mistake_in_one_line():
+    done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
+                "--batch_sizes=16", "--steps=1", "--repeats=1", "--frameworks=jax")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: sampling='groups' needs batch_size (16)")
+
+
 def _tiny_cpu_config():
     config = load_config("omniglot_cpu")
     config.image_size = 16
