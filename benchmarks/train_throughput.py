@@ -405,9 +405,58 @@ def run_benchmark() -> None:
     peak = peak_tflops(device.device_kind)
     jax_rows, torch_rows = [], []
 
+    def write_result(complete: bool) -> None:
+        """The JSON of what is timed so far: to --output after each batch size (a run stopped at its
+        time limit keeps its finished rows), and printed at the end."""
+        result = {
+            "benchmark": "train_throughput",
+            **provenance(max(counts)),
+            "device_kind": device.device_kind,
+            "platform": device.platform,
+            "versions": versions(),
+            "compute_dtype": jax.numpy.dtype(compute_dtype(config.model.dtype)).name,
+            "image_size": config.image_size,
+            "sampling": config.sampling,
+            "scaling_mode": FLAGS.scaling,
+            "training_flops_per_image": train_flops_image,
+            "flops_note": "counted from the layer shapes (siamese_jax.flops): forward, weight and input gradients",
+            "peak_tflop_per_s_per_device": peak,
+            "jax": jax_rows,
+            "torch_device": on,
+            "torch": torch_rows,
+            "complete": complete,
+        }
+        base = next((r for r in jax_rows if r["devices"] == 1 and r["batch_size"] == batch_sizes[0]), None)
+        if base is not None:
+            per_device = [r for r in jax_rows if r["batch_size"] == batch_sizes[0] or FLAGS.scaling == "weak"]
+            for row in per_device:  # Pairs/s per device against 1 device's: 1.0 is perfect scaling.
+                row["scaling_efficiency"] = row["pairs_per_s"] / row["devices"] / base["pairs_per_s"]
+            result["jax_pairs_per_s"] = base["pairs_per_s"]
+        same_batch = [r for r in torch_rows if r["batch_size"] == batch_sizes[0]]
+        if same_batch:
+            fastest = max(same_batch, key=lambda r: r["pairs_per_s"])
+            result["torch_fastest_mode"] = fastest["mode"]
+            result["torch_pairs_per_s"] = fastest["pairs_per_s"]
+            if base is not None:
+                result["ratio_to_fastest_torch"] = base["pairs_per_s"] / fastest["pairs_per_s"]
+            if config.sampling != "pairs":
+                result["note"] = "PyTorch scores batch_size sampled pairs; JAX scores every within-group pair"
+        if FLAGS.output:
+            Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(FLAGS.output).write_text(json.dumps(result, indent=2) + "\n")
+        if complete:
+            print(json.dumps(result))
+
+
+
     runs = [(n, b) for b in batch_sizes for n in (counts if b == batch_sizes[0] else [1])]
+    started = time.perf_counter()
     for n, batch in runs:
         config.batch_size = batch * (n if FLAGS.scaling == "weak" else 1)
+        # Where the time goes between timings (compilation and autotuning at a new batch size can
+        # take minutes on a GPU), for a run stopped at its limit.
+        print(f"[{time.perf_counter() - started:5.0f} s] {n} device(s), batch {config.batch_size}: setting up",
+              flush=True)
         setup = jax_setup(config, jax.devices()[:n]) if "jax" in frameworks else None
         steppers = {mode: torch_setup(config, config.batch_size, on, mode) for mode in modes} if (
             "torch" in frameworks and n == 1) else {}
@@ -429,11 +478,15 @@ def run_benchmark() -> None:
                    "tflop_per_s_per_device": train_flops_image * images_per_step / best / n / 1e12}
             row["fraction_of_peak"] = row["tflop_per_s_per_device"] / peak if peak else None
             if FLAGS.breakdown and n == 1 and batch == batch_sizes[0]:
+                print(f"[{time.perf_counter() - started:5.0f} s] breakdown", flush=True)
                 row["breakdown"] = breakdown(setup, config, FLAGS.steps)
             if FLAGS.profile_steps and n == 1 and batch == batch_sizes[0]:
+                print(f"[{time.perf_counter() - started:5.0f} s] profile", flush=True)
                 row["profile"] = profile(setup, FLAGS.profile_steps, FLAGS.profile_output)
             if FLAGS.eval_batch >= 0 and n == 1 and batch == batch_sizes[0]:
                 eval_batch = FLAGS.eval_batch or config.eval_batch_size
+                print(f"[{time.perf_counter() - started:5.0f} s] encoding for evaluation, {eval_batch} images a call",
+                      flush=True)
                 row["eval_images_per_s"] = time_encoding(setup, eval_batch, FLAGS.steps)
                 row["eval_batch"] = eval_batch
             jax_rows.append(row)
@@ -442,44 +495,9 @@ def run_benchmark() -> None:
                                "pairs_per_s": config.batch_size / min(times),
                                "tflop_per_s": train_flops_image * 2 * config.batch_size / min(times) / 1e12})
         del setup, steppers
+        write_result(complete=False)
 
-    result = {
-        "benchmark": "train_throughput",
-        **provenance(max(counts)),
-        "device_kind": device.device_kind,
-        "platform": device.platform,
-        "versions": versions(),
-        "compute_dtype": jax.numpy.dtype(compute_dtype(config.model.dtype)).name,
-        "image_size": config.image_size,
-        "sampling": config.sampling,
-        "scaling_mode": FLAGS.scaling,
-        "training_flops_per_image": train_flops_image,
-        "flops_note": "counted from the layer shapes (siamese_jax.flops): forward, weight and input gradients",
-        "peak_tflop_per_s_per_device": peak,
-        "jax": jax_rows,
-        "torch_device": on,
-        "torch": torch_rows,
-    }
-    base = next((r for r in jax_rows if r["devices"] == 1 and r["batch_size"] == batch_sizes[0]), None)
-    if base is not None:
-        per_device = [r for r in jax_rows if r["batch_size"] == batch_sizes[0] or FLAGS.scaling == "weak"]
-        for row in per_device:  # Pairs/s per device against 1 device's: 1.0 is perfect scaling.
-            row["scaling_efficiency"] = row["pairs_per_s"] / row["devices"] / base["pairs_per_s"]
-        result["jax_pairs_per_s"] = base["pairs_per_s"]
-    same_batch = [r for r in torch_rows if r["batch_size"] == batch_sizes[0]]
-    if same_batch:
-        fastest = max(same_batch, key=lambda r: r["pairs_per_s"])
-        result["torch_fastest_mode"] = fastest["mode"]
-        result["torch_pairs_per_s"] = fastest["pairs_per_s"]
-        if base is not None:
-            result["ratio_to_fastest_torch"] = base["pairs_per_s"] / fastest["pairs_per_s"]
-        if config.sampling != "pairs":
-            result["note"] = "PyTorch scores batch_size sampled pairs; JAX scores every within-group pair"
-    line = json.dumps(result)
-    if FLAGS.output:
-        Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(FLAGS.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(line)
+    write_result(complete=True)
 
 
 if __name__ == "__main__":

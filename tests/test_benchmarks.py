@@ -78,7 +78,7 @@ def test_throughput_benchmark_runs_and_prints_its_json(tmp_path):
                 f"--output={output}", "--profile_steps=2", f"--profile_output={tmp_path / 'trace.json.gz'}")
     assert done.returncode == 0, done.stderr
     result = _last_json(done.stdout)
-    assert result == json.loads(output.read_text())
+    assert result == json.loads(output.read_text()) and result["complete"] is True
     assert [row["batch_size"] for row in result["jax"]] == [16, 32]
     first = result["jax"][0]
     assert first["pairs_per_step"] == 2 * 28 and first["images_per_step"] == 16  # Two groups of 4 x 2 images.
@@ -107,11 +107,15 @@ def test_throughput_benchmark_times_several_steps_per_dispatch():
     assert row["profile"]["steps"] == 3  # One traced call of three steps.
 
 
-def test_throughput_benchmark_reports_a_config_mistake_in_one_line():
+def test_throughput_benchmark_keeps_finished_batch_sizes_and_reports_a_config_mistake_in_one_line(tmp_path):
+    output = tmp_path / "bench.json"
     done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
-                "--batch_sizes=16", "--steps=1", "--repeats=1", "--frameworks=jax")
+                "--config.classes_per_alphabet=4", "--config.images_per_class=2", "--batch_sizes=16,12",
+                "--steps=1", "--repeats=1", "--frameworks=jax", "--eval_batch=-1", f"--output={output}")
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("error: sampling='groups' needs batch_size (16)")
+    assert done.stderr.strip().splitlines()[-1].startswith("error: sampling='groups' needs batch_size (12)")
+    partial = json.loads(output.read_text())  # Written after batch 16, before batch 12 failed.
+    assert partial["complete"] is False and [row["batch_size"] for row in partial["jax"]] == [16]
 
 
 def _tiny_cpu_config():
