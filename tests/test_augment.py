@@ -51,3 +51,11 @@ def test_batch_distorts_each_image_differently_and_keeps_shape():
     assert out.shape == images.shape and out.dtype == images.dtype
     assert float(out.min()) >= -1e-6 and float(out.max()) <= 1 + 1e-6
     assert len({np.asarray(o).tobytes() for o in out}) > 1
+
+
+def test_closed_form_inverse_matches_numpy_on_random_distortions():
+    config = load_config("omniglot").augment
+    keys = jax.random.split(jax.random.PRNGKey(7), 64)
+    linears = jax.vmap(lambda k: augment.affine_matrix(augment.sample_affine_params(k, config, 105))[0])(keys)
+    inverses = jax.vmap(augment.inverse_2x2)(linears)
+    np.testing.assert_allclose(inverses, np.linalg.inv(np.asarray(linears, np.float64)), rtol=1e-5, atol=1e-6)
