@@ -44,6 +44,7 @@ def get_config():
     config.model = ml_collections.ConfigDict(dict(
         features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=256, padding="VALID",
         init="lecun", norm="batch", embedding="normalize", head="euclidean", margin=1.0, dropout=0.0, dtype="auto",
+        first_layer_as_matmul=False,
     ))
     config.loss = "contrastive"
 

@@ -50,8 +50,10 @@ def get_config():
     # dtype 'auto': bfloat16 compute on GPUs and TPUs, float32 on CPUs (models.compute_dtype).
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=4096,
-             padding="VALID", init="paper", norm="none", dropout=0.0, dtype="auto")
+             padding="VALID", init="paper", norm="none", dropout=0.0, dtype="auto", first_layer_as_matmul=False)
     )
+    # first_layer_as_matmul computes the first convolution (one input channel) as image patches
+    # times the kernel: the same function, by another route (siamese_jax/conv.py says why).
 
     # 'pairs': independent pairs, half same, half different (the paper). batch_size counts pairs.
     config.sampling = "pairs"

@@ -64,6 +64,7 @@ class Encoder(nn.Module):
     norm: str = "none"
     embedding: str = "sigmoid"
     dropout: float = 0.0  # On the flattened convolutional features, in training only.
+    first_layer_as_matmul: bool = False  # conv_0 as patches x kernel (conv.patches_conv_general_dilated).
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -84,7 +85,8 @@ class Encoder(nn.Module):
                 kernel_init=conv_kernel,
                 bias_init=conv_bias,
                 dtype=self.dtype,
-                conv_general_dilated=conv.conv_general_dilated,
+                conv_general_dilated=(conv.patches_conv_general_dilated if i == 0 and self.first_layer_as_matmul
+                                      else conv.conv_general_dilated),
                 name=f"conv_{i}",
             )(x)
             # Layer and group norms are stateless; batch norm keeps running averages in 'batch_stats'.
@@ -217,6 +219,7 @@ def build_model(model_config) -> SiameseNet:
         norm=model_config.norm,
         embedding=embedding,
         dropout=float(model_config.get("dropout", 0.0)),
+        first_layer_as_matmul=bool(model_config.get("first_layer_as_matmul", False)),
         dtype=dtype,
     )
     return SiameseNet(encoder, head_type=head, margin=float(model_config.get("margin", 1.0)))

@@ -222,3 +222,20 @@ def test_compare_runs_tool(trained_omniglot, tmp_path):
     assert report["final"][0]["runs"]["accuracy"] == report["final"][1]["runs"]["accuracy"]
     assert "val_verification_auc" in report["per_epoch"][0]
     assert report["commands"] == ["a", "b"]
+
+
+def test_every_gpu_suite_variant_parses_to_a_config_that_builds():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_suite
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    from siamese_jax.models import build_model
+
+    for name in gpu_suite.VARIANTS:
+        _, path, overrides = gpu_suite.parse_variant(name)
+        config = gpu_suite.load_variant_config(str(REPO / path), overrides)
+        build_model(config.model)  # Raises on a bad model section.
+        assert config.num_epochs >= 1, name
+    adamw = gpu_suite.load_variant_config(str(REPO / "configs/omniglot_fast.py"), gpu_suite.VARIANTS["fast_20_adamw"][1])
+    assert adamw.weight_decay == 0.05 and adamw.num_epochs == 20

@@ -7,6 +7,8 @@ import pytest
 from jax import lax
 
 from siamese_jax import conv
+from siamese_jax.models import SiameseNet, build_model, init_variables
+from tests.conftest import load_config
 
 
 def _loss(conv_fn, x, kernel, padding, strides=(1, 1)):
@@ -46,3 +48,38 @@ def test_kernel_grad_as_matmuls_is_the_correlation_of_input_and_output_grad():
         for j in range(3):
             expected[i, j] = np.einsum("bhwc,bhwo->co", np.asarray(x)[:, i : i + 4, j : j + 5], np.asarray(dy))
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cin,padding", [(1, "VALID"), (3, "SAME"), (2, ((1, 2), (0, 3)))])
+def test_patches_convolution_and_its_kernel_gradient_match_xla(cin, padding):
+    key_x, key_k, key_dy = jax.random.split(jax.random.PRNGKey(cin), 3)
+    x = jax.random.normal(key_x, (3, 17, 15, cin))
+    kernel = jax.random.normal(key_k, (5, 4, cin, 6))
+
+    def by_xla(k):
+        return lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        precision=lax.Precision.HIGHEST)
+
+    def by_patches(k):
+        return conv.patches_conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                                 precision=lax.Precision.HIGHEST)
+
+    expected, xla_vjp = jax.vjp(by_xla, kernel)
+    got, patches_vjp = jax.vjp(by_patches, kernel)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    dy = jax.random.normal(key_dy, expected.shape)
+    np.testing.assert_allclose(patches_vjp(dy)[0], xla_vjp(dy)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_encoder_with_its_first_layer_as_matmul_computes_the_same_embeddings():
+    config = load_config("omniglot")
+    config.image_size, config.model.features, config.model.embedding_dim = 40, (8, 8, 8, 8), 16
+    config.model.kernel_sizes, config.model.dtype = (5, 3, 3, 3), "float32"
+    images = jax.random.uniform(jax.random.PRNGKey(0), (4, 40, 40))
+    plain = build_model(config.model)
+    variables = init_variables(plain, jax.random.PRNGKey(1), (40, 40))
+    config.model.first_layer_as_matmul = True
+    as_matmul = build_model(config.model)
+    assert jax.tree.structure(init_variables(as_matmul, jax.random.PRNGKey(1), (40, 40))) == jax.tree.structure(variables)
+    np.testing.assert_allclose(as_matmul.apply(variables, images, method=SiameseNet.embed),
+                               plain.apply(variables, images, method=SiameseNet.embed), rtol=1e-4, atol=1e-5)
