@@ -1,8 +1,10 @@
-"""Faces on a 2-core CPU: a small encoder at 32x32 grayscale, LFW View 1, about 6 minutes.
+"""Faces on a 2-core CPU: a small encoder at 32x32 in colour, LFW View 1, about 9 minutes.
 
     python -m siamese_jax.train --config=configs/lfw_cpu.py --workdir=runs/lfw_cpu
 
-Same protocol, head, loss and sampling as configs/lfw.py.
+Same protocol, head, loss and sampling as configs/lfw.py. Colour and 25 epochs were chosen by
+validation AUC on the training people's held-out identities (results/lfw_cpu_recipe_sweep.json):
+0.923 against 0.886 for the first recipe (grayscale, 15 epochs).
 """
 
 from siamese_jax.config_files import sibling_config
@@ -12,10 +14,11 @@ def get_config():
     """The CPU face experiment."""
     config = sibling_config(__file__, "lfw.py")
     config.image_size = 32
+    config.channels = 3
     config.lfw.crop = 130
     # A smaller encoder; the rest of configs/lfw.py's model (batch norm, unit-length embedding,
     # Euclidean head) stays.
     config.model.update(dict(features=(32, 64, 64, 128), kernel_sizes=(3, 3, 3, 3), embedding_dim=128, padding="SAME"))
-    config.num_epochs = 15
-    config.patience = 5
+    config.num_epochs = 25
+    config.patience = 8
     return config

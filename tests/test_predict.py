@@ -169,4 +169,4 @@ def test_converter_follows_the_training_config(tmp_path):
     assert converted(config) == (24, 24, 3)
     config.folder.style, config.channels = "strokes", 1
     assert converted(config) == (24, 24)
-    assert converted(load_config("lfw_cpu")) == (32, 32)
+    assert converted(load_config("lfw_cpu")) == (32, 32, 3)
