@@ -278,10 +278,10 @@ def torch_setup(config, batch_size: int, device: str, mode: str):
     if precision not in TORCH_MODES or layout not in ("", "channels_last"):
         raise ValueError(f"unknown PyTorch mode {mode!r}: use {TORCH_MODES}, optionally +channels_last")
     if device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
         torch.backends.cudnn.benchmark = True
     elif precision == "tf32":
         raise ValueError("TF32 is a CUDA mode")
+    tf32 = precision == "tf32"
     size = config.image_size
     layers, channels = [], config.get("channels", 1)
     for i, (width, kernel) in enumerate(zip(config.model.features, config.model.kernel_sizes)):
@@ -306,6 +306,10 @@ def torch_setup(config, batch_size: int, device: str, mode: str):
                 else contextlib.nullcontext())
 
     def step():
+        # The TF32 switches are global: set them at each step, since the modes' steps alternate.
+        # (Set once at setup, every mode ran with the last mode's switches.)
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             h = encoder(torch.cat([x1, x2]))
