@@ -404,3 +404,36 @@ def test_one_command_view2_trains_every_fold_resumes_and_reports(synthetic_lfw_d
     assert saved["lfw"]["setting"] == "strict" and len(saved["lfw"]["per_fold"]) == 10
     assert saved["lfw"]["std_error"] is not None and result["lfw"]["accuracy"] == saved["lfw"]["accuracy"]
     assert saved["fold_workdirs"] == [str(tmp_path / f"fold_{k}") for k in range(10)]
+
+
+def test_packed_archive_gives_the_same_faces_and_refuses_another_preprocessing(synthetic_lfw_dir, tmp_path):
+    prep = lfw.Preprocessing(crop=130, size=40, channels=3)
+    source = lfw.locate_archive(str(synthetic_lfw_dir))
+    packed_dir = tmp_path / "packed"
+    lfw.pack_archive(source, prep, packed_dir / "lfw")
+    original = lfw.load_lfw(str(synthetic_lfw_dir), str(tmp_path / "cache"), prep)
+    packed = lfw.load_lfw(str(packed_dir), str(tmp_path / "cache"), prep)
+    assert packed.source.endswith(lfw.PACKED_ARCHIVE) and packed.names == original.names
+    np.testing.assert_array_equal(packed.person, original.person)
+    np.testing.assert_array_equal(packed.number, original.number)
+    # The same pixels but for JPEG's re-encoding (of noisy synthetic photos: about 4 grey levels),
+    # much closer than the next photo, mostly of the same person (about 14).
+    error = np.abs(packed.images.astype(int) - original.images.astype(int)).mean()
+    assert error < 0.5 * np.abs(np.roll(original.images, 1, axis=0).astype(int) - original.images.astype(int)).mean()
+    with pytest.raises(DataError, match="packed for crop 130, size 40, 3 channel"):
+        lfw.load_lfw(str(packed_dir), str(tmp_path / "cache"), lfw.Preprocessing(crop=130, size=32, channels=3))
+
+
+def test_pack_tool_writes_a_trainable_data_folder_and_refuses_a_packed_source(synthetic_lfw_dir, tmp_path):
+    output = tmp_path / "out"
+    command = [sys.executable, str(REPO / "benchmarks" / "pack_lfw.py"), "--config=configs/lfw_cpu.py"]
+    done = subprocess.run([*command, f"--data_dir={synthetic_lfw_dir}", f"--output_dir={output}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in (output / "lfw").iterdir())
+    assert files == sorted([lfw.PACKED_ARCHIVE, lfw.PACKED_MANIFEST, *lfw.PAIR_FILES, *lfw.PEOPLE_FILES])
+    manifest = json.loads((output / "lfw" / lfw.PACKED_MANIFEST).read_text())
+    assert (manifest["crop"], manifest["size"], manifest["channels"]) == (130, 32, 3)
+    again = subprocess.run([*command, f"--data_dir={output}", f"--output_dir={tmp_path / 'again'}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1 and "packed already" in again.stderr and "Traceback" not in again.stderr
