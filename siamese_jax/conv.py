@@ -38,7 +38,7 @@ def patches_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation
                                  preferred_element_type=None):
     """conv_general_dilated as one matrix product over the image's patches (stride-1 2-D NHWC; others as above).
 
-    For a layer with one or a few input channels: cuDNN has no tensor-core kernel for them, and
+    For a layer with one or a few input channels, which cuDNN may run without the tensor cores:
     the paper's first layer (1 -> 64 channels, 10x10) took 2.95 ms of the 8.8 ms training step on
     an H100 (results/throughput_gpu_h100.json) for 4% of its FLOPs. As patches [B, H', W', kh*kw*cin]
     times the kernel [kh*kw*cin, cout], both it and its kernel gradient are plain matrix products.
