@@ -409,27 +409,26 @@ def run_benchmark() -> None:
     peak = peak_tflops(device.device_kind)
     jax_rows, torch_rows = [], []
 
+    # What the result says of the run, whatever has been timed: computed once (provenance runs git).
+    described = {
+        "benchmark": "train_throughput",
+        **provenance(max(counts)),
+        "device_kind": device.device_kind,
+        "platform": device.platform,
+        "versions": versions(),
+        "compute_dtype": jax.numpy.dtype(compute_dtype(config.model.dtype)).name,
+        "image_size": config.image_size,
+        "sampling": config.sampling,
+        "scaling_mode": FLAGS.scaling,
+        "training_flops_per_image": train_flops_image,
+        "flops_note": "counted from the layer shapes (siamese_jax.flops): forward, weight and input gradients",
+        "peak_tflop_per_s_per_device": peak,
+    }
+
     def write_result(complete: bool) -> None:
         """The JSON of what is timed so far: to --output after each batch size (a run stopped at its
         time limit keeps its finished rows), and printed at the end."""
-        result = {
-            "benchmark": "train_throughput",
-            **provenance(max(counts)),
-            "device_kind": device.device_kind,
-            "platform": device.platform,
-            "versions": versions(),
-            "compute_dtype": jax.numpy.dtype(compute_dtype(config.model.dtype)).name,
-            "image_size": config.image_size,
-            "sampling": config.sampling,
-            "scaling_mode": FLAGS.scaling,
-            "training_flops_per_image": train_flops_image,
-            "flops_note": "counted from the layer shapes (siamese_jax.flops): forward, weight and input gradients",
-            "peak_tflop_per_s_per_device": peak,
-            "jax": jax_rows,
-            "torch_device": on,
-            "torch": torch_rows,
-            "complete": complete,
-        }
+        result = {**described, "jax": jax_rows, "torch_device": on, "torch": torch_rows, "complete": complete}
         base = next((r for r in jax_rows if r["devices"] == 1 and r["batch_size"] == batch_sizes[0]), None)
         if base is not None:
             per_device = [r for r in jax_rows if r["batch_size"] == batch_sizes[0] or FLAGS.scaling == "weak"]
@@ -451,16 +450,17 @@ def run_benchmark() -> None:
         if complete:
             print(json.dumps(result))
 
+    started = time.perf_counter()
 
+    def phase(what: str) -> None:
+        """Prints what starts now, with the seconds since the first timing began: where the time
+        went between timings, for a run stopped at its limit."""
+        print(f"[{time.perf_counter() - started:5.0f} s] {what}", flush=True)
 
     runs = [(n, b) for b in batch_sizes for n in (counts if b == batch_sizes[0] else [1])]
-    started = time.perf_counter()
     for n, batch in runs:
         config.batch_size = batch * (n if FLAGS.scaling == "weak" else 1)
-        # Where the time goes between timings (compilation and autotuning at a new batch size can
-        # take minutes on a GPU), for a run stopped at its limit.
-        print(f"[{time.perf_counter() - started:5.0f} s] {n} device(s), batch {config.batch_size}: setting up",
-              flush=True)
+        phase(f"{n} device(s), batch {config.batch_size}: setting up")
         setup = jax_setup(config, jax.devices()[:n]) if "jax" in frameworks else None
         steppers = {mode: torch_setup(config, config.batch_size, on, mode) for mode in modes} if (
             "torch" in frameworks and n == 1) else {}
@@ -482,15 +482,14 @@ def run_benchmark() -> None:
                    "tflop_per_s_per_device": train_flops_image * images_per_step / best / n / 1e12}
             row["fraction_of_peak"] = row["tflop_per_s_per_device"] / peak if peak else None
             if FLAGS.breakdown and n == 1 and batch == batch_sizes[0]:
-                print(f"[{time.perf_counter() - started:5.0f} s] breakdown", flush=True)
+                phase("breakdown")
                 row["breakdown"] = breakdown(setup, config, FLAGS.steps)
             if FLAGS.profile_steps and n == 1 and batch == batch_sizes[0]:
-                print(f"[{time.perf_counter() - started:5.0f} s] profile", flush=True)
+                phase("profile")
                 row["profile"] = profile(setup, FLAGS.profile_steps, FLAGS.profile_output)
             if FLAGS.eval_batch >= 0 and n == 1 and batch == batch_sizes[0]:
                 eval_batch = FLAGS.eval_batch or config.eval_batch_size
-                print(f"[{time.perf_counter() - started:5.0f} s] encoding for evaluation, {eval_batch} images a call",
-                      flush=True)
+                phase(f"encoding for evaluation, {eval_batch} images a call")
                 row["eval_images_per_s"] = time_encoding(setup, eval_batch, FLAGS.steps)
                 row["eval_batch"] = eval_batch
             jax_rows.append(row)
