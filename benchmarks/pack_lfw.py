@@ -3,8 +3,8 @@
     python benchmarks/pack_lfw.py --data_dir=../shared/data --output_dir=.gpu_lfw [--config=configs/lfw.py]
 
 Writes OUTPUT_DIR/lfw/lfw-packed.tgz (every photo already cropped and resized as the config's
-preprocessing does, re-encoded as JPEG: about 41 MB at 105x105 grayscale against 109 MB for the
-deep-funneled archive), its manifest, and the six protocol files. A run with the same config and
+preprocessing does, re-encoded as JPEG: 37 MB for configs/lfw.py's 105x105 grayscale against 109 MB
+for the deep-funneled archive), its manifest, and the six protocol files. A run with the same config and
 --config.data_dir=OUTPUT_DIR trains on it; a config with another crop, size or channel count is
 refused with one line. JPEG re-encoding at --quality changes pixels slightly: results from a packed
 archive say so in their `source`.
