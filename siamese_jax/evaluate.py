@@ -2,7 +2,7 @@
 
     python -m siamese_jax.evaluate --workdir=DIR [--checkpoint=best|latest] [--output=FILE]
         Omniglot: [--runs=PATH] [--mnist] [--way=N --shots=K --tasks=T --seed=S]
-        LFW:      [--protocol=view1|view2]
+        LFW:      [--protocol=view1|view2] [--test_time_flip]
         folders:  [--way=N --shots=K --tasks=T --seed=S]
     python -m siamese_jax.evaluate --fold_workdirs=F0,...,F9 --output=view2.json   # LFW View 2, strict
 """
@@ -23,6 +23,8 @@ FLAGS = flags.FLAGS
 TEST_OVERRIDES = ("way", "shots", "tasks", "seed")
 # Dataset-specific flags, passed to the experiment's evaluate() when given.
 OPTIONS = ("runs", "mnist", "mnist_tasks", "mnist_seed", "protocol")
+# Flags that change how the saved model computes, not its parameters (config.model).
+MODEL_OVERRIDES = ("test_time_flip",)
 
 
 def define_flags() -> None:
@@ -42,18 +44,27 @@ def define_flags() -> None:
     flags.DEFINE_integer("mnist_seed", None, "Omniglot: seed of the MNIST tasks (default 0).")
     flags.DEFINE_enum("protocol", None, ["view1", "view2"], "LFW: 'view1', or 'view2' with this one model for every "
                       "fold (thresholds-only setting). Default: what the workdir was trained for.")
+    flags.DEFINE_bool("test_time_flip", None, "Embed each image and its mirror image and average (faces); default: "
+                      "the run's model.test_time_flip.")
     flags.DEFINE_list("fold_workdirs", None, "Cross-validated datasets (LFW View 2, strict): the workdirs of the fold "
                       "runs, in fold order; needs --output.")
 
 
+def _overrides_entry(model_overrides: dict | None) -> dict:
+    """The report's record of model settings the evaluation changed from the runs' configs (none: nothing)."""
+    return {"model_overrides": dict(model_overrides)} if model_overrides else {}
+
+
 def evaluate_workdir(workdir: str, checkpoint: str = "best", data_dir: str | None = None,
-                     test_overrides: dict | None = None, options: dict | None = None) -> tuple[dict, str]:
+                     test_overrides: dict | None = None, options: dict | None = None,
+                     model_overrides: dict | None = None) -> tuple[dict, str]:
     """The evaluation of a workdir's checkpoint and its text summary.
 
     `test_overrides` replace values of config.test (way, shots, tasks, seed); `options` are the
-    dataset's own (e.g. runs, mnist for Omniglot; protocol for LFW), rejected by datasets without them.
+    dataset's own (e.g. runs, mnist for Omniglot; protocol for LFW), rejected by datasets without them;
+    `model_overrides` set how the model computes (workdir.load_config).
     """
-    config = workdir_files.load_config(workdir)
+    config = workdir_files.load_config(workdir, model_overrides)
     if data_dir:
         config.data_dir = data_dir
     for name, value in (test_overrides or {}).items():
@@ -64,17 +75,20 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best", data_dir: str | Non
     experiment = experiments.build(config)
     experiment.check_options(options or {})
     model, variables = workdir_files.restore_model(workdir, config, checkpoint)
-    result = {"checkpoint": checkpoint, **experiment.evaluate(model, variables, **(options or {})),
-              "provenance": provenance()}
+    result = {"checkpoint": checkpoint, **_overrides_entry(model_overrides),
+              **experiment.evaluate(model, variables, **(options or {})), "provenance": provenance()}
     return result, experiment.summarize(result)
 
 
-def evaluate_folds(workdirs: list[str], checkpoint: str = "best") -> tuple[dict, str]:
+def evaluate_folds(workdirs: list[str], checkpoint: str = "best",
+                   model_overrides: dict | None = None) -> tuple[dict, str]:
     """The cross-validated evaluation of fold workdirs (LFW View 2, strict) and its text summary."""
     experiment = experiments.build(workdir_files.load_config(workdirs[0]))
     if not hasattr(experiment, "evaluate_folds"):
         raise UserError(f"--fold_workdirs: {workdirs[0]} is a run of a dataset without cross-validation folds")
-    result = {"checkpoint": checkpoint, **experiment.evaluate_folds(workdirs, checkpoint), "provenance": provenance()}
+    result = {"checkpoint": checkpoint, **_overrides_entry(model_overrides),
+              **experiment.evaluate_folds(workdirs, checkpoint, model_overrides=model_overrides),
+              "provenance": provenance()}
     return result, experiment.summarize(result)
 
 
@@ -87,12 +101,12 @@ def main(argv):
     if FLAGS.fold_workdirs and not FLAGS.output:
         sys.exit("error: --fold_workdirs needs --output=FILE for the View 2 report")
     try:
+        given = lambda names: {n: getattr(FLAGS, n) for n in names if getattr(FLAGS, n) is not None}
         if FLAGS.fold_workdirs:
-            result, summary = evaluate_folds(FLAGS.fold_workdirs, FLAGS.checkpoint)
+            result, summary = evaluate_folds(FLAGS.fold_workdirs, FLAGS.checkpoint, given(MODEL_OVERRIDES))
         else:
-            given = lambda names: {n: getattr(FLAGS, n) for n in names if getattr(FLAGS, n) is not None}
             result, summary = evaluate_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data_dir,
-                                               given(TEST_OVERRIDES), given(OPTIONS))
+                                               given(TEST_OVERRIDES), given(OPTIONS), given(MODEL_OVERRIDES))
         output = FLAGS.output or workdir_files.evaluation_path(FLAGS.workdir)
         workdir_files.write_json(result, output)
     except (UserError, OSError) as error:

@@ -155,6 +155,7 @@ class SiameseNet(nn.Module):
     encoder: Encoder
     head_type: str = "l1"
     margin: float = 1.0
+    test_time_flip: bool = False  # Outside training, embed each image and its mirror image and average.
 
     def setup(self):
         if self.head_type == "euclidean":
@@ -169,8 +170,19 @@ class SiameseNet(nn.Module):
         return self.head(h1, h2)
 
     def embed(self, images: jax.Array, train: bool = False) -> jax.Array:
-        """Encodes images [B, H, W] or [B, H, W, C] to embeddings [B, D] (see Encoder for `train`)."""
-        return self.encoder(images, train)
+        """Encodes images [B, H, W] or [B, H, W, C] to embeddings [B, D] (see Encoder for `train`).
+
+        With test_time_flip, outside training, the embedding is the mean of the image's and its
+        left-right mirror's (back to unit length for unit-length embeddings): a face and its mirror
+        show the same person, and averaging the two cancels some of the encoder's asymmetric noise.
+        """
+        embeddings = self.encoder(images, train)
+        if train or not self.test_time_flip:
+            return embeddings
+        mean = 0.5 * (embeddings + self.encoder(images[:, :, ::-1], False))
+        if self.encoder.embedding == "normalize":
+            mean = mean / jnp.maximum(jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-6)
+        return mean
 
     def score(self, h1: jax.Array, h2: jax.Array) -> jax.Array:
         """Scores embeddings with the head alone (broadcasting over leading axes)."""
@@ -222,7 +234,8 @@ def build_model(model_config) -> SiameseNet:
         first_layer_as_matmul=bool(model_config.get("first_layer_as_matmul", False)),
         dtype=dtype,
     )
-    return SiameseNet(encoder, head_type=head, margin=float(model_config.get("margin", 1.0)))
+    return SiameseNet(encoder, head_type=head, margin=float(model_config.get("margin", 1.0)),
+                      test_time_flip=bool(model_config.get("test_time_flip", False)))
 
 
 def input_shape(config) -> tuple[int, ...]:

@@ -25,8 +25,8 @@ TENSORBOARD = "tensorboard"
 # Config entries that fix the parameters' shapes: a workdir's checkpoints only fit these.
 MODEL_KEYS = ("model", "image_size", "channels")
 # Entries of config.model that change how the network computes, not its parameters: a run may
-# resume with another compute dtype or dropout rate.
-NOT_SHAPE_KEYS = ("dtype", "dropout")
+# resume with another compute dtype or dropout rate, or be evaluated with test-time flipping.
+NOT_SHAPE_KEYS = ("dtype", "dropout", "first_layer_as_matmul", "test_time_flip")
 
 
 def prepare(workdir: str, config, save_config: bool = True) -> None:
@@ -62,12 +62,18 @@ def changed_model_keys(saved: dict, current: dict) -> list[str]:
     return [k for k in MODEL_KEYS if saved.get(k) != current.get(k)]
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a training run saved in its workdir."""
+def load_config(workdir: str, model_overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """The config a training run saved in its workdir, with `model_overrides` (NOT_SHAPE_KEYS only) set in
+    config.model: ways to compute with the same parameters, such as model.test_time_flip."""
     path = epath.Path(workdir) / CONFIG
     if not path.exists():
         raise DataError(f"{path} not found: --workdir must be a directory written by siamese_jax.train")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    for key, value in (model_overrides or {}).items():
+        if key not in NOT_SHAPE_KEYS:
+            raise ValueError(f"model.{key} changes the parameters; only {NOT_SHAPE_KEYS} may be overridden")
+        config.model[key] = value
+    return config
 
 
 def read_metrics(workdir: str, up_to_epoch: int | None = None) -> list[dict]:

@@ -279,13 +279,29 @@ def _evaluate(*flags, env_data=None):
 def test_evaluate_view2_thresholds_only(trained_faces, tmp_path):
     workdir, _, _ = trained_faces
     output = tmp_path / "view2.json"
-    done = _evaluate(f"--workdir={workdir}", "--protocol=view2", f"--output={output}")
+    done = _evaluate(f"--workdir={workdir}", "--protocol=view2", "--notest_time_flip", f"--output={output}")
     assert done.returncode == 0, done.stderr
+    assert json.loads(output.read_text())["model_overrides"] == {"test_time_flip": False}
     report = json.loads(output.read_text())["lfw"]
     assert report["protocol"] == "view2" and report["setting"] == "thresholds_only"
     assert report["pairs"] == 40 and len(report["per_fold"]) == 10 and report["std_error"] is not None
     assert report["accuracy"] == pytest.approx(np.mean([f["accuracy"] for f in report["per_fold"]]))
     assert "View 2, thresholds only" in done.stdout
+
+
+def test_evaluate_with_and_without_test_time_flip(trained_faces):
+    from siamese_jax import evaluate
+
+    workdir, config, _ = trained_faces
+    assert config.model.test_time_flip  # configs/lfw.py's default, which the run's own evaluation used.
+    saved = json.loads((workdir / "eval.json").read_text())
+    flipped, _ = evaluate.evaluate_workdir(str(workdir), model_overrides={"test_time_flip": True})
+    plain, _ = evaluate.evaluate_workdir(str(workdir), model_overrides={"test_time_flip": False})
+    assert flipped["lfw"]["threshold"] == pytest.approx(saved["lfw"]["threshold"], abs=1e-6)
+    assert plain["lfw"]["threshold"] != pytest.approx(flipped["lfw"]["threshold"], abs=1e-6)
+    assert plain["model_overrides"] == {"test_time_flip": False} and "model_overrides" not in saved
+    with pytest.raises(ValueError, match="model.features changes the parameters"):
+        workdir_files.load_config(str(workdir), {"features": (4,)})
 
 
 def test_evaluate_strict_view2_checks_the_fold_workdirs(trained_faces):

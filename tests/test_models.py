@@ -74,3 +74,31 @@ def test_max_pool_matches_reduce_window():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 10, 3))
     expected = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
     np.testing.assert_array_equal(max_pool_2x2(x), expected)
+
+
+@pytest.mark.parametrize("embedding", ["normalize", "sigmoid"])
+def test_test_time_flip_averages_an_image_and_its_mirror_outside_training(embedding):
+    encoder = Encoder(features=(4, 8), kernel_sizes=(3, 3), embedding_dim=6, padding="SAME", init_scheme="lecun",
+                      norm="batch", embedding=embedding)
+    plain, flipped = SiameseNet(encoder, head_type="euclidean"), SiameseNet(encoder, head_type="euclidean",
+                                                                            test_time_flip=True)
+    variables = init_variables(plain, jax.random.PRNGKey(0), (10, 10, 3))
+    images = jax.random.uniform(jax.random.PRNGKey(1), (5, 10, 10, 3))
+    mirrors = images[:, :, ::-1]
+    embed = lambda model, x: model.apply(variables, x, method=SiameseNet.embed)
+    mean = 0.5 * (embed(plain, images) + embed(plain, mirrors))
+    if embedding == "normalize":
+        mean = mean / jnp.linalg.norm(mean, axis=-1, keepdims=True)
+    np.testing.assert_allclose(embed(flipped, images), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(embed(flipped, mirrors), embed(flipped, images), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(embed(plain, mirrors), embed(plain, images), atol=1e-3)  # The encoder alone is not symmetric.
+    # Training embeds each image once, as it is.
+    train = lambda model: model.apply(variables, images, True, method=SiameseNet.embed, mutable=["batch_stats"])[0]
+    np.testing.assert_allclose(train(flipped), train(plain), rtol=1e-6)
+
+
+def test_build_model_reads_test_time_flip():
+    config = load_config("lfw_cpu")
+    assert build_model(config.model).test_time_flip is bool(config.model.test_time_flip)
+    config.model.test_time_flip = not config.model.test_time_flip
+    assert build_model(config.model).test_time_flip is bool(config.model.test_time_flip)

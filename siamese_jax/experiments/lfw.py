@@ -311,9 +311,11 @@ class Experiment(base.Experiment):
         return lambda path: lfw.decode_face(image_files.read_image_file(path), str(path), prep)
 
     @classmethod
-    def evaluate_folds(cls, workdirs: list[str], checkpoint: str = "best", mesh: Mesh | None = None) -> dict:
-        """LFW View 2 in the strict setting from the ten fold workdirs, in any order (fold k's model scores fold k)."""
+    def evaluate_folds(cls, workdirs: list[str], checkpoint: str = "best", mesh: Mesh | None = None,
+                       model_overrides: dict | None = None) -> dict:
+        """LFW View 2 in the strict setting from the ten fold workdirs, in any order (fold k's model scores fold k);
+        `model_overrides` as workdir.load_config takes them."""
         by_fold = fold_workdirs(workdirs)
-        configs = [workdir.load_config(w) for w in by_fold]
+        configs = [workdir.load_config(w, model_overrides) for w in by_fold]
         models = [workdir.restore_model(w, c, checkpoint, mesh) for w, c in zip(by_fold, configs)]
         return {"lfw": cls(configs[0]).view2(models, mesh), "fold_workdirs": by_fold}
