@@ -37,15 +37,18 @@ def contrastive_loss(distance: jax.Array, same: jax.Array, margin: float, balanc
     return pair_mean(per_pair, same, balanced)
 
 
-def ranking_loss(logits: jax.Array, same: jax.Array, left: jax.Array, right: jax.Array, num_images: int) -> jax.Array:
+def ranking_loss(logits: jax.Array, same: jax.Array, left: jax.Array, right: jax.Array, num_images: int,
+                 scale: float = 1.0) -> jax.Array:
     """Softmax cross-entropy of picking a same-class partner among each image's scored partners.
 
     Every image of the batch acts as a one-shot query over the images it was paired with (its
-    alphabet group): the loss is -log(sum of exp(logit) over same-class partners / sum over all
-    partners), averaged over images that have a same-class partner. It trains the decision the
-    one-shot test makes, the argmax over candidates, with the paper's head as the score.
+    alphabet group): the loss is -log(sum of exp(scale * logit) over same-class partners / sum over
+    all partners), averaged over images that have a same-class partner. It trains the decision the
+    one-shot test makes, the argmax over candidates, with the paper's head as the score. `scale`
+    is an inverse temperature: the Euclidean head's logits span only 2 units on unit-length
+    embeddings, too flat a softmax without one (configs/lfw_cpu.py uses 16).
     """
-    logits = logits.astype(jnp.float32)
+    logits = scale * logits.astype(jnp.float32)
     anchor = jnp.concatenate([left, right])
     scores = jnp.concatenate([logits, logits])  # The head is symmetric: each pair serves both ends.
     positive = jnp.concatenate([same, same])

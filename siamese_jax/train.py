@@ -76,6 +76,7 @@ class StepSettings:
     loss: str = "cross_entropy"
     balanced: bool = False
     ranking_weight: float = 0.0
+    ranking_scale: float = 1.0
     distortion: SimpleNamespace | None = None  # config.augment's values; None when disabled.
 
     @classmethod
@@ -84,6 +85,7 @@ class StepSettings:
         distortion = SimpleNamespace(**config.augment.to_dict())
         return cls(loss=config.get("loss", "cross_entropy"), balanced=bool(config.balanced_loss),
                    ranking_weight=float(config.ranking_loss_weight),
+                   ranking_scale=float(config.get("ranking_loss_scale", 1.0)),
                    distortion=distortion if distortion.enabled else None)
 
 
@@ -122,7 +124,7 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
             if settings.ranking_weight:
                 logits = model.apply(variables, h1, h2, method=SiameseNet.score)
                 data_loss += settings.ranking_weight * losses.ranking_loss(
-                    logits, batch.same, batch.left, batch.right, batch.images.shape[0]
+                    logits, batch.same, batch.left, batch.right, batch.images.shape[0], settings.ranking_scale
                 )
             return data_loss + optim.l2_penalty(params, l2), (data_loss, mutated)
 

@@ -24,18 +24,19 @@ def test_pair_loss_plain_and_balanced():
     )
 
 
-def test_ranking_loss_matches_softmax_over_partners():
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_ranking_loss_matches_softmax_over_partners(scale):
     # Images 0,1 are one class and 2,3 another; all six pairs are scored.
     left, right = np.array([0, 0, 0, 1, 1, 2]), np.array([1, 2, 3, 2, 3, 3])
     same = np.array([1, 0, 0, 0, 0, 1.0])
     logits = np.array([2.0, 0.5, -1.0, 0.3, 0.1, 1.5])
     matrix = np.full((4, 4), -np.inf)
-    matrix[left, right] = matrix[right, left] = logits
+    matrix[left, right] = matrix[right, left] = scale * logits
     partner = [1, 0, 3, 2]
     expected = np.mean([
         -(matrix[i, partner[i]] - np.log(np.exp(matrix[i][np.isfinite(matrix[i])]).sum())) for i in range(4)
     ])
-    got = losses.ranking_loss(jnp.asarray(logits), jnp.asarray(same), jnp.asarray(left), jnp.asarray(right), 4)
+    got = losses.ranking_loss(jnp.asarray(logits), jnp.asarray(same), jnp.asarray(left), jnp.asarray(right), 4, scale)
     assert float(got) == pytest.approx(expected, rel=1e-5)
 
 
