@@ -50,10 +50,13 @@ def get_config():
     # dtype 'auto': bfloat16 compute on GPUs and TPUs, float32 on CPUs (models.compute_dtype).
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=4096,
-             padding="VALID", init="paper", norm="none", dropout=0.0, dtype="auto", first_layer_as_matmul=False)
+             padding="VALID", init="paper", norm="none", dropout=0.0, dtype="auto", first_layer_as_matmul=False,
+             test_time_flip=False)
     )
     # first_layer_as_matmul computes the first convolution (one input channel) as image patches
     # times the kernel: the same function, by another route (siamese_jax/conv.py says why).
+    # test_time_flip averages each image's embedding with its mirror image's at evaluation: off,
+    # since a mirrored character is often another character.
 
     # 'pairs': independent pairs, half same, half different (the paper). batch_size counts pairs.
     config.sampling = "pairs"
@@ -65,6 +68,7 @@ def get_config():
     # Weight of a softmax ranking loss over each image's scored partners, added to the paper's
     # cross-entropy (losses.ranking_loss). 0 is the paper.
     config.ranking_loss_weight = 0.0
+    config.ranking_loss_scale = 1.0  # Multiplies the head's logits inside the ranking loss (an inverse temperature).
 
     config.augment = ml_collections.ConfigDict(
         dict(enabled=True, probability=0.5, rotation=10.0, shear=0.3, scale=(0.8, 1.2), translation=2.0,

@@ -17,7 +17,8 @@ def get_config():
     config.image_size = 28
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 64, 64, 64), kernel_sizes=(3, 3, 3, 3), embedding_dim=4096,
-             padding="SAME", init="lecun", norm="group", dropout=0.0, dtype="auto", first_layer_as_matmul=False)
+             padding="SAME", init="lecun", norm="group", dropout=0.0, dtype="auto", first_layer_as_matmul=False,
+             test_time_flip=False)
     )
     # 'groups': batch_size images = alphabets x classes_per_alphabet x images_per_class, and
     # every pair inside each alphabet group is scored (1,984 pairs per step here).
