@@ -3,21 +3,21 @@
     python -m siamese_jax.train --config=configs/lfw.py --workdir=runs/lfw
     python -m siamese_jax.evaluate --workdir=runs/lfw --protocol=view2    # View 2, thresholds only
 
-View 2 in the strict setting trains one model per fold (K = 0..9), then combines them:
+View 2 in the strict setting trains one model per fold (K = 0..9), then combines them, all in one
+command that resumes where it stopped:
 
-    python -m siamese_jax.train --config=configs/lfw.py --config.lfw.protocol=view2 --config.lfw.fold=K --workdir=runs/lfw_fold_K
-    python -m siamese_jax.evaluate --fold_workdirs=runs/lfw_fold_0,...,runs/lfw_fold_9 --output=runs/lfw_view2.json
+    python -m siamese_jax.lfw_view2 --config=configs/lfw.py --workdir=runs/lfw_view2
 
 The paper's encoder at 105x105 grayscale, with batch normalisation, a unit-length embedding and a
-Euclidean head trained with the contrastive loss; set model.head='l1', model.embedding='sigmoid'
-and loss='cross_entropy' for the paper's head and loss.
+Euclidean head trained with the contrastive loss plus a ranking loss; set model.head='l1',
+model.embedding='sigmoid', loss='cross_entropy' and ranking_loss_weight=0 for the paper's head and loss.
 """
 
 import ml_collections
 
 
 def get_config():
-    """LFW View 1 with the contrastive loss."""
+    """LFW View 1 with the contrastive and ranking losses."""
     config = ml_collections.ConfigDict()
     config.dataset = "lfw"
     config.seed = 0
