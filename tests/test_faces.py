@@ -188,6 +188,48 @@ def test_view2_threshold_comes_only_from_the_other_folds():
     assert strict["accuracy"] == 0.875 and strict["std_error"] == pytest.approx(np.std([0.75, 1], ddof=1) / np.sqrt(2))
 
 
+def test_view2_with_given_thresholds_uses_them_for_each_row():
+    same = np.array([1, 1, 0, 0, 1, 1, 0, 0], bool)
+    fold = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.9, 0.8, 0.2, 0.3, 0.35, 0.4, 0.1, 0.15])
+    # One model: its one threshold serves every fold. 0.25 calls fold 0's 0.3 'same' and all of fold 1 right.
+    result = faces.cross_validate(scores[None], same, fold, thresholds=[0.25])
+    assert [f["accuracy"] for f in result["per_fold"]] == [0.75, 1.0]
+    assert [f["threshold"] for f in result["per_fold"]] == [0.25, 0.25]
+    # One model per fold: row k's threshold for fold k.
+    strict = faces.cross_validate(np.stack([scores, scores]), same, fold, thresholds=[0.5, 0.05])
+    assert [f["accuracy"] for f in strict["per_fold"]] == [1.0, 0.5]
+    with pytest.raises(ValueError, match="1 thresholds for 2 rows"):
+        faces.cross_validate(np.stack([scores, scores]), same, fold, thresholds=[0.5])
+
+
+def test_view1_threshold_source_picks_which_threshold_gives_the_result(trained_faces):
+    from siamese_jax import evaluate
+
+    workdir, _, _ = trained_faces
+    saved = json.loads((workdir / "eval.json").read_text())["lfw"]
+    assert saved["threshold_source"] == "validation"  # configs/lfw.py's.
+    by_source = saved["accuracy_by_threshold_source"]
+    assert set(by_source) == {"validation", "protocol"}
+    assert saved["accuracy"] == by_source["validation"]["accuracy"]
+    assert saved["threshold"] == by_source["validation"]["threshold"]
+    config = workdir_files.load_config(str(workdir))
+    config.lfw.threshold = "protocol"
+    (workdir / "config.json").write_text(config.to_json())
+    try:
+        protocol, summary = evaluate.evaluate_workdir(str(workdir))
+    finally:
+        config.lfw.threshold = "validation"
+        (workdir / "config.json").write_text(config.to_json())
+    assert protocol["lfw"]["threshold_source"] == "protocol"
+    assert protocol["lfw"]["accuracy_by_threshold_source"] == by_source  # The same two thresholds, either way.
+    assert protocol["lfw"]["threshold"] == by_source["protocol"]["threshold"]
+    assert "protocol's training pairs" in protocol["lfw"]["description"]
+    assert f"with the validation threshold instead: {100 * by_source['validation']['accuracy']:.2f}%" in summary
+    # The protocol threshold is the best one on pairsDevTrain; the validation one need not be.
+    assert by_source["protocol"]["threshold"] != by_source["validation"]["threshold"]
+
+
 def test_roc_auc_against_hand_counts():
     scores = np.array([0.9, 0.4, 0.6, 0.4, 0.1])
     positive = np.array([1, 1, 0, 0, 0], bool)

@@ -287,6 +287,7 @@ def test_one_device_training_compiles_its_step_once(synthetic_data_dir, cache_di
 @pytest.mark.parametrize("dataset, change, message", [
     ("lfw", lambda c: setattr(c.lfw, "protocol", "view3"), "config.lfw.protocol must be one of"),
     ("lfw", lambda c: (setattr(c.lfw, "protocol", "view2"), setattr(c.lfw, "fold", 10)), "config.lfw.fold must be in 0..9"),
+    ("lfw", lambda c: setattr(c.lfw, "threshold", "test"), "config.lfw.threshold must be one of"),
     ("omniglot", lambda c: setattr(c, "images_per_class", 3), "sampling='groups' needs batch_size"),
     ("omniglot", lambda c: setattr(c.train, "drawers", (0, 21)), "config.train.drawers must be drawers among 1-20"),
     ("omniglot", lambda c: setattr(c.validation, "metric", "auc"), "config.validation.metric='auc' is none of"),

@@ -25,13 +25,23 @@ from siamese_jax.tasks import Pairs, random_trials
 PROTOCOLS = ("view1", "view2")
 NUM_FOLDS = 10
 SETTINGS = {
-    "view1": "View 1: trained on the peopleDevTrain people; threshold chosen on the pairsDevTrain pairs",
+    "view1": "View 1: trained on the peopleDevTrain people",
     "strict": "View 2, strict: per fold, a model trained on the people of the other nine folds (LFW's "
-              "unrestricted setting, no outside data) with the threshold chosen on those folds' pairs",
-    "thresholds_only": "View 2, thresholds only: one model for every fold, the threshold chosen on the other "
-                       "nine folds' pairs; the model was not retrained per fold, so its training people may "
-                       "appear in the test folds (not the standard protocol: use the strict setting to report)",
+              "unrestricted setting, no outside data)",
+    "thresholds_only": "View 2, thresholds only: one model for every fold; the model was not retrained per fold, so "
+                       "its training people may appear in the test folds (not the standard protocol: use the strict "
+                       "setting to report)",
 }
+# Where the same/different threshold comes from (config.lfw.threshold). Both use training-side data only.
+THRESHOLD_SOURCES = {
+    "validation": "threshold chosen on pairs of the training people held out from training (the validation pairs)",
+    "protocol": "threshold chosen on the protocol's training pairs (pairsDevTrain; the other nine folds' pairs)",
+}
+
+
+def threshold_source(section) -> str:
+    """config.lfw.threshold ('protocol' in configs saved before it existed)."""
+    return section.get("threshold", "protocol")
 
 
 def identification_ways(section) -> tuple[int, ...]:
@@ -89,10 +99,11 @@ def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float
     return float(np.mean((np.asarray(scores) > threshold) == np.asarray(same, bool)))
 
 
-def cross_validate(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> dict:
+def cross_validate(scores: np.ndarray, same: np.ndarray, fold: np.ndarray, thresholds=None) -> dict:
     """View 2 from pair scores [M, P]: M = 1 model for every fold, or M = 10 with row k trained without fold k.
 
-    For each fold the threshold is chosen on the other folds' pairs only, with that fold's model.
+    For each fold the threshold is chosen on the other folds' pairs only, with that fold's model,
+    unless `thresholds` gives one per row of `scores` (chosen elsewhere, never on the test fold).
     Reports the mean accuracy with its standard error (sample standard deviation / sqrt(folds)),
     and the mean of the per-fold ROC AUCs.
     """
@@ -100,11 +111,14 @@ def cross_validate(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> di
     folds = np.unique(fold)
     if scores.shape[0] not in (1, len(folds)):
         raise ValueError(f"scores has {scores.shape[0]} rows; expected 1 or one per fold ({len(folds)})")
+    if thresholds is not None and len(thresholds) != scores.shape[0]:
+        raise ValueError(f"{len(thresholds)} thresholds for {scores.shape[0]} rows of scores")
     per_fold = []
     for k in folds:
-        row = scores[k if scores.shape[0] > 1 else 0]
+        row_index = k if scores.shape[0] > 1 else 0
+        row = scores[row_index]
         test, train = fold == k, fold != k
-        threshold = best_threshold(row[train], same[train])
+        threshold = best_threshold(row[train], same[train]) if thresholds is None else float(thresholds[row_index])
         per_fold.append({
             "fold": int(k),
             "pairs": int(test.sum()),
@@ -131,6 +145,9 @@ def format_lfw(result: dict) -> str:
         f"ROC AUC {v['auc']:.4f}",
         f"  {v['description']}",
     ]
+    for source, other in v.get("accuracy_by_threshold_source", {}).items():
+        if source != v.get("threshold_source"):
+            lines.append(f"  with the {source} threshold instead: {100 * other['accuracy']:.2f}%")
     for ident in result.get("identification", []):
         if "skipped" in ident:
             lines.append(f"{ident['way']}-way one-shot identification: skipped ({ident['skipped']})")
@@ -159,6 +176,8 @@ class Experiment(base.Experiment):
         f = self.config.lfw
         if f.protocol not in PROTOCOLS:
             raise ConfigError(f"config.lfw.protocol must be one of {PROTOCOLS}, got {f.protocol!r}")
+        if threshold_source(f) not in THRESHOLD_SOURCES:
+            raise ConfigError(f"config.lfw.threshold must be one of {tuple(THRESHOLD_SOURCES)}, got {f.threshold!r}")
         if f.protocol == "view2" and not 0 <= f.fold < NUM_FOLDS:
             raise ConfigError(f"config.lfw.fold must be in 0..{NUM_FOLDS - 1} for view2, got {f.fold}")
         if not 0 < f.validation_fraction < 1:
@@ -224,42 +243,81 @@ class Experiment(base.Experiment):
         embeddings = evaluation.encode(model, variables, eval_set.images, self.config.eval_batch_size, mesh)
         return evaluation.pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
 
+    def validation_threshold(self, model, variables: dict, mesh: Mesh | None) -> float:
+        """The threshold that best separates the validation pairs: pairs of training-side people held out from
+        training, so that their distances are those of unseen people (config.validation's pairs)."""
+        section = self.config.validation
+        evaluator = evaluation.EVALUATORS["verification"][1](self.validation_split(), section,
+                                                              self.config.eval_batch_size, mesh)
+        eval_set = evaluator.eval_set
+        embeddings = evaluation.encode(model, variables, eval_set.images, self.config.eval_batch_size, mesh)
+        return best_threshold(evaluation.pair_logits(model, variables, embeddings, eval_set.pairs, mesh),
+                              eval_set.pairs.same)
+
+    def description(self, setting: str) -> str:
+        """The setting's description with the config's threshold source."""
+        return f"{SETTINGS[setting]}; {THRESHOLD_SOURCES[threshold_source(self.config.lfw)]}"
+
     def view1(self, model, variables: dict, mesh: Mesh | None) -> dict:
-        """View 1: threshold from the pairsDevTrain pairs, accuracy and AUC on the pairsDevTest pairs."""
+        """View 1: accuracy and AUC on the pairsDevTest pairs, at the threshold of config.lfw.threshold (and at
+        the other source's, reported alongside)."""
         train_pairs = lfw.read_pairs(self.data_dir, "pairsDevTrain.txt")
         test_pairs = lfw.read_pairs(self.data_dir, "pairsDevTest.txt")
-        threshold = best_threshold(self.pair_scores(model, variables, train_pairs, mesh), train_pairs.same)
+        thresholds = {
+            "validation": self.validation_threshold(model, variables, mesh),
+            "protocol": best_threshold(self.pair_scores(model, variables, train_pairs, mesh), train_pairs.same),
+        }
+        source = threshold_source(self.config.lfw)
         scores = self.pair_scores(model, variables, test_pairs, mesh)
         return {
             "protocol": "view1",
             "setting": "view1",
-            "description": SETTINGS["view1"],
+            "description": self.description("view1"),
             "pairs": int(len(scores)),
-            "accuracy": accuracy_at(scores, test_pairs.same, threshold),
+            "accuracy": accuracy_at(scores, test_pairs.same, thresholds[source]),
             "std_error": None,
             "auc": evaluation.roc_auc(scores, test_pairs.same),
-            "threshold": threshold,
+            "threshold": thresholds[source],
+            "threshold_source": source,
+            "accuracy_by_threshold_source": {
+                name: {"accuracy": accuracy_at(scores, test_pairs.same, t), "threshold": t}
+                for name, t in thresholds.items()
+            },
         }
 
-    def view2(self, models_and_variables: list, mesh: Mesh | None) -> dict:
-        """View 2 over pairs.txt: one (model, variables) for every fold (thresholds only), or ten, the k-th for fold k."""
+    def view2(self, models_and_variables: list, mesh: Mesh | None, validation_thresholds: list[float]) -> dict:
+        """View 2 over pairs.txt: one (model, variables) for every fold (thresholds only), or ten, the k-th for fold k,
+        each with its validation threshold; config.lfw.threshold says which threshold gives the result, and the
+        other's result is reported alongside."""
         pairs = lfw.read_pairs(self.data_dir, "pairs.txt")
         if pairs.num_folds != NUM_FOLDS:
             raise DataError(f"{pairs.source} holds {pairs.num_folds} folds; View 2 has {NUM_FOLDS}")
         scores = np.stack([self.pair_scores(m, v, pairs, mesh) for m, v in models_and_variables])
         setting = "strict" if len(scores) == NUM_FOLDS else "thresholds_only"
-        return {"protocol": "view2", "setting": setting, "description": SETTINGS[setting],
-                **cross_validate(scores, pairs.same, pairs.fold)}
+        by_source = {"validation": cross_validate(scores, pairs.same, pairs.fold, validation_thresholds),
+                     "protocol": cross_validate(scores, pairs.same, pairs.fold)}
+        source = threshold_source(self.config.lfw)
+        return {"protocol": "view2", "setting": setting, "description": self.description(setting),
+                **by_source[source], "threshold_source": source,
+                "accuracy_by_threshold_source": {name: {"accuracy": r["accuracy"], "std_error": r["std_error"]}
+                                                 for name, r in by_source.items()}}
 
     def view2_fold(self, model, variables: dict, mesh: Mesh | None) -> dict:
         """The result on its own test fold of a model trained for View 2 fold config.lfw.fold."""
         fold = self.config.lfw.fold
         pairs = lfw.read_pairs(self.data_dir, "pairs.txt")
-        everything = cross_validate(self.pair_scores(model, variables, pairs, mesh), pairs.same, pairs.fold)
+        scores = self.pair_scores(model, variables, pairs, mesh)
+        by_source = {"validation": cross_validate(scores, pairs.same, pairs.fold,
+                                                  [self.validation_threshold(model, variables, mesh)]),
+                     "protocol": cross_validate(scores, pairs.same, pairs.fold)}
+        source = threshold_source(self.config.lfw)
         return {"protocol": "view2", "setting": "strict, one fold",
                 "description": f"fold {fold} of the strict View 2 setting; the 10 fold runs together "
-                               "give the View 2 result (python -m siamese_jax.evaluate --fold_workdirs=...)",
-                **everything["per_fold"][fold]}
+                               "give the View 2 result (python -m siamese_jax.evaluate --fold_workdirs=...); "
+                               + THRESHOLD_SOURCES[source],
+                **by_source[source]["per_fold"][fold], "threshold_source": source,
+                "accuracy_by_threshold_source": {name: {"accuracy": r["per_fold"][fold]["accuracy"]}
+                                                 for name, r in by_source.items()}}
 
     def identification(self, model, variables: dict, mesh: Mesh | None) -> list[dict]:
         """N-way one-shot identification among people the run never trained on, for each N of
@@ -293,7 +351,7 @@ class Experiment(base.Experiment):
             if protocol == "view1":
                 raise UserError(f"this run was trained for View 2 fold {self.config.lfw.fold}, whose training "
                                 "people include View 1's test people: evaluate it with --protocol=view2")
-            return {"lfw": self.view2([(model, variables)], mesh)}
+            return {"lfw": self.view2([(model, variables)], mesh, [self.validation_threshold(model, variables, mesh)])}
         verification = self.view1(model, variables, mesh) if own == "view1" else self.view2_fold(model, variables, mesh)
         return {
             "lfw": verification,
@@ -318,4 +376,6 @@ class Experiment(base.Experiment):
         by_fold = fold_workdirs(workdirs)
         configs = [workdir.load_config(w, model_overrides) for w in by_fold]
         models = [workdir.restore_model(w, c, checkpoint, mesh) for w, c in zip(by_fold, configs)]
-        return {"lfw": cls(configs[0]).view2(models, mesh), "fold_workdirs": by_fold}
+        # Each fold's own held-out training people give its validation threshold.
+        thresholds = [cls(c).validation_threshold(m, v, mesh) for c, (m, v) in zip(configs, models)]
+        return {"lfw": cls(configs[0]).view2(models, mesh, thresholds), "fold_workdirs": by_fold}
