@@ -1,6 +1,6 @@
 """Uses a trained workdir on your own images: compare two, or classify one against a support folder.
 
-    python -m siamese_jax.predict compare A.png B.png --workdir=DIR [--json]
+    python -m siamese_jax.predict compare A.png B.png --workdir=DIR [--json]   # + same/different for face runs
     python -m siamese_jax.predict classify QUERY.png --support=FOLDER --workdir=DIR [--top_k=5] [--json]
 
 A support folder holds one subfolder of images per class (one or more images each), or one image
@@ -72,6 +72,7 @@ class Predictor:
         self.config = workdir_files.load_config(workdir)
         self.model, self.variables = workdir_files.restore_model(workdir, self.config, checkpoint)
         self.convert = experiments.build(self.config).image_converter()
+        self.threshold = verification_threshold(workdir)
 
     def pair_logits(self, images: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Same-class logit of each (left, right) pair of model-input images."""
@@ -79,10 +80,15 @@ class Predictor:
         pairs = Pairs(np.asarray(left, np.int32), np.asarray(right, np.int32), np.zeros(len(left), bool))
         return evaluation.pair_logits(self.model, self.variables, embeddings, pairs)
 
-    def compare(self, a: Path, b: Path) -> float:
-        """Probability that images a and b show the same class."""
+    def compare(self, a: Path, b: Path) -> dict:
+        """Probability that images a and b show the same class, their logit, and, for runs whose evaluation
+        chose a verification threshold (faces), that threshold and whether the logit is above it."""
         images = np.stack([self.convert(a), self.convert(b)])
-        return float(jax.nn.sigmoid(self.pair_logits(images, [0], [1])[0]))
+        logit = float(self.pair_logits(images, [0], [1])[0])
+        result = {"probability": float(jax.nn.sigmoid(logit)), "logit": logit}
+        if self.threshold is not None:
+            result.update(threshold=self.threshold, same=logit > self.threshold)
+        return result
 
     def classify(self, query: Path, support: Path) -> list[dict]:
         """Every support class with its mean same-class probability against the query, best first.
@@ -103,6 +109,19 @@ class Predictor:
         return sorted(ranking, key=lambda r: -r["log_score"])
 
 
+def verification_threshold(workdir: str) -> float | None:
+    """The same/different threshold on logits that the run's evaluation chose (LFW runs), or None.
+
+    A Euclidean head's probability, sigmoid(margin/2 - distance), is a score, not a calibrated
+    probability: the threshold chosen on pairs is what tells same from different.
+    """
+    path = workdir_files.evaluation_path(workdir)
+    if not path.exists():
+        return None
+    threshold = json.loads(path.read_text()).get("lfw", {}).get("threshold")
+    return None if threshold is None else float(threshold)
+
+
 def main(argv):
     """Runs `compare` or `classify`."""
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO.
@@ -120,9 +139,13 @@ def main(argv):
                 raise DataError(f"image {path} not found")
         predictor = Predictor(FLAGS.workdir, FLAGS.checkpoint)
         if command == "compare":
-            probability = predictor.compare(Path(args[0]), Path(args[1]))
-            result = {"a": args[0], "b": args[1], "probability": probability}
-            text = f"same-class probability {probability:.4f}"
+            compared = predictor.compare(Path(args[0]), Path(args[1]))
+            result = {"a": args[0], "b": args[1], **compared}
+            text = f"same-class probability {compared['probability']:.4f} (logit {compared['logit']:.4f})"
+            if "same" in compared:
+                text += (f"\n{'same' if compared['same'] else 'different'}: the logit is "
+                         f"{'above' if compared['same'] else 'at or below'} the threshold {compared['threshold']:.4f} "
+                         f"that the run's evaluation chose")
         else:
             ranking = predictor.classify(Path(args[0]), Path(FLAGS.support))
             result = {"query": args[0], "support": FLAGS.support, "ranking": ranking}

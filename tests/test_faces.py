@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -344,6 +345,27 @@ def test_evaluate_with_and_without_test_time_flip(trained_faces):
     assert plain["model_overrides"] == {"test_time_flip": False} and "model_overrides" not in saved
     with pytest.raises(ValueError, match="model.features changes the parameters"):
         workdir_files.load_config(str(workdir), {"features": (4,)})
+
+
+def test_compare_two_faces_says_same_or_different_at_the_runs_threshold(trained_faces, synthetic_lfw_dir, tmp_path):
+    import tarfile
+
+    workdir, _, _ = trained_faces
+    with tarfile.open(lfw.locate_archive(str(synthetic_lfw_dir))) as archive:
+        photos = sorted((m for m in archive.getmembers() if m.isfile()), key=lambda m: m.name)[:2]
+        for member in photos:
+            (tmp_path / Path(member.name).name).write_bytes(archive.extractfile(member).read())
+    a, b = (tmp_path / Path(m.name).name for m in photos)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-m", "siamese_jax.predict", "compare", str(a), str(b),
+                           f"--workdir={workdir}", "--json"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    threshold = json.loads((workdir / "eval.json").read_text())["lfw"]["threshold"]
+    assert result["threshold"] == pytest.approx(threshold)
+    assert result["same"] == (result["logit"] > threshold)
+    assert result["probability"] == pytest.approx(1 / (1 + np.exp(-result["logit"])), rel=1e-5)
 
 
 def test_evaluate_strict_view2_checks_the_fold_workdirs(trained_faces):

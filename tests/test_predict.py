@@ -55,8 +55,10 @@ def test_strokes_input_puts_ink_bright_whatever_the_polarity(tmp_path):
 
 def test_compare_is_symmetric_and_identical_images_score_higher(predictor, run01):
     a, b = run01 / "training" / "class01.png", run01 / "training" / "class02.png"
-    assert predictor.compare(a, b) == pytest.approx(predictor.compare(b, a), abs=1e-6)
-    assert predictor.compare(a, a) > predictor.compare(a, b)
+    probability = lambda x, y: predictor.compare(x, y)["probability"]
+    assert probability(a, b) == pytest.approx(probability(b, a), abs=1e-6)
+    assert probability(a, a) > probability(a, b)
+    assert "same" not in predictor.compare(a, b)  # Omniglot runs choose no verification threshold.
 
 
 def test_classify_agrees_with_the_evaluation_trial_scores(predictor, trained_omniglot, run01):
@@ -91,7 +93,8 @@ def test_classify_averages_each_class_subfolder(predictor, run01, tmp_path):
     (support / "y" / "notes.txt").write_text("not an image, ignored")
     query = run01 / "training" / "class01.png"
     ranking = {r["class"]: r for r in predictor.classify(query, support)}
-    expected_x = np.mean([predictor.compare(query, run01 / "training" / f"class{k:02d}.png") for k in (1, 2)])
+    expected_x = np.mean([predictor.compare(query, run01 / "training" / f"class{k:02d}.png")["probability"]
+                          for k in (1, 2)])
     assert ranking["x"]["images"] == 2 and ranking["x"]["score"] == pytest.approx(expected_x, abs=1e-5)
     assert ranking["y"]["images"] == 1
 
@@ -132,7 +135,7 @@ def test_cli_compare_json_and_clear_errors(trained_omniglot, run01, tmp_path):
     a, b = run01 / "training" / "class01.png", run01 / "test" / "item01.png"
     done = _run("compare", str(a), str(b), f"--workdir={workdir}", "--json")
     assert done.returncode == 0, done.stderr
-    assert set(json.loads(done.stdout)) == {"a", "b", "probability"}
+    assert set(json.loads(done.stdout)) == {"a", "b", "probability", "logit"}
 
     (tmp_path / "fake.png").write_text("hello")
     for args, message in (
