@@ -71,8 +71,13 @@ class Predictor:
     def __init__(self, workdir: str, checkpoint: str = "best"):
         self.config = workdir_files.load_config(workdir)
         self.model, self.variables = workdir_files.restore_model(workdir, self.config, checkpoint)
-        self.convert = experiments.build(self.config).image_converter()
-        self.threshold = verification_threshold(workdir)
+        experiment = experiments.build(self.config)
+        self.convert = experiment.image_converter()
+        # A Euclidean head's probability, sigmoid(margin/2 - distance), ranks pairs but is not calibrated:
+        # the threshold the run's evaluation chose on pairs for these parameters tells same from different.
+        path = workdir_files.evaluation_path(workdir)
+        report = json.loads(path.read_text()) if path.exists() else {}
+        self.threshold = experiment.verification_threshold(report) if report.get("checkpoint") == checkpoint else None
 
     def pair_logits(self, images: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Same-class logit of each (left, right) pair of model-input images."""
@@ -107,19 +112,6 @@ class Predictor:
                             "images": len(class_paths)})
             start += len(class_paths)
         return sorted(ranking, key=lambda r: -r["log_score"])
-
-
-def verification_threshold(workdir: str) -> float | None:
-    """The same/different threshold on logits that the run's evaluation chose (LFW runs), or None.
-
-    A Euclidean head's probability, sigmoid(margin/2 - distance), is a score, not a calibrated
-    probability: the threshold chosen on pairs is what tells same from different.
-    """
-    path = workdir_files.evaluation_path(workdir)
-    if not path.exists():
-        return None
-    threshold = json.loads(path.read_text()).get("lfw", {}).get("threshold")
-    return None if threshold is None else float(threshold)
 
 
 def main(argv):

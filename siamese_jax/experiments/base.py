@@ -74,6 +74,12 @@ class Experiment:
         """Path of any image file -> uint8 model input, prepared the way the training images were."""
         raise NotImplementedError
 
+    def verification_threshold(self, report: dict) -> float | None:
+        """The same/different threshold on pair logits that an evaluation report (eval.json) chose; None
+        when this dataset's evaluation chooses none."""
+        del report
+        return None
+
     def report_figures(self, workdir: str, restore: Callable[[], tuple], out: Path, **options) -> list[Path]:
         """Figures beyond the training curves (report command) in `out`; none by default.
 

@@ -363,6 +363,11 @@ class Experiment(base.Experiment):
         """The protocol line, identification and validation."""
         return format_lfw(result)
 
+    def verification_threshold(self, report: dict) -> float | None:
+        """The threshold the View 1 or fold evaluation chose (none in View 2 reports, one per fold there)."""
+        threshold = report.get("lfw", {}).get("threshold")
+        return None if threshold is None else float(threshold)
+
     def image_converter(self):
         """Any photo -> the centre crop, grayscale or RGB, at the model's input size."""
         prep = lfw.preprocessing(self.config)
