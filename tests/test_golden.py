@@ -3,7 +3,8 @@
 The records in tests/golden/ were written by this test with SIAMESE_JAX_WRITE_GOLDEN=1 before the
 code was restructured into experiment modules; tiny_lfw.json again when the augmentation's 2x2
 solve became a closed-form inverse (a rounding change: the second epoch's loss moved by 1e-8, the
-View 1 threshold by 4e-4). Every value of metrics.jsonl but the wall time,
+View 1 threshold by 4e-4), and when LFW reports gained the threshold source (new fields and
+description; the metrics, threshold and accuracy unchanged). Every value of metrics.jsonl but the wall time,
 and the evaluation's numbers, must match exactly. They are float results of XLA:CPU on 8 forced
 devices, so the comparison is skipped under another JAX version than the one that wrote them.
 """
@@ -41,9 +42,11 @@ def test_tiny_run_matches_its_record(name, synthetic_data_dir, synthetic_lfw_dir
         config = tiny_config(synthetic_data_dir, cache_dir, learning_rate=1e-3, lr_decay=0.9,
                              lr_schedule="exponential", warmup_epochs=0.0, patience=6)
         config.train.drawers = tuple(range(9, 21))
-    else:  # Grayscale, no ranking loss or test-time flip: the LFW CPU recipe when the record was written.
+    else:  # Grayscale, no ranking loss or test-time flip, the protocol's threshold: the LFW CPU recipe when
+        # the record was written.
         config = tiny_lfw_config(synthetic_lfw_dir, cache_dir, channels=1, ranking_loss_weight=0.0)
         config.model.test_time_flip = False
+        config.lfw.threshold = "protocol"
     train.train_and_evaluate(config, str(tmp_path))
     numbers = _numbers(tmp_path)
     path = GOLDEN / f"tiny_{name}.json"
