@@ -138,6 +138,13 @@ def pair_logits(model: SiameseNet, variables: dict, embeddings: jax.Array, pairs
     return np.asarray(_pair_score_fn(model)(*_replicated_inputs(mesh, variables, embeddings, pairs.left, pairs.right)))
 
 
+def eval_set_pair_logits(model: SiameseNet, variables: dict, eval_set: EvalSet, batch_size: int,
+                         mesh: Mesh | None = None) -> np.ndarray:
+    """The logits [P] of an EvalSet's pairs: its images encoded once, then scored by the head."""
+    embeddings = encode(model, variables, eval_set.images, batch_size, mesh)
+    return pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
+
+
 @functools.lru_cache(maxsize=8)
 def _pair_score_fn(model: SiameseNet):
     return jax.jit(lambda v, e, a, b: model.apply(v, e[a], e[b], method=SiameseNet.score).astype(jnp.float32))
@@ -251,9 +258,8 @@ class VerificationEvaluator:
 
     def __call__(self, model, variables: dict) -> dict[str, float]:
         """The metrics of a model's variables."""
-        embeddings = encode(model, variables, self.eval_set.images, self.batch_size, self.mesh)
         pairs = self.eval_set.pairs
-        logits = pair_logits(model, variables, embeddings, pairs, self.mesh)
+        logits = eval_set_pair_logits(model, variables, self.eval_set, self.batch_size, self.mesh)
         return {"verification_accuracy": float(((logits > 0) == pairs.same).mean()),
                 "verification_auc": roc_auc(logits, pairs.same)}
 

@@ -46,7 +46,7 @@ def ranking_loss(logits: jax.Array, same: jax.Array, left: jax.Array, right: jax
     all partners), averaged over images that have a same-class partner. It trains the decision the
     one-shot test makes, the argmax over candidates, with the paper's head as the score. `scale`
     is an inverse temperature: the Euclidean head's logits span only 2 units on unit-length
-    embeddings, too flat a softmax without one (configs/lfw_cpu.py uses 16).
+    embeddings, too flat a softmax without one (configs/lfw.py uses 32).
     """
     logits = scale * logits.astype(jnp.float32)
     anchor = jnp.concatenate([left, right])

@@ -42,6 +42,12 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return jnp.maximum(top, bottom)
 
 
+def unit_length(x: jax.Array) -> jax.Array:
+    """Rows of x scaled to Euclidean length 1 (float32; a zero row stays near zero)."""
+    x = x.astype(jnp.float32)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
 def _initializers(scheme: str, kind: str):
     """Kernel and bias initializers for a 'conv' or 'dense' layer under `scheme`."""
     if scheme == "paper":
@@ -112,8 +118,7 @@ class Encoder(nn.Module):
             name="embed",
         )(x)
         if self.embedding == "normalize":  # Unit length: distances in [0, 2], one scale for a margin.
-            x = x.astype(jnp.float32)
-            return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+            return unit_length(x)
         return nn.sigmoid(x)
 
 
@@ -180,9 +185,7 @@ class SiameseNet(nn.Module):
         if train or not self.test_time_flip:
             return embeddings
         mean = 0.5 * (embeddings + self.encoder(images[:, :, ::-1], False))
-        if self.encoder.embedding == "normalize":
-            mean = mean / jnp.maximum(jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-6)
-        return mean
+        return unit_length(mean) if self.encoder.embedding == "normalize" else mean
 
     def score(self, h1: jax.Array, h2: jax.Array) -> jax.Array:
         """Scores embeddings with the head alone (broadcasting over leading axes)."""

@@ -240,8 +240,7 @@ class Experiment(base.Experiment):
         """The model's same-person logit for every pair of a protocol file (thresholds are chosen on these)."""
         left, right = lfw.pair_ids(self.dataset, pairs)
         eval_set = evaluation.make_eval_set(self.dataset.images, pairs=Pairs(left, right, pairs.same))
-        embeddings = evaluation.encode(model, variables, eval_set.images, self.config.eval_batch_size, mesh)
-        return evaluation.pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
+        return evaluation.eval_set_pair_logits(model, variables, eval_set, self.config.eval_batch_size, mesh)
 
     def validation_threshold(self, model, variables: dict, mesh: Mesh | None) -> float:
         """The threshold that best separates the validation pairs: pairs of training-side people held out from
@@ -250,9 +249,15 @@ class Experiment(base.Experiment):
         evaluator = evaluation.EVALUATORS["verification"][1](self.validation_split(), section,
                                                               self.config.eval_batch_size, mesh)
         eval_set = evaluator.eval_set
-        embeddings = evaluation.encode(model, variables, eval_set.images, self.config.eval_batch_size, mesh)
-        return best_threshold(evaluation.pair_logits(model, variables, embeddings, eval_set.pairs, mesh),
-                              eval_set.pairs.same)
+        logits = evaluation.eval_set_pair_logits(model, variables, eval_set, self.config.eval_batch_size, mesh)
+        return best_threshold(logits, eval_set.pairs.same)
+
+    def cross_validate_by_source(self, scores: np.ndarray, pairs: lfw.PairList,
+                                 validation_thresholds: list[float]) -> tuple[str, dict]:
+        """config.lfw.threshold, and cross_validate's result for each threshold source."""
+        by_source = {"validation": cross_validate(scores, pairs.same, pairs.fold, validation_thresholds),
+                     "protocol": cross_validate(scores, pairs.same, pairs.fold)}
+        return threshold_source(self.config.lfw), by_source
 
     def description(self, setting: str) -> str:
         """The setting's description with the config's threshold source."""
@@ -294,9 +299,7 @@ class Experiment(base.Experiment):
             raise DataError(f"{pairs.source} holds {pairs.num_folds} folds; View 2 has {NUM_FOLDS}")
         scores = np.stack([self.pair_scores(m, v, pairs, mesh) for m, v in models_and_variables])
         setting = "strict" if len(scores) == NUM_FOLDS else "thresholds_only"
-        by_source = {"validation": cross_validate(scores, pairs.same, pairs.fold, validation_thresholds),
-                     "protocol": cross_validate(scores, pairs.same, pairs.fold)}
-        source = threshold_source(self.config.lfw)
+        source, by_source = self.cross_validate_by_source(scores, pairs, validation_thresholds)
         return {"protocol": "view2", "setting": setting, "description": self.description(setting),
                 **by_source[source], "threshold_source": source,
                 "accuracy_by_threshold_source": {name: {"accuracy": r["accuracy"], "std_error": r["std_error"]}
@@ -307,10 +310,8 @@ class Experiment(base.Experiment):
         fold = self.config.lfw.fold
         pairs = lfw.read_pairs(self.data_dir, "pairs.txt")
         scores = self.pair_scores(model, variables, pairs, mesh)
-        by_source = {"validation": cross_validate(scores, pairs.same, pairs.fold,
-                                                  [self.validation_threshold(model, variables, mesh)]),
-                     "protocol": cross_validate(scores, pairs.same, pairs.fold)}
-        source = threshold_source(self.config.lfw)
+        source, by_source = self.cross_validate_by_source(
+            scores, pairs, [self.validation_threshold(model, variables, mesh)])
         return {"protocol": "view2", "setting": "strict, one fold",
                 "description": f"fold {fold} of the strict View 2 setting; the 10 fold runs together "
                                "give the View 2 result (python -m siamese_jax.evaluate --fold_workdirs=...); "
@@ -381,6 +382,7 @@ class Experiment(base.Experiment):
         by_fold = fold_workdirs(workdirs)
         configs = [workdir.load_config(w, model_overrides) for w in by_fold]
         models = [workdir.restore_model(w, c, checkpoint, mesh) for w, c in zip(by_fold, configs)]
+        folds = [cls(c) for c in configs]
         # Each fold's own held-out training people give its validation threshold.
-        thresholds = [cls(c).validation_threshold(m, v, mesh) for c, (m, v) in zip(configs, models)]
-        return {"lfw": cls(configs[0]).view2(models, mesh, thresholds), "fold_workdirs": by_fold}
+        thresholds = [fold.validation_threshold(m, v, mesh) for fold, (m, v) in zip(folds, models)]
+        return {"lfw": folds[0].view2(models, mesh, thresholds), "fold_workdirs": by_fold}
