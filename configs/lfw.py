@@ -37,6 +37,9 @@ def get_config():
         # 'protocol', pairsDevTrain / the other nine folds' pairs, whose people the model trained on: it
         # pulls their same pairs closer than an unseen person's, and the threshold comes out too strict.
         threshold="validation",
+        # Adaptive score normalisation (AS-norm) of every verification score against `images` photos of
+        # training people, each photo's `top` best scores among them (evaluation.adaptive_score_norm); 0: off.
+        cohort_norm=ml_collections.ConfigDict(dict(images=3000, top=200, seed=3)),
         # N-way one-shot identification among people never trained on, for each N of `ways`,
         # reported after training.
         identification=ml_collections.ConfigDict(dict(ways=(5, 10, 50), tasks=1000, seed=2)),
@@ -70,6 +73,9 @@ def get_config():
     # configs/lfw_cpu.py's validation AUC (results/lfw_cpu_recipe_sweep.json): 0.914 without it, 0.953 with it.
     config.ranking_loss_weight = 1.0
     config.ranking_loss_scale = 32.0
+    # Added when weight > 0: a softmax over every training person of the photo's own person, on
+    # cosine similarities to a learned proxy per person, with an additive margin (losses.proxy_loss).
+    config.proxy_loss = ml_collections.ConfigDict(dict(weight=0.0, scale=16.0, margin=0.1, learning_rate=1e-3))
 
     config.augment = ml_collections.ConfigDict(dict(
         enabled=True, probability=0.5, rotation=10.0, shear=0.1, scale=(0.9, 1.1), translation=5.0, flip=0.5,

@@ -2,7 +2,7 @@
 
     python -m siamese_jax.evaluate --workdir=DIR [--checkpoint=best|latest] [--output=FILE]
         Omniglot: [--runs=PATH] [--mnist] [--way=N --shots=K --tasks=T --seed=S]
-        LFW:      [--protocol=view1|view2] [--test_time_flip]
+        LFW:      [--protocol=view1|view2] [--test_time_flip] [--cohort_norm_images=N]
         folders:  [--way=N --shots=K --tasks=T --seed=S]
     python -m siamese_jax.evaluate --fold_workdirs=F0,...,F9 --output=view2.json   # LFW View 2, strict
 """
@@ -25,6 +25,8 @@ TEST_OVERRIDES = ("way", "shots", "tasks", "seed")
 OPTIONS = ("runs", "mnist", "mnist_tasks", "mnist_seed", "protocol")
 # Flags that change how the saved model computes, not its parameters (config.model).
 MODEL_OVERRIDES = ("test_time_flip",)
+# Flags that change how a trained run is evaluated: flag -> the config entry (workdir.EVALUATION_KEYS).
+EVALUATION_OVERRIDES = {"cohort_norm_images": "lfw.cohort_norm.images"}
 
 
 def define_flags() -> None:
@@ -46,25 +48,28 @@ def define_flags() -> None:
                       "fold (thresholds-only setting). Default: what the workdir was trained for.")
     flags.DEFINE_bool("test_time_flip", None, "Embed each image and its mirror image and average (faces); default: "
                       "the run's model.test_time_flip.")
+    flags.DEFINE_integer("cohort_norm_images", None, "LFW: AS-normalise verification scores against this many photos "
+                         "of the run's training people (0: off); default: the run's config.lfw.cohort_norm.")
     flags.DEFINE_list("fold_workdirs", None, "Cross-validated datasets (LFW View 2, strict): the workdirs of the fold "
                       "runs, in fold order; needs --output.")
 
 
-def _overrides_entry(model_overrides: dict | None) -> dict:
-    """The report's record of model settings the evaluation changed from the runs' configs (none: nothing)."""
-    return {"model_overrides": dict(model_overrides)} if model_overrides else {}
+def _overrides_entry(model_overrides: dict | None, evaluation_overrides: dict | None = None) -> dict:
+    """The report's record of settings the evaluation changed from the runs' configs (none: nothing)."""
+    return {**({"model_overrides": dict(model_overrides)} if model_overrides else {}),
+            **({"evaluation_overrides": dict(evaluation_overrides)} if evaluation_overrides else {})}
 
 
 def evaluate_workdir(workdir: str, checkpoint: str = "best", data_dir: str | None = None,
                      test_overrides: dict | None = None, options: dict | None = None,
-                     model_overrides: dict | None = None) -> tuple[dict, str]:
+                     model_overrides: dict | None = None, evaluation_overrides: dict | None = None) -> tuple[dict, str]:
     """The evaluation of a workdir's checkpoint and its text summary.
 
     `test_overrides` replace values of config.test (way, shots, tasks, seed); `options` are the
     dataset's own (e.g. runs, mnist for Omniglot; protocol for LFW), rejected by datasets without them;
-    `model_overrides` set how the model computes (workdir.load_config).
+    `model_overrides` set how the model computes, `evaluation_overrides` how it is evaluated (workdir.load_config).
     """
-    config = workdir_files.load_config(workdir, model_overrides)
+    config = workdir_files.load_config(workdir, model_overrides, evaluation_overrides)
     if data_dir:
         config.data_dir = data_dir
     for name, value in (test_overrides or {}).items():
@@ -75,19 +80,20 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best", data_dir: str | Non
     experiment = experiments.build(config)
     experiment.check_options(options or {})
     model, variables = workdir_files.restore_model(workdir, config, checkpoint)
-    result = {"checkpoint": checkpoint, **_overrides_entry(model_overrides),
+    result = {"checkpoint": checkpoint, **_overrides_entry(model_overrides, evaluation_overrides),
               **experiment.evaluate(model, variables, **(options or {})), "provenance": provenance()}
     return result, experiment.summarize(result)
 
 
-def evaluate_folds(workdirs: list[str], checkpoint: str = "best",
-                   model_overrides: dict | None = None) -> tuple[dict, str]:
+def evaluate_folds(workdirs: list[str], checkpoint: str = "best", model_overrides: dict | None = None,
+                   evaluation_overrides: dict | None = None) -> tuple[dict, str]:
     """The cross-validated evaluation of fold workdirs (LFW View 2, strict) and its text summary."""
     experiment = experiments.build(workdir_files.load_config(workdirs[0]))
     if not hasattr(experiment, "evaluate_folds"):
         raise UserError(f"--fold_workdirs: {workdirs[0]} is a run of a dataset without cross-validation folds")
-    result = {"checkpoint": checkpoint, **_overrides_entry(model_overrides),
-              **experiment.evaluate_folds(workdirs, checkpoint, model_overrides=model_overrides),
+    result = {"checkpoint": checkpoint, **_overrides_entry(model_overrides, evaluation_overrides),
+              **experiment.evaluate_folds(workdirs, checkpoint, model_overrides=model_overrides,
+                                          evaluation_overrides=evaluation_overrides),
               "provenance": provenance()}
     return result, experiment.summarize(result)
 
@@ -102,11 +108,14 @@ def main(argv):
         sys.exit("error: --fold_workdirs needs --output=FILE for the View 2 report")
     try:
         given = lambda names: {n: getattr(FLAGS, n) for n in names if getattr(FLAGS, n) is not None}
+        evaluation_overrides = {EVALUATION_OVERRIDES[name]: value for name, value in given(EVALUATION_OVERRIDES).items()}
         if FLAGS.fold_workdirs:
-            result, summary = evaluate_folds(FLAGS.fold_workdirs, FLAGS.checkpoint, given(MODEL_OVERRIDES))
+            result, summary = evaluate_folds(FLAGS.fold_workdirs, FLAGS.checkpoint, given(MODEL_OVERRIDES),
+                                             evaluation_overrides)
         else:
             result, summary = evaluate_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data_dir,
-                                               given(TEST_OVERRIDES), given(OPTIONS), given(MODEL_OVERRIDES))
+                                               given(TEST_OVERRIDES), given(OPTIONS), given(MODEL_OVERRIDES),
+                                               evaluation_overrides)
         output = FLAGS.output or workdir_files.evaluation_path(FLAGS.workdir)
         workdir_files.write_json(result, output)
     except (UserError, OSError) as error:

@@ -145,6 +145,43 @@ def eval_set_pair_logits(model: SiameseNet, variables: dict, eval_set: EvalSet, 
     return pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
 
 
+COHORT_CHUNK = 64  # Images scored against the whole cohort per call: bounds the [chunk, C, D] head input.
+
+
+@functools.lru_cache(maxsize=8)
+def _cohort_statistics_fn(model: SiameseNet, top: int):
+    @jax.jit
+    def statistics(variables, embeddings, cohort):
+        logits = model.apply(variables, embeddings[:, None, :], cohort[None], method=SiameseNet.score)  # [B, C]
+        best = jax.lax.top_k(logits.astype(jnp.float32), top)[0]
+        return best.mean(axis=-1), best.std(axis=-1)
+
+    return statistics
+
+
+def cohort_statistics(model: SiameseNet, variables: dict, embeddings: jax.Array, cohort: jax.Array, top: int,
+                      mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation [M] of each embedding's `top` highest logits against cohort embeddings [C, D]."""
+    statistics = _cohort_statistics_fn(model, min(top, len(cohort)))
+    count = len(embeddings)
+    padded = jnp.concatenate([embeddings, jnp.zeros((-count % COHORT_CHUNK, embeddings.shape[1]), embeddings.dtype)])
+    variables, cohort = _replicated_inputs(mesh, variables, cohort)
+    out = list(distributed.paced(statistics(variables, *_replicated_inputs(mesh, padded[i : i + COHORT_CHUNK]), cohort)
+                                 for i in range(0, len(padded), COHORT_CHUNK)))
+    return tuple(np.concatenate([np.asarray(chunk[j]) for chunk in out])[:count] for j in (0, 1))
+
+
+def adaptive_score_norm(logits: np.ndarray, pairs: Pairs, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Adaptive symmetric score normalisation (AS-norm; Matejka et al., 2017) of pair logits [P].
+
+    Each pair's logit is standardised by the cohort statistics of either image (mean and std [M]
+    of its highest logits against a cohort of other people), and the two are averaged: an image
+    that looks like many people has its matches discounted, a distinctive one has them raised.
+    """
+    return 0.5 * ((logits - mean[pairs.left]) / np.maximum(std[pairs.left], 1e-6)
+                  + (logits - mean[pairs.right]) / np.maximum(std[pairs.right], 1e-6))
+
+
 @functools.lru_cache(maxsize=8)
 def _pair_score_fn(model: SiameseNet):
     return jax.jit(lambda v, e, a, b: model.apply(v, e[a], e[b], method=SiameseNet.score).astype(jnp.float32))

@@ -7,6 +7,8 @@ lfw.protocol='view2' and lfw.fold=K). Running the same command again continues w
 a fold whose workdir holds eval.json is done, a half-trained one resumes from its checkpoint. When
 all ten are done, each fold's model scores its own fold's pairs with the threshold chosen on the
 other nine folds' pairs, and WORKDIR/view2.json gets the mean accuracy with its standard error.
+How the folds' scores are normalised (config.lfw.cohort_norm) comes from this command's config, so
+running it again with another setting re-evaluates finished folds without training them again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from siamese_jax import distributed, evaluate, train
 from siamese_jax import workdir as workdir_files
 from siamese_jax.errors import ConfigError, UserError
 from siamese_jax.experiments import base
+from siamese_jax.experiments import lfw as lfw_experiment
 from siamese_jax.experiments.lfw import NUM_FOLDS
 
 FLAGS = flags.FLAGS
@@ -53,7 +56,9 @@ def run_view2(config, workdir: str, devices=None, checkpoint: str = "best") -> d
             print(f"fold {k} of {NUM_FOLDS - 1}: training in {fold_dir}{left}", flush=True)
         train.train_and_evaluate(fold_config(config, k), fold_dir, devices)
         trained += 1
-    result, summary = evaluate.evaluate_folds(fold_dirs, checkpoint)
+    norm = lfw_experiment.cohort_norm(config.lfw)
+    result, summary = evaluate.evaluate_folds(
+        fold_dirs, checkpoint, evaluation_overrides={"lfw.cohort_norm.images": int(norm.images) if norm else 0})
     if primary:
         workdir_files.write_json(result, Path(workdir) / "view2.json")
         print(summary, flush=True)

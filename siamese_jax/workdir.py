@@ -27,6 +27,8 @@ MODEL_KEYS = ("model", "image_size", "channels")
 # Entries of config.model that change how the network computes, not its parameters: a run may
 # resume with another compute dtype or dropout rate, or be evaluated with test-time flipping.
 NOT_SHAPE_KEYS = ("dtype", "dropout", "first_layer_as_matmul", "test_time_flip")
+# Config entries (dotted paths) that only change how a trained run is evaluated.
+EVALUATION_KEYS = ("lfw.cohort_norm.images",)
 
 
 def prepare(workdir: str, config, save_config: bool = True) -> None:
@@ -62,9 +64,11 @@ def changed_model_keys(saved: dict, current: dict) -> list[str]:
     return [k for k in MODEL_KEYS if saved.get(k) != current.get(k)]
 
 
-def load_config(workdir: str, model_overrides: dict | None = None) -> ml_collections.ConfigDict:
+def load_config(workdir: str, model_overrides: dict | None = None,
+                evaluation_overrides: dict | None = None) -> ml_collections.ConfigDict:
     """The config a training run saved in its workdir, with `model_overrides` (NOT_SHAPE_KEYS only) set in
-    config.model: ways to compute with the same parameters, such as model.test_time_flip."""
+    config.model: ways to compute with the same parameters, such as model.test_time_flip; and
+    `evaluation_overrides` (EVALUATION_KEYS only, dotted paths; missing sections are created)."""
     path = epath.Path(workdir) / CONFIG
     if not path.exists():
         raise DataError(f"{path} not found: --workdir must be a directory written by siamese_jax.train")
@@ -73,6 +77,16 @@ def load_config(workdir: str, model_overrides: dict | None = None) -> ml_collect
         if key not in NOT_SHAPE_KEYS:
             raise ValueError(f"model.{key} changes the parameters; only {NOT_SHAPE_KEYS} may be overridden")
         config.model[key] = value
+    for key, value in (evaluation_overrides or {}).items():
+        if key not in EVALUATION_KEYS:
+            raise ValueError(f"{key} is not an evaluation setting; only {EVALUATION_KEYS} may be overridden")
+        *sections, name = key.split(".")
+        section = config
+        for part in sections:
+            if part not in section:
+                section[part] = ml_collections.ConfigDict()
+            section = section[part]
+        section[name] = value
     return config
 
 

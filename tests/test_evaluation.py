@@ -150,3 +150,28 @@ def test_random_pairs_skip_single_image_classes_for_same_pairs():
     assert {1, 3} & set(label[np.concatenate([pairs.left[~same], pairs.right[~same]])])  # Still in different pairs.
     with pytest.raises(DataError, match="classes with two or more images"):
         tasks.random_pairs(np.arange(3), np.zeros(3, int), np.arange(3), 10, seed=0)
+
+
+@pytest.mark.parametrize("head", ["l1", "euclidean"])
+def test_cohort_statistics_are_each_images_top_logits_mean_and_std(head):
+    model = SiameseNet(Encoder(features=(4,), kernel_sizes=(3,), embedding_dim=8, padding="SAME", init_scheme="lecun"),
+                       head_type=head)
+    variables = init_variables(model, jax.random.PRNGKey(0), (6, 6))
+    rng = np.random.default_rng(0)
+    embeddings, cohort = jnp.asarray(rng.uniform(size=(70, 8))), jnp.asarray(rng.uniform(size=(30, 8)))
+    mean, std = evaluation.cohort_statistics(model, variables, embeddings, cohort, top=5)
+    for i in (0, 33, 69):  # Images of the first, second and padded last chunk.
+        logits = np.array([float(model.apply(variables, embeddings[i], cohort[c], method=SiameseNet.score))
+                           for c in range(30)])
+        best = np.sort(logits)[-5:]
+        assert mean[i] == pytest.approx(best.mean(), rel=1e-4, abs=1e-5)
+        assert std[i] == pytest.approx(best.std(), rel=1e-3, abs=1e-5)
+    everyone = evaluation.cohort_statistics(model, variables, embeddings, cohort, top=1000)  # Capped at the cohort.
+    assert everyone[0].shape == (70,) and np.all(everyone[0] < mean)
+
+
+def test_adaptive_score_norm_averages_both_images_standardised_scores():
+    pairs = tasks.Pairs(left=np.array([0, 1]), right=np.array([2, 0]), same=np.array([True, False]))
+    mean, std = np.array([1.0, -1.0, 0.5]), np.array([2.0, 0.5, 1.0])
+    normalised = evaluation.adaptive_score_norm(np.array([3.0, 0.0]), pairs, mean, std)
+    np.testing.assert_allclose(normalised, [0.5 * ((3 - 1) / 2 + (3 - 0.5) / 1), 0.5 * ((0 + 1) / 0.5 + (0 - 1) / 2)])

@@ -484,6 +484,13 @@ def test_one_command_view2_trains_every_fold_resumes_and_reports(synthetic_lfw_d
     assert saved["lfw"]["setting"] == "strict" and len(saved["lfw"]["per_fold"]) == 10
     assert saved["lfw"]["std_error"] is not None and result["lfw"]["accuracy"] == saved["lfw"]["accuracy"]
     assert saved["fold_workdirs"] == [str(tmp_path / f"fold_{k}") for k in range(10)]
+    # The command's config says how the finished folds are scored: running it again with score
+    # normalisation off re-evaluates them without training.
+    assert "AS-normalised" in saved["lfw"]["description"]
+    config.lfw.cohort_norm.images = 0
+    plain = lfw_view2.run_view2(config, str(tmp_path))
+    assert len(trained) == 11 and "AS-normalised" not in plain["lfw"]["description"]
+    assert plain["lfw"]["per_fold"] != saved["lfw"]["per_fold"]
 
 
 def test_packed_archive_gives_the_same_faces_and_refuses_another_preprocessing(synthetic_lfw_dir, tmp_path):
@@ -517,3 +524,80 @@ def test_pack_tool_writes_a_trainable_data_folder_and_refuses_a_packed_source(sy
     again = subprocess.run([*command, f"--data_dir={output}", f"--output_dir={tmp_path / 'again'}"], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and "packed already" in again.stderr and "Traceback" not in again.stderr
+
+
+def _latest_state(workdir: Path, config) -> dict:
+    """The training state a run in `workdir` would resume from."""
+    trainer = train.Trainer(config, str(workdir))
+    trainer.checkpoints.close()
+    return trainer.state
+
+
+def test_proxy_loss_trains_one_proxy_per_training_person_and_resumes_them(synthetic_lfw_dir, cache_dir, tmp_path):
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir, num_epochs=2)
+    config.proxy_loss.weight = 1.0
+    train.train_and_evaluate(config, str(tmp_path / "straight"))
+    config.num_epochs = 1
+    train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    config.num_epochs = 2
+    train.train_and_evaluate(config, str(tmp_path / "resumed"))  # Continues from epoch 1, proxies included.
+
+    straight, resumed = _latest_state(tmp_path / "straight", config), _latest_state(tmp_path / "resumed", config)
+    people = len(np.unique(faces.Experiment(config).training_set().labels))
+    assert straight["proxies"].shape == (people, config.model.embedding_dim)
+    settings = train.ProxyLoss.from_config(config)
+    initial = settings.initial_proxies(jax.random.fold_in(jax.random.PRNGKey(config.seed), 3), people,
+                                       config.model.embedding_dim)
+    assert np.abs(np.asarray(straight["proxies"]) - np.asarray(initial)).max() > 1e-3  # They trained.
+    for name in ("proxies", "params"):
+        for x, y in zip(jax.tree.leaves(straight[name]), jax.tree.leaves(resumed[name])):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    # The evaluated model needs no proxies: the best checkpoint holds the encoder's variables only.
+    assert json.loads((tmp_path / "straight" / "eval.json").read_text())["lfw"]["pairs"] > 0
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(weight=-1.0), "config.proxy_loss needs weight >= 0"),
+    (dict(weight=1.0, margin=1.0), "margin in \\[0, 1\\)"),
+    (dict(weight=1.0, scale=0.0), "scale > 0"),
+])
+def test_bad_proxy_loss_settings_are_refused(synthetic_lfw_dir, cache_dir, tmp_path, change, message):
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
+    config.proxy_loss.update(change)
+    with pytest.raises(ConfigError, match=message):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_cohort_holds_only_training_photos_of_the_fold(synthetic_lfw_dir, cache_dir):
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
+    config.lfw.protocol, config.lfw.fold = "view2", 3
+    config.lfw.cohort_norm.images = 6
+    experiment = faces.Experiment(config)
+    train_ids, validation_ids = experiment.split_ids
+    cohort = experiment.cohort_ids
+    assert len(cohort) == 6 and set(cohort) <= set(train_ids)
+    assert set(experiment.dataset.person[cohort]).isdisjoint({12, 13, 14, 15})  # Fold 3's test people.
+    config.lfw.cohort_norm.images = 10_000  # More than there are: every training photo.
+    np.testing.assert_array_equal(faces.Experiment(config).cohort_ids, np.sort(train_ids))
+    config.lfw.cohort_norm.images = 0
+    assert faces.Experiment(config).cohort_ids is None
+    config.lfw.cohort_norm.top = 0
+    with pytest.raises(ConfigError, match="config.lfw.cohort_norm needs images >= 0"):
+        faces.Experiment(config)
+
+
+def test_evaluate_with_and_without_cohort_norm(trained_faces):
+    from siamese_jax import evaluate
+
+    workdir, config, _ = trained_faces
+    assert faces.cohort_norm(config.lfw) is not None  # configs/lfw.py's default, which the run's evaluation used.
+    saved = json.loads((workdir / "eval.json").read_text())
+    assert "AS-normalised against" in saved["lfw"]["description"]
+    plain, summary = evaluate.evaluate_workdir(str(workdir), evaluation_overrides={"lfw.cohort_norm.images": 0})
+    assert "AS-normalised" not in plain["lfw"]["description"]
+    assert plain["evaluation_overrides"] == {"lfw.cohort_norm.images": 0} and "evaluation_overrides" not in saved
+    assert plain["lfw"]["threshold"] != pytest.approx(saved["lfw"]["threshold"], abs=1e-6)
+    # Identification and validation scores are not normalised.
+    assert plain["identification"] == saved["identification"] and plain["validation"] == saved["validation"]
+    with pytest.raises(ValueError, match="lfw.crop is not an evaluation setting"):
+        workdir_files.load_config(str(workdir), evaluation_overrides={"lfw.crop": 100})

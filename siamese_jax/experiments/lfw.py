@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 
+import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
@@ -42,6 +43,15 @@ THRESHOLD_SOURCES = {
 def threshold_source(section) -> str:
     """config.lfw.threshold ('protocol' in configs saved before it existed)."""
     return section.get("threshold", "protocol")
+
+
+COHORT_NORM_DEFAULTS = dict(images=0, top=200, seed=3)  # configs/lfw.py's; images=0: off.
+
+
+def cohort_norm(section) -> ml_collections.ConfigDict | None:
+    """config.lfw.cohort_norm, its missing entries from COHORT_NORM_DEFAULTS, when it is on (images > 0), else None."""
+    norm = ml_collections.ConfigDict({**COHORT_NORM_DEFAULTS, **section.get("cohort_norm", {})})
+    return norm if norm.images else None
 
 
 def identification_ways(section) -> tuple[int, ...]:
@@ -180,6 +190,10 @@ class Experiment(base.Experiment):
             raise ConfigError(f"config.lfw.threshold must be one of {tuple(THRESHOLD_SOURCES)}, got {f.threshold!r}")
         if f.protocol == "view2" and not 0 <= f.fold < NUM_FOLDS:
             raise ConfigError(f"config.lfw.fold must be in 0..{NUM_FOLDS - 1} for view2, got {f.fold}")
+        norm = ml_collections.ConfigDict({**COHORT_NORM_DEFAULTS, **f.get("cohort_norm", {})})
+        if not (norm.images >= 0 and norm.top >= 1):
+            raise ConfigError(f"config.lfw.cohort_norm needs images >= 0 (0: off) and top >= 1, got "
+                              f"images={norm.images}, top={norm.top}")
         if not 0 < f.validation_fraction < 1:
             raise ConfigError(f"config.lfw.validation_fraction must lie in (0, 1), got {f.validation_fraction}")
         if not identification_ways(f.identification) or min(identification_ways(f.identification)) < 2:
@@ -236,11 +250,34 @@ class Experiment(base.Experiment):
         one_group = np.zeros(len(self.dataset.person), np.int32)
         return evaluation.Split(self.dataset.images, one_group, self.dataset.person, self.split_ids[1])
 
+    @functools.cached_property
+    def cohort_ids(self) -> np.ndarray | None:
+        """The images of training people that AS-norm scores every photo against (config.lfw.cohort_norm), drawn
+        with its seed; None when it is off."""
+        section = cohort_norm(self.config.lfw)
+        if section is None:
+            return None
+        train_ids = self.split_ids[0]
+        count = min(int(section.images), len(train_ids))
+        return np.sort(np.random.default_rng(section.seed).choice(train_ids, count, replace=False))
+
+    def verification_logits(self, model, variables: dict, eval_set: evaluation.EvalSet, mesh: Mesh | None) -> np.ndarray:
+        """The logits of an EvalSet's pairs, AS-normalised against the cohort when config.lfw.cohort_norm is on."""
+        batch = self.config.eval_batch_size
+        embeddings = evaluation.encode(model, variables, eval_set.images, batch, mesh)
+        logits = evaluation.pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
+        if self.cohort_ids is None:
+            return logits
+        cohort = evaluation.encode(model, variables, self.dataset.images[self.cohort_ids], batch, mesh)
+        mean, std = evaluation.cohort_statistics(model, variables, embeddings, cohort,
+                                                 int(cohort_norm(self.config.lfw).top), mesh)
+        return evaluation.adaptive_score_norm(logits, eval_set.pairs, mean, std)
+
     def pair_scores(self, model, variables: dict, pairs: lfw.PairList, mesh: Mesh | None) -> np.ndarray:
-        """The model's same-person logit for every pair of a protocol file (thresholds are chosen on these)."""
+        """The model's same-person score for every pair of a protocol file (thresholds are chosen on these)."""
         left, right = lfw.pair_ids(self.dataset, pairs)
         eval_set = evaluation.make_eval_set(self.dataset.images, pairs=Pairs(left, right, pairs.same))
-        return evaluation.eval_set_pair_logits(model, variables, eval_set, self.config.eval_batch_size, mesh)
+        return self.verification_logits(model, variables, eval_set, mesh)
 
     def validation_threshold(self, model, variables: dict, mesh: Mesh | None) -> float:
         """The threshold that best separates the validation pairs: pairs of training-side people held out from
@@ -249,8 +286,7 @@ class Experiment(base.Experiment):
         evaluator = evaluation.EVALUATORS["verification"][1](self.validation_split(), section,
                                                               self.config.eval_batch_size, mesh)
         eval_set = evaluator.eval_set
-        logits = evaluation.eval_set_pair_logits(model, variables, eval_set, self.config.eval_batch_size, mesh)
-        return best_threshold(logits, eval_set.pairs.same)
+        return best_threshold(self.verification_logits(model, variables, eval_set, mesh), eval_set.pairs.same)
 
     def cross_validate_by_source(self, scores: np.ndarray, pairs: lfw.PairList,
                                  validation_thresholds: list[float]) -> tuple[str, dict]:
@@ -260,8 +296,11 @@ class Experiment(base.Experiment):
         return threshold_source(self.config.lfw), by_source
 
     def description(self, setting: str) -> str:
-        """The setting's description with the config's threshold source."""
-        return f"{SETTINGS[setting]}; {THRESHOLD_SOURCES[threshold_source(self.config.lfw)]}"
+        """The setting's description with the config's threshold source and score normalisation."""
+        norm = cohort_norm(self.config.lfw)
+        normalised = "" if norm is None else (
+            f"; scores AS-normalised against {len(self.cohort_ids)} photos of training people (top {norm.top})")
+        return f"{SETTINGS[setting]}; {THRESHOLD_SOURCES[threshold_source(self.config.lfw)]}{normalised}"
 
     def view1(self, model, variables: dict, mesh: Mesh | None) -> dict:
         """View 1: accuracy and AUC on the pairsDevTest pairs, at the threshold of config.lfw.threshold (and at
@@ -290,14 +329,17 @@ class Experiment(base.Experiment):
             },
         }
 
-    def view2(self, models_and_variables: list, mesh: Mesh | None, validation_thresholds: list[float]) -> dict:
-        """View 2 over pairs.txt: one (model, variables) for every fold (thresholds only), or ten, the k-th for fold k,
-        each with its validation threshold; config.lfw.threshold says which threshold gives the result, and the
-        other's result is reported alongside."""
+    def view2_pairs(self) -> lfw.PairList:
+        """pairs.txt, checked to hold View 2's ten folds."""
         pairs = lfw.read_pairs(self.data_dir, "pairs.txt")
         if pairs.num_folds != NUM_FOLDS:
             raise DataError(f"{pairs.source} holds {pairs.num_folds} folds; View 2 has {NUM_FOLDS}")
-        scores = np.stack([self.pair_scores(m, v, pairs, mesh) for m, v in models_and_variables])
+        return pairs
+
+    def view2(self, scores: np.ndarray, pairs: lfw.PairList, validation_thresholds: list[float]) -> dict:
+        """View 2 from pair_scores rows [M, P] of pairs.txt: one model for every fold (thresholds only), or ten,
+        the k-th fold k's, each with its validation threshold; config.lfw.threshold says which threshold gives
+        the result, and the other's result is reported alongside."""
         setting = "strict" if len(scores) == NUM_FOLDS else "thresholds_only"
         source, by_source = self.cross_validate_by_source(scores, pairs, validation_thresholds)
         return {"protocol": "view2", "setting": setting, "description": self.description(setting),
@@ -308,7 +350,7 @@ class Experiment(base.Experiment):
     def view2_fold(self, model, variables: dict, mesh: Mesh | None) -> dict:
         """The result on its own test fold of a model trained for View 2 fold config.lfw.fold."""
         fold = self.config.lfw.fold
-        pairs = lfw.read_pairs(self.data_dir, "pairs.txt")
+        pairs = self.view2_pairs()
         scores = self.pair_scores(model, variables, pairs, mesh)
         source, by_source = self.cross_validate_by_source(
             scores, pairs, [self.validation_threshold(model, variables, mesh)])
@@ -352,7 +394,9 @@ class Experiment(base.Experiment):
             if protocol == "view1":
                 raise UserError(f"this run was trained for View 2 fold {self.config.lfw.fold}, whose training "
                                 "people include View 1's test people: evaluate it with --protocol=view2")
-            return {"lfw": self.view2([(model, variables)], mesh, [self.validation_threshold(model, variables, mesh)])}
+            pairs = self.view2_pairs()
+            return {"lfw": self.view2(self.pair_scores(model, variables, pairs, mesh)[None], pairs,
+                                      [self.validation_threshold(model, variables, mesh)])}
         verification = self.view1(model, variables, mesh) if own == "view1" else self.view2_fold(model, variables, mesh)
         return {
             "lfw": verification,
@@ -376,13 +420,15 @@ class Experiment(base.Experiment):
 
     @classmethod
     def evaluate_folds(cls, workdirs: list[str], checkpoint: str = "best", mesh: Mesh | None = None,
-                       model_overrides: dict | None = None) -> dict:
+                       model_overrides: dict | None = None, evaluation_overrides: dict | None = None) -> dict:
         """LFW View 2 in the strict setting from the ten fold workdirs, in any order (fold k's model scores fold k);
-        `model_overrides` as workdir.load_config takes them."""
+        `model_overrides` and `evaluation_overrides` as workdir.load_config takes them."""
         by_fold = fold_workdirs(workdirs)
-        configs = [workdir.load_config(w, model_overrides) for w in by_fold]
+        configs = [workdir.load_config(w, model_overrides, evaluation_overrides) for w in by_fold]
         models = [workdir.restore_model(w, c, checkpoint, mesh) for w, c in zip(by_fold, configs)]
         folds = [cls(c) for c in configs]
-        # Each fold's own held-out training people give its validation threshold.
+        # Each fold's own training people give its validation threshold and its cohort.
+        pairs = folds[0].view2_pairs()
+        scores = np.stack([fold.pair_scores(m, v, pairs, mesh) for fold, (m, v) in zip(folds, models)])
         thresholds = [fold.validation_threshold(m, v, mesh) for fold, (m, v) in zip(folds, models)]
-        return {"lfw": folds[0].view2(models, mesh, thresholds), "fold_workdirs": by_fold}
+        return {"lfw": folds[0].view2(scores, pairs, thresholds), "fold_workdirs": by_fold}
