@@ -7,8 +7,8 @@ lfw.protocol='view2' and lfw.fold=K). Running the same command again continues w
 a fold whose workdir holds eval.json is done, a half-trained one resumes from its checkpoint. When
 all ten are done, each fold's model scores its own fold's pairs with the threshold chosen on the
 other nine folds' pairs, and WORKDIR/view2.json gets the mean accuracy with its standard error.
-How the folds' scores are normalised (config.lfw.cohort_norm) comes from this command's config, so
-running it again with another setting re-evaluates finished folds without training them again.
+How the folds are evaluated (config.lfw.threshold and cohort_norm) comes from this command's config,
+so running it again with other settings re-evaluates finished folds without training them again.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ def run_view2(config, workdir: str, devices=None, checkpoint: str = "best") -> d
         train.train_and_evaluate(fold_config(config, k), fold_dir, devices)
         trained += 1
     norm = lfw_experiment.cohort_norm(config.lfw)
-    result, summary = evaluate.evaluate_folds(
-        fold_dirs, checkpoint, evaluation_overrides={"lfw.cohort_norm.images": int(norm.images) if norm else 0})
+    result, summary = evaluate.evaluate_folds(fold_dirs, checkpoint, evaluation_overrides={
+        "lfw.cohort_norm.images": int(norm.images) if norm else 0,
+        "lfw.threshold": lfw_experiment.threshold_source(config.lfw)})
     if primary:
         workdir_files.write_json(result, Path(workdir) / "view2.json")
         print(summary, flush=True)

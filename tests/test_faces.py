@@ -486,11 +486,11 @@ def test_one_command_view2_trains_every_fold_resumes_and_reports(synthetic_lfw_d
     assert saved["fold_workdirs"] == [str(tmp_path / f"fold_{k}") for k in range(10)]
     # The command's config says how the finished folds are scored: running it again with score
     # normalisation off re-evaluates them without training.
-    assert "AS-normalised" in saved["lfw"]["description"]
-    config.lfw.cohort_norm.images = 0
+    assert "AS-normalised" in saved["lfw"]["description"] and saved["lfw"]["threshold_source"] == "validation"
+    config.lfw.cohort_norm.images, config.lfw.threshold = 0, "protocol"
     plain = lfw_view2.run_view2(config, str(tmp_path))
     assert len(trained) == 11 and "AS-normalised" not in plain["lfw"]["description"]
-    assert plain["lfw"]["per_fold"] != saved["lfw"]["per_fold"]
+    assert plain["lfw"]["threshold_source"] == "protocol" and plain["lfw"]["per_fold"] != saved["lfw"]["per_fold"]
 
 
 def test_packed_archive_gives_the_same_faces_and_refuses_another_preprocessing(synthetic_lfw_dir, tmp_path):
