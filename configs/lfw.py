@@ -73,9 +73,6 @@ def get_config():
     # configs/lfw_cpu.py's validation AUC (results/lfw_cpu_recipe_sweep.json): 0.914 without it, 0.953 with it.
     config.ranking_loss_weight = 1.0
     config.ranking_loss_scale = 32.0
-    # Added when weight > 0: a softmax over every training person of the photo's own person, on
-    # cosine similarities to a learned proxy per person, with an additive margin (losses.proxy_loss).
-    config.proxy_loss = ml_collections.ConfigDict(dict(weight=0.0, scale=16.0, margin=0.1, learning_rate=1e-3))
 
     config.augment = ml_collections.ConfigDict(dict(
         enabled=True, probability=0.5, rotation=10.0, shear=0.1, scale=(0.9, 1.1), translation=5.0, flip=0.5,

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from siamese_jax.models import SiameseNet, unit_length
+from siamese_jax.models import SiameseNet
 
 
 def pair_mean(per_pair: jax.Array, same: jax.Array, balanced: bool) -> jax.Array:
@@ -59,20 +59,6 @@ def ranking_loss(logits: jax.Array, same: jax.Array, left: jax.Array, right: jax
     has_match = matched > 0
     per_image = jnp.where(has_match, jnp.log(total) - jnp.log(jnp.where(has_match, matched, 1.0)), 0.0)
     return jnp.sum(per_image) / jnp.maximum(jnp.sum(has_match), 1)
-
-
-def proxy_loss(embeddings: jax.Array, classes: jax.Array, proxies: jax.Array, scale: float,
-               margin: float) -> jax.Array:
-    """Softmax cross-entropy of each image's class among learned class proxies, on cosine similarities.
-
-    The normalised softmax with an additive cosine margin (CosFace; Wang et al., 2018): logits are
-    scale * (cos(embedding, proxy) - margin for the image's own class). Every image is compared
-    with every training class at each step, not only with the few classes of its batch.
-    `proxies` [C, D] are trained with the encoder and discarded after training.
-    """
-    cosine = unit_length(embeddings.astype(jnp.float32)) @ unit_length(proxies.astype(jnp.float32)).T  # [B, C]
-    own = jax.nn.one_hot(classes, proxies.shape[0], dtype=jnp.float32)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(scale * (cosine - margin * own), classes))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -147,15 +147,6 @@ def _adam(config, layers: list[str], factor, steps_per_epoch: int):
 OPTIMIZERS = {"sgd_paper": _sgd_paper, "adam": _adam}
 
 
-def config_rate_factor(config, steps_per_epoch: int, total_steps: int | None = None):
-    """The learning-rate multiplier of config.lr_schedule (rate_factor); a cosine reaches 0 at `total_steps`
-    (default: config.num_epochs epochs)."""
-    total_steps = total_steps if total_steps is not None else config.num_epochs * steps_per_epoch
-    warmup_steps = round(float(config.get("warmup_epochs", 0)) * steps_per_epoch)
-    return rate_factor(config.get("lr_schedule", "exponential"), config.lr_decay, steps_per_epoch, warmup_steps,
-                       total_steps)
-
-
 def create_optimizer(config, params, steps_per_epoch: int, total_steps: int | None = None
                      ) -> tuple[optax.GradientTransformation, Schedules]:
     """The optimiser named by config.optimizer for these params, and the schedules it follows.
@@ -165,7 +156,10 @@ def create_optimizer(config, params, steps_per_epoch: int, total_steps: int | No
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"config.optimizer must be one of {tuple(OPTIMIZERS)}, got {config.optimizer!r}")
     layers = layer_names(params)
-    factor = config_rate_factor(config, steps_per_epoch, total_steps)
+    total_steps = total_steps if total_steps is not None else config.num_epochs * steps_per_epoch
+    warmup_steps = round(float(config.get("warmup_epochs", 0)) * steps_per_epoch)
+    factor = rate_factor(config.get("lr_schedule", "exponential"), config.lr_decay, steps_per_epoch, warmup_steps,
+                         total_steps)
     schedules, transform = OPTIMIZERS[config.optimizer](config, layers, factor, steps_per_epoch)
     if isinstance(transform, dict):
         transform = optax.multi_transform(transform, layer_labels(params))

@@ -19,7 +19,6 @@ class SamplingTables(NamedTuple):
     alphabet_num_classes: jax.Array  # int32 [A]
     class_images: jax.Array  # int32 [C, max images]: image ids of each class (character)
     class_num_images: jax.Array  # int32 [C]
-    image_class: jax.Array  # int32 [N]: the class id (row of class_images) of each image
 
 
 class Batch(NamedTuple):
@@ -51,8 +50,9 @@ def build_tables(alphabet: np.ndarray, label: np.ndarray) -> SamplingTables:
     alphabet_classes, alphabet_num_classes = _padded([np.flatnonzero(alphabet_of_class == a) for a in alphabets])
     if alphabet_num_classes.min() < 2:
         raise DataError("every training alphabet needs at least two classes to form a different pair")
-    return SamplingTables(*(jnp.asarray(t) for t in (
-        alphabet_classes, alphabet_num_classes, class_images, class_num_images, class_of_image.astype(np.int32))))
+    return SamplingTables(
+        *(jnp.asarray(t) for t in (alphabet_classes, alphabet_num_classes, class_images, class_num_images))
+    )
 
 
 def _distinct(key: jax.Array, table_rows: jax.Array, lengths: jax.Array, count: int) -> jax.Array:

@@ -77,7 +77,6 @@ class StepSettings:
     balanced: bool = False
     ranking_weight: float = 0.0
     ranking_scale: float = 1.0
-    proxy: ProxyLoss | None = None  # The class-proxy loss; None when config.proxy_loss.weight is 0.
     distortion: SimpleNamespace | None = None  # config.augment's values; None when disabled.
 
     @classmethod
@@ -87,47 +86,12 @@ class StepSettings:
         return cls(loss=config.get("loss", "cross_entropy"), balanced=bool(config.balanced_loss),
                    ranking_weight=float(config.ranking_loss_weight),
                    ranking_scale=float(config.get("ranking_loss_scale", 1.0)),
-                   proxy=ProxyLoss.from_config(config),
                    distortion=distortion if distortion.enabled else None)
 
 
-@dataclasses.dataclass(frozen=True)
-class ProxyLoss:
-    """config.proxy_loss: the weight of losses.proxy_loss, its scale and margin, and the proxies' learning rate."""
-
-    weight: float
-    scale: float
-    margin: float
-    learning_rate: float
-
-    @classmethod
-    def from_config(cls, config) -> "ProxyLoss | None":
-        """The config's proxy loss, or None when it is off (or the config predates it)."""
-        section = config.get("proxy_loss")
-        if section is None or not section.weight:
-            return None
-        return cls(float(section.weight), float(section.scale), float(section.margin), float(section.learning_rate))
-
-    def check(self) -> None:
-        """Raises ConfigError for values that cannot train."""
-        if self.weight < 0 or self.scale <= 0 or not 0 <= self.margin < 1 or self.learning_rate <= 0:
-            raise ConfigError("config.proxy_loss needs weight >= 0, scale > 0, margin in [0, 1) and learning_rate "
-                              f"> 0; got {self}")
-
-    def optimizer(self, rate_factor) -> optax.GradientTransformation:
-        """Adam for the proxies, at learning_rate times the encoder's schedule factor."""
-        return optax.adam(lambda step: self.learning_rate * rate_factor(step))
-
-    def initial_proxies(self, key: jax.Array, num_classes: int, dim: int) -> jax.Array:
-        """Random directions, one per training class."""
-        return jax.random.normal(key, (num_classes, dim), jnp.float32)
-
-
 def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, settings: StepSettings,
-                    l2: dict, mesh: Mesh | None = None, proxy_optimizer: optax.GradientTransformation | None = None):
+                    l2: dict, mesh: Mesh | None = None):
     """One training step, state -> (state, loss): sample, distort, encode, score, update, on the device.
-
-    With a proxy loss (settings.proxy), the state's class proxies train alongside, with `proxy_optimizer`.
 
     With a mesh, each device gathers, distorts and encodes its slice of the batch's images; the
     random draws do not depend on the slicing, so any device count follows the same trajectory.
@@ -149,8 +113,7 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
             images = augment.augment_batch(augment_key, images, settings.distortion)
         images = on_slices(images)
 
-        def loss_fn(trained):
-            params = trained["params"]
+        def loss_fn(params):
             variables = dict(model_variables(state), params=params)
             embeddings, mutated = model.apply(
                 variables, images, True, method=SiameseNet.embed, mutable=["batch_stats"],
@@ -163,15 +126,10 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
                 data_loss += settings.ranking_weight * losses.ranking_loss(
                     logits, batch.same, batch.left, batch.right, batch.images.shape[0], settings.ranking_scale
                 )
-            if settings.proxy is not None:
-                data_loss += settings.proxy.weight * losses.proxy_loss(
-                    embeddings, tables.image_class[batch.images], trained["proxies"], settings.proxy.scale,
-                    settings.proxy.margin)
             return data_loss + optim.l2_penalty(params, l2), (data_loss, mutated)
 
-        trained = {name: state[name] for name in ("params", "proxies") if name in state}
-        (_, (data_loss, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
-        updates, opt_state = optimizer.update(grads["params"], state["opt_state"], state["params"])
+        (_, (data_loss, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         new_state = dict(
             state,
             **mutated,  # The batch-norm running averages, when the model has them.
@@ -181,22 +139,17 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
             loss_sum=state["loss_sum"] + data_loss,
             loss_count=state["loss_count"] + 1,
         )
-        if settings.proxy is not None:
-            updates, new_state["proxy_opt_state"] = proxy_optimizer.update(grads["proxies"], state["proxy_opt_state"])
-            new_state["proxies"] = optax.apply_updates(state["proxies"], updates)
         return new_state, data_loss
 
     return step
 
 
-def initial_state(variables: dict, optimizer: optax.GradientTransformation, seed: int, proxies: jax.Array | None = None,
-                  proxy_optimizer: optax.GradientTransformation | None = None) -> dict:
+def initial_state(variables: dict, optimizer: optax.GradientTransformation, seed: int) -> dict:
     """The training state before the first step: the pytree that steps carry and checkpoints hold.
 
     It holds the model's variable collections ('params', and 'batch_stats' with batch norm) at
-    its top level, and the class proxies of a proxy loss with their optimiser state, if given.
+    its top level.
     """
-    extra = {} if proxies is None else {"proxies": proxies, "proxy_opt_state": proxy_optimizer.init(proxies)}
     return {
         **variables,
         "step": jnp.zeros([], jnp.int32),
@@ -204,7 +157,6 @@ def initial_state(variables: dict, optimizer: optax.GradientTransformation, seed
         "rng": jax.random.PRNGKey(seed + 1),
         "loss_sum": jnp.zeros([], jnp.float32),
         "loss_count": jnp.zeros([], jnp.int32),
-        **extra,
     }
 
 
@@ -254,9 +206,6 @@ def validate_config(config, num_devices: int) -> None:
     dropout = config.model.get("dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConfigError(f"config.model.dropout must be a rate in [0, 1), got {dropout!r}")
-    proxy = ProxyLoss.from_config(config)
-    if proxy is not None:
-        proxy.check()
     loss = config.get("loss", "cross_entropy")
     if loss not in losses.LOSSES:
         raise ConfigError(f"config.loss must be one of {tuple(losses.LOSSES)}, got {loss!r}")
@@ -395,14 +344,7 @@ class Trainer:
         self.steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / self.pairs_per_step / spd)) * spd
         self.total_steps = config.num_epochs * self.steps_per_epoch
         optimizer, self.schedules = optim.create_optimizer(config, variables["params"], self.steps_per_epoch)
-        settings = StepSettings.from_config(config)
-        proxies = proxy_optimizer = None
-        if settings.proxy is not None:  # One proxy per training class (sampling table row).
-            proxy_optimizer = settings.proxy.optimizer(optim.config_rate_factor(config, self.steps_per_epoch))
-            proxies = settings.proxy.initial_proxies(jax.random.fold_in(jax.random.PRNGKey(config.seed), 3),
-                                                     tables.class_num_images.shape[0], config.model.embedding_dim)
-        self.state = distributed.put(initial_state(variables, optimizer, config.seed, proxies, proxy_optimizer),
-                                     everywhere)
+        self.state = distributed.put(initial_state(variables, optimizer, config.seed), everywhere)
         # best_score is the best value of the validation metric (config.validation.metric).
         self.meta = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
                      "wall_time": 0.0}
@@ -411,8 +353,8 @@ class Trainer:
         self.history = workdir_files.read_metrics(workdir, self.meta["epoch"])
         if self.primary:
             workdir_files.write_metrics(workdir, self.history)
-        self.dispatch = make_dispatch(make_train_step(self.model, optimizer, self.sampler, settings, l2, self.mesh,
-                                                      proxy_optimizer), spd, self.mesh)
+        self.dispatch = make_dispatch(make_train_step(self.model, optimizer, self.sampler,
+                                                      StepSettings.from_config(config), l2, self.mesh), spd, self.mesh)
         self.step = int(self.state["step"])
         self.tensorboard = workdir_files.TensorBoard(workdir, enabled=self.primary)
 

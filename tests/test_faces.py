@@ -526,48 +526,6 @@ def test_pack_tool_writes_a_trainable_data_folder_and_refuses_a_packed_source(sy
     assert again.returncode == 1 and "packed already" in again.stderr and "Traceback" not in again.stderr
 
 
-def _latest_state(workdir: Path, config) -> dict:
-    """The training state a run in `workdir` would resume from."""
-    trainer = train.Trainer(config, str(workdir))
-    trainer.checkpoints.close()
-    return trainer.state
-
-
-def test_proxy_loss_trains_one_proxy_per_training_person_and_resumes_them(synthetic_lfw_dir, cache_dir, tmp_path):
-    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir, num_epochs=2)
-    config.proxy_loss.weight = 1.0
-    train.train_and_evaluate(config, str(tmp_path / "straight"))
-    config.num_epochs = 1
-    train.train_and_evaluate(config, str(tmp_path / "resumed"))
-    config.num_epochs = 2
-    train.train_and_evaluate(config, str(tmp_path / "resumed"))  # Continues from epoch 1, proxies included.
-
-    straight, resumed = _latest_state(tmp_path / "straight", config), _latest_state(tmp_path / "resumed", config)
-    people = len(np.unique(faces.Experiment(config).training_set().labels))
-    assert straight["proxies"].shape == (people, config.model.embedding_dim)
-    settings = train.ProxyLoss.from_config(config)
-    initial = settings.initial_proxies(jax.random.fold_in(jax.random.PRNGKey(config.seed), 3), people,
-                                       config.model.embedding_dim)
-    assert np.abs(np.asarray(straight["proxies"]) - np.asarray(initial)).max() > 1e-3  # They trained.
-    for name in ("proxies", "params"):
-        for x, y in zip(jax.tree.leaves(straight[name]), jax.tree.leaves(resumed[name])):
-            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
-    # The evaluated model needs no proxies: the best checkpoint holds the encoder's variables only.
-    assert json.loads((tmp_path / "straight" / "eval.json").read_text())["lfw"]["pairs"] > 0
-
-
-@pytest.mark.parametrize("change, message", [
-    (dict(weight=-1.0), "config.proxy_loss needs weight >= 0"),
-    (dict(weight=1.0, margin=1.0), "margin in \\[0, 1\\)"),
-    (dict(weight=1.0, scale=0.0), "scale > 0"),
-])
-def test_bad_proxy_loss_settings_are_refused(synthetic_lfw_dir, cache_dir, tmp_path, change, message):
-    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
-    config.proxy_loss.update(change)
-    with pytest.raises(ConfigError, match=message):
-        train.train_and_evaluate(config, str(tmp_path))
-
-
 def test_cohort_holds_only_training_photos_of_the_fold(synthetic_lfw_dir, cache_dir):
     config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
     config.lfw.protocol, config.lfw.fold = "view2", 3

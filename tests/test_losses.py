@@ -47,24 +47,3 @@ def test_ranking_loss_ignores_images_without_a_match():
     # Image 2 has no same-class partner; images 0 and 1 do.
     expected = np.mean([np.log(np.exp(1) + np.exp(0)) - 1, np.log(np.exp(1) + np.exp(5)) - 1])
     assert float(losses.ranking_loss(logits, same, left, right, 3)) == pytest.approx(expected, rel=1e-5)
-
-
-@pytest.mark.parametrize("margin", [0.0, 0.2])
-def test_proxy_loss_matches_softmax_over_class_proxies_with_margin(margin):
-    rng = np.random.default_rng(0)
-    embeddings, proxies = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) * 2.0  # Proxies of any length.
-    classes = np.array([0, 3, 1, 1, 2])
-    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
-    cosine = unit(embeddings) @ unit(proxies).T
-    logits = 8.0 * (cosine - margin * np.eye(4)[classes])
-    expected = np.mean([np.log(np.exp(row).sum()) - row[c] for row, c in zip(logits, classes)])
-    got = losses.proxy_loss(jnp.asarray(embeddings), jnp.asarray(classes), jnp.asarray(proxies), 8.0, margin)
-    assert float(got) == pytest.approx(expected, rel=1e-5)
-
-
-def test_proxy_loss_is_lowest_when_each_image_points_at_its_own_proxy():
-    proxies = jnp.eye(3)
-    classes = jnp.array([0, 1, 2])
-    aligned = losses.proxy_loss(proxies[classes], classes, proxies, 16.0, 0.1)
-    swapped = losses.proxy_loss(proxies[jnp.array([1, 2, 0])], classes, proxies, 16.0, 0.1)
-    assert float(aligned) < 0.01 < 10.0 < float(swapped)

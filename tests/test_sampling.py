@@ -54,15 +54,3 @@ def test_groups_hold_distinct_characters_and_drawers_and_label_pairs():
 def test_group_layout_checks_alphabet_sizes():
     with pytest.raises(sampling.DataError, match="classes_per_alphabet=3"):
         sampling.check_group_layout(TABLES, sampling.GroupLayout(1, 3, 2))
-
-
-def test_image_class_names_the_table_row_of_each_image():
-    tables = sampling.build_tables(alphabet, 100 - 3 * character)  # Labels need not be 0..C-1.
-    image_class = np.asarray(tables.image_class)
-    class_images, lengths = np.asarray(tables.class_images), np.asarray(tables.class_num_images)
-    assert image_class.shape == character.shape
-    for row, (images, length) in enumerate(zip(class_images, lengths)):
-        np.testing.assert_array_equal(np.flatnonzero(image_class == row), np.sort(images[:length]))
-    # One row per character: images of one character share a row, different characters never do.
-    assert len(np.unique(image_class)) == len(np.unique(character))
-    np.testing.assert_array_equal(image_class[:, None] == image_class[None], character[:, None] == character[None])
