@@ -2,7 +2,7 @@
 
     python -m siamese_jax.train --config=configs/lfw_cpu.py --workdir=runs/lfw_cpu
 
-Same protocol, head, losses, sampling and test-time flip as configs/lfw.py. Colour, 25 epochs, one
+Same protocol, head, losses, sampling, test-time flip and score normalisation (AS-norm) as configs/lfw.py. Colour, 25 epochs, one
 group of 64 people and the ranking loss were chosen by validation AUC on the training people's
 held-out identities (results/lfw_cpu_recipe_sweep.json): 0.953, against 0.923 for the contrastive
 loss alone on groups of 16 people and 0.886 for the first recipe (grayscale, 15 epochs).
