@@ -81,6 +81,8 @@ def load_config(workdir: str, model_overrides: dict | None = None,
         if key not in EVALUATION_KEYS:
             raise ValueError(f"{key} is not an evaluation setting; only {EVALUATION_KEYS} may be overridden")
         *sections, name = key.split(".")
+        if sections[0] not in config:
+            raise UserError(f"{key} does not apply to {workdir}: its config has no {sections[0]} section")
         section = config
         for part in sections:
             if part not in section:

@@ -163,6 +163,15 @@ def test_evaluate_command_with_custom_runs(trained, synthetic_data_dir, tmp_path
     assert "run02" in done.stdout
 
 
+def test_an_lfw_evaluation_setting_on_an_omniglot_run_is_refused(trained):
+    from siamese_jax import evaluate
+    from siamese_jax.errors import UserError
+
+    _, workdir, _ = trained
+    with pytest.raises(UserError, match="lfw.cohort_norm.images does not apply to .*no lfw section"):
+        evaluate.evaluate_workdir(str(workdir), evaluation_overrides={"lfw.cohort_norm.images": 0})
+
+
 def test_evaluate_without_checkpoint_is_one_clear_line(tmp_path):
     done = _run_cli("siamese_jax.evaluate", f"--workdir={tmp_path}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
