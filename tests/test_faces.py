@@ -322,10 +322,13 @@ def _evaluate(*flags, env_data=None):
 def test_evaluate_view2_thresholds_only(trained_faces, tmp_path):
     workdir, _, _ = trained_faces
     output = tmp_path / "view2.json"
-    done = _evaluate(f"--workdir={workdir}", "--protocol=view2", "--notest_time_flip", f"--output={output}")
+    done = _evaluate(f"--workdir={workdir}", "--protocol=view2", "--notest_time_flip", "--cohort_norm_images=5",
+                     f"--output={output}")
     assert done.returncode == 0, done.stderr
     assert json.loads(output.read_text())["model_overrides"] == {"test_time_flip": False}
+    assert json.loads(output.read_text())["evaluation_overrides"] == {"lfw.cohort_norm.images": 5}
     report = json.loads(output.read_text())["lfw"]
+    assert "AS-normalised against 5 photos" in report["description"]
     assert report["protocol"] == "view2" and report["setting"] == "thresholds_only"
     assert report["pairs"] == 40 and len(report["per_fold"]) == 10 and report["std_error"] is not None
     assert report["accuracy"] == pytest.approx(np.mean([f["accuracy"] for f in report["per_fold"]]))
