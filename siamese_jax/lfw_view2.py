@@ -56,9 +56,8 @@ def run_view2(config, workdir: str, devices=None, checkpoint: str = "best") -> d
             print(f"fold {k} of {NUM_FOLDS - 1}: training in {fold_dir}{left}", flush=True)
         train.train_and_evaluate(fold_config(config, k), fold_dir, devices)
         trained += 1
-    norm = lfw_experiment.cohort_norm(config.lfw)
     result, summary = evaluate.evaluate_folds(fold_dirs, checkpoint, evaluation_overrides={
-        "lfw.cohort_norm.images": int(norm.images) if norm else 0,
+        "lfw.cohort_norm.images": int(lfw_experiment.cohort_norm_settings(config.lfw).images),
         "lfw.threshold": lfw_experiment.threshold_source(config.lfw)})
     if primary:
         workdir_files.write_json(result, Path(workdir) / "view2.json")

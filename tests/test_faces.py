@@ -560,5 +560,11 @@ def test_evaluate_with_and_without_cohort_norm(trained_faces):
     assert plain["lfw"]["threshold"] != pytest.approx(saved["lfw"]["threshold"], abs=1e-6)
     # Identification and validation scores are not normalised.
     assert plain["identification"] == saved["identification"] and plain["validation"] == saved["validation"]
+    # One evaluation encodes the cohort once, however many pair sets it scores; other variables encode it again.
+    experiment = faces.Experiment(config)
+    model, variables = workdir_files.restore_model(str(workdir), config, "best")
+    first = experiment.cohort_embeddings(model, variables, None)
+    assert experiment.cohort_embeddings(model, variables, None) is first
+    assert experiment.cohort_embeddings(model, dict(variables), None) is not first
     with pytest.raises(ValueError, match="lfw.crop is not an evaluation setting"):
         workdir_files.load_config(str(workdir), evaluation_overrides={"lfw.crop": 100})

@@ -45,12 +45,19 @@ def threshold_source(section) -> str:
     return section.get("threshold", "protocol")
 
 
-COHORT_NORM_DEFAULTS = dict(images=0, top=200, seed=3)  # configs/lfw.py's; images=0: off.
+# For configs saved before config.lfw.cohort_norm existed (or lacking some of its entries): off,
+# with configs/lfw.py's top and seed.
+COHORT_NORM_DEFAULTS = dict(images=0, top=200, seed=3)
+
+
+def cohort_norm_settings(section) -> ml_collections.ConfigDict:
+    """config.lfw.cohort_norm with its missing entries from COHORT_NORM_DEFAULTS (images=0: off)."""
+    return ml_collections.ConfigDict({**COHORT_NORM_DEFAULTS, **section.get("cohort_norm", {})})
 
 
 def cohort_norm(section) -> ml_collections.ConfigDict | None:
-    """config.lfw.cohort_norm, its missing entries from COHORT_NORM_DEFAULTS, when it is on (images > 0), else None."""
-    norm = ml_collections.ConfigDict({**COHORT_NORM_DEFAULTS, **section.get("cohort_norm", {})})
+    """cohort_norm_settings when AS-norm is on (images > 0), else None."""
+    norm = cohort_norm_settings(section)
     return norm if norm.images else None
 
 
@@ -190,7 +197,7 @@ class Experiment(base.Experiment):
             raise ConfigError(f"config.lfw.threshold must be one of {tuple(THRESHOLD_SOURCES)}, got {f.threshold!r}")
         if f.protocol == "view2" and not 0 <= f.fold < NUM_FOLDS:
             raise ConfigError(f"config.lfw.fold must be in 0..{NUM_FOLDS - 1} for view2, got {f.fold}")
-        norm = ml_collections.ConfigDict({**COHORT_NORM_DEFAULTS, **f.get("cohort_norm", {})})
+        norm = cohort_norm_settings(f)
         if not (norm.images >= 0 and norm.top >= 1):
             raise ConfigError(f"config.lfw.cohort_norm needs images >= 0 (0: off) and top >= 1, got "
                               f"images={norm.images}, top={norm.top}")
@@ -263,15 +270,24 @@ class Experiment(base.Experiment):
 
     def verification_logits(self, model, variables: dict, eval_set: evaluation.EvalSet, mesh: Mesh | None) -> np.ndarray:
         """The logits of an EvalSet's pairs, AS-normalised against the cohort when config.lfw.cohort_norm is on."""
-        batch = self.config.eval_batch_size
-        embeddings = evaluation.encode(model, variables, eval_set.images, batch, mesh)
+        embeddings = evaluation.encode(model, variables, eval_set.images, self.config.eval_batch_size, mesh)
         logits = evaluation.pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
         if self.cohort_ids is None:
             return logits
-        cohort = evaluation.encode(model, variables, self.dataset.images[self.cohort_ids], batch, mesh)
+        cohort = self.cohort_embeddings(model, variables, mesh)
         mean, std = evaluation.cohort_statistics(model, variables, embeddings, cohort,
                                                  int(cohort_norm(self.config.lfw).top), mesh)
         return evaluation.adaptive_score_norm(logits, eval_set.pairs, mean, std)
+
+    def cohort_embeddings(self, model, variables: dict, mesh: Mesh | None):
+        """The cohort's embeddings, encoded once for the model and variables that the last call named: an
+        evaluation scores several pair sets (validation, protocol pairs) with one model."""
+        cached = getattr(self, "_cohort_cache", None)
+        if cached is None or cached[0] != model or cached[1] is not variables:
+            images = self.dataset.images[self.cohort_ids]
+            self._cohort_cache = (model, variables,
+                                  evaluation.encode(model, variables, images, self.config.eval_batch_size, mesh))
+        return self._cohort_cache[2]
 
     def pair_scores(self, model, variables: dict, pairs: lfw.PairList, mesh: Mesh | None) -> np.ndarray:
         """The model's same-person score for every pair of a protocol file (thresholds are chosen on these)."""
