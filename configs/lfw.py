@@ -29,6 +29,9 @@ def get_config():
         protocol="view1",  # 'view1': train on peopleDevTrain; 'view2': train without fold `fold` of people.txt.
         fold=0,
         crop=150,  # Side of the centred square kept from the 250x250 photo: the face and little background.
+        # Other centred crops (sides in pixels) that verification also embeds each photo at, averaging the
+        # embeddings (thresholds, View 1, View 2; not training, validation or identification).
+        test_crops=(),
         # Training people with two or more images held out for validation (early stopping, threshold).
         validation_fraction=0.1,
         split_seed=0,

@@ -2,7 +2,7 @@
 
     python -m siamese_jax.evaluate --workdir=DIR [--checkpoint=best|latest] [--output=FILE]
         Omniglot: [--runs=PATH] [--mnist] [--way=N --shots=K --tasks=T --seed=S]
-        LFW:      [--protocol=view1|view2] [--test_time_flip] [--cohort_norm_images=N]
+        LFW:      [--protocol=view1|view2] [--test_time_flip] [--test_crops=C1,C2,...] [--cohort_norm_images=N]
         folders:  [--way=N --shots=K --tasks=T --seed=S]
     python -m siamese_jax.evaluate --fold_workdirs=F0,...,F9 --output=view2.json   # LFW View 2, strict
 """
@@ -26,7 +26,7 @@ OPTIONS = ("runs", "mnist", "mnist_tasks", "mnist_seed", "protocol")
 # Flags that change how the saved model computes, not its parameters (config.model).
 MODEL_OVERRIDES = ("test_time_flip",)
 # Flags that change how a trained run is evaluated: flag -> the config entry (workdir.EVALUATION_KEYS).
-EVALUATION_OVERRIDES = {"cohort_norm_images": "lfw.cohort_norm.images"}
+EVALUATION_OVERRIDES = {"cohort_norm_images": "lfw.cohort_norm.images", "test_crops": "lfw.test_crops"}
 
 
 def define_flags() -> None:
@@ -50,6 +50,9 @@ def define_flags() -> None:
                       "the run's model.test_time_flip.")
     flags.DEFINE_integer("cohort_norm_images", None, "LFW: AS-normalise verification scores against this many photos "
                          "of the run's training people (0: off); default: the run's config.lfw.cohort_norm.")
+    flags.DEFINE_list("test_crops", None, "LFW: other centred crops (sides in pixels, e.g. 118,143) whose embeddings "
+                      "verification averages with the run's crop; an empty value: none; default: the run's "
+                      "config.lfw.test_crops.")
     flags.DEFINE_list("fold_workdirs", None, "Cross-validated datasets (LFW View 2, strict): the workdirs of the fold "
                       "runs, in fold order; needs --output.")
 
@@ -98,6 +101,14 @@ def evaluate_folds(workdirs: list[str], checkpoint: str = "best", model_override
     return result, experiment.summarize(result)
 
 
+def pixel_sides(values: list[str]) -> tuple[int, ...]:
+    """--test_crops' values as integers; a clear error for anything else."""
+    try:
+        return tuple(int(value) for value in values)
+    except ValueError:
+        raise UserError(f"--test_crops takes crop sides in pixels, e.g. --test_crops=118,143; got {','.join(values)}") from None
+
+
 def main(argv):
     """Evaluates a workdir's checkpoint (or the fold runs of a cross-validation) and writes the JSON report."""
     del argv
@@ -109,6 +120,8 @@ def main(argv):
     try:
         given = lambda names: {n: getattr(FLAGS, n) for n in names if getattr(FLAGS, n) is not None}
         evaluation_overrides = {EVALUATION_OVERRIDES[name]: value for name, value in given(EVALUATION_OVERRIDES).items()}
+        if "lfw.test_crops" in evaluation_overrides:
+            evaluation_overrides["lfw.test_crops"] = pixel_sides(evaluation_overrides["lfw.test_crops"])
         if FLAGS.fold_workdirs:
             result, summary = evaluate_folds(FLAGS.fold_workdirs, FLAGS.checkpoint, given(MODEL_OVERRIDES),
                                              evaluation_overrides)

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 from siamese_jax import distributed
 from siamese_jax.data.images import to_float
 from siamese_jax.errors import ConfigError
-from siamese_jax.models import SiameseNet
+from siamese_jax.models import SiameseNet, average_views
 from siamese_jax.tasks import Pairs, Trials, random_pairs, random_trials
 
 TRIAL_CHUNK = 128  # Trials scored per call: bounds the [chunk, N, K, D] difference tensor.
@@ -75,6 +75,16 @@ def encode(model: SiameseNet, variables: dict, images: np.ndarray, batch_size: i
         embed(variables, distributed.put(padded[i : i + batch_size], split)) for i in range(0, len(padded), batch_size)
     )
     return jnp.concatenate(list(chunks))[:count]
+
+
+def encode_views(model: SiameseNet, variables: dict, views: np.ndarray, batch_size: int,
+                 mesh: Mesh | None = None) -> jax.Array:
+    """Embeddings [M, D] of images given as V views each, uint8 [M, V, S, S(, C)] (crops of one photo): the
+    views' embeddings averaged, back to unit length for unit-length embeddings, as test_time_flip averages
+    an image and its mirror image's."""
+    count, num_views = views.shape[:2]
+    flat = encode(model, variables, views.reshape(count * num_views, *views.shape[2:]), batch_size, mesh)
+    return average_views(flat.reshape(count, num_views, -1), 1, model.encoder.embedding == "normalize")
 
 
 # The jitted functions are built once per model and mesh (linen modules hash by their fields):

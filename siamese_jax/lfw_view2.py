@@ -7,7 +7,7 @@ lfw.protocol='view2' and lfw.fold=K). Running the same command again continues w
 a fold whose workdir holds eval.json is done, a half-trained one resumes from its checkpoint. When
 all ten are done, each fold's model scores its own fold's pairs with the threshold chosen on the
 other nine folds' pairs, and WORKDIR/view2.json gets the mean accuracy with its standard error.
-How the folds are evaluated (config.lfw.threshold and cohort_norm) comes from this command's config,
+How the folds are evaluated (config.lfw.threshold, test_crops and cohort_norm) comes from this command's config,
 so running it again with other settings re-evaluates finished folds without training them again.
 """
 
@@ -58,7 +58,8 @@ def run_view2(config, workdir: str, devices=None, checkpoint: str = "best") -> d
         trained += 1
     result, summary = evaluate.evaluate_folds(fold_dirs, checkpoint, evaluation_overrides={
         "lfw.cohort_norm.images": int(lfw_experiment.cohort_norm_settings(config.lfw).images),
-        "lfw.threshold": lfw_experiment.threshold_source(config.lfw)})
+        "lfw.threshold": lfw_experiment.threshold_source(config.lfw),
+        "lfw.test_crops": lfw_experiment.test_crops(config.lfw)})
     if primary:
         workdir_files.write_json(result, Path(workdir) / "view2.json")
         print(summary, flush=True)

@@ -48,6 +48,12 @@ def unit_length(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
+def average_views(embeddings: jax.Array, axis: int, normalize: bool) -> jax.Array:
+    """The mean over `axis` of embeddings of views of one image, back to unit length when `normalize`."""
+    mean = embeddings.astype(jnp.float32).mean(axis)
+    return unit_length(mean) if normalize else mean
+
+
 def _initializers(scheme: str, kind: str):
     """Kernel and bias initializers for a 'conv' or 'dense' layer under `scheme`."""
     if scheme == "paper":
@@ -184,8 +190,8 @@ class SiameseNet(nn.Module):
         embeddings = self.encoder(images, train)
         if train or not self.test_time_flip:
             return embeddings
-        mean = 0.5 * (embeddings + self.encoder(images[:, :, ::-1], False))
-        return unit_length(mean) if self.encoder.embedding == "normalize" else mean
+        both = jnp.stack([embeddings, self.encoder(images[:, :, ::-1], False)])
+        return average_views(both, 0, self.encoder.embedding == "normalize")
 
     def score(self, h1: jax.Array, h2: jax.Array) -> jax.Array:
         """Scores embeddings with the head alone (broadcasting over leading axes)."""

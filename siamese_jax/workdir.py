@@ -28,7 +28,7 @@ MODEL_KEYS = ("model", "image_size", "channels")
 # resume with another compute dtype or dropout rate, or be evaluated with test-time flipping.
 NOT_SHAPE_KEYS = ("dtype", "dropout", "first_layer_as_matmul", "test_time_flip")
 # Config entries (dotted paths) that only change how a trained run is evaluated.
-EVALUATION_KEYS = ("lfw.cohort_norm.images", "lfw.threshold")
+EVALUATION_KEYS = ("lfw.cohort_norm.images", "lfw.threshold", "lfw.test_crops")
 
 
 def prepare(workdir: str, config, save_config: bool = True) -> None:

@@ -175,3 +175,18 @@ def test_adaptive_score_norm_averages_both_images_standardised_scores():
     mean, std = np.array([1.0, -1.0, 0.5]), np.array([2.0, 0.5, 1.0])
     normalised = evaluation.adaptive_score_norm(np.array([3.0, 0.0]), pairs, mean, std)
     np.testing.assert_allclose(normalised, [0.5 * ((3 - 1) / 2 + (3 - 0.5) / 1), 0.5 * ((0 + 1) / 0.5 + (0 - 1) / 2)])
+
+
+@pytest.mark.parametrize("embedding", ["normalize", "sigmoid"])
+def test_encode_views_averages_each_images_views(embedding):
+    model = SiameseNet(Encoder(features=(4,), kernel_sizes=(3,), embedding_dim=8, padding="SAME", init_scheme="lecun",
+                               embedding=embedding))
+    variables = init_variables(model, jax.random.PRNGKey(0), (6, 6, 3))
+    views = np.random.default_rng(0).integers(0, 256, (5, 3, 6, 6, 3)).astype(np.uint8)
+    averaged = np.asarray(evaluation.encode_views(model, variables, views, batch_size=4))
+    each = np.stack([np.asarray(evaluation.encode(model, variables, views[:, v], batch_size=4)) for v in range(3)], 1)
+    expected = each.mean(1)
+    if embedding == "normalize":
+        expected /= np.linalg.norm(expected, axis=-1, keepdims=True)
+    np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(averaged, each[:, 0], atol=1e-3)  # The other views count.

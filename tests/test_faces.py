@@ -323,16 +323,20 @@ def test_evaluate_view2_thresholds_only(trained_faces, tmp_path):
     workdir, _, _ = trained_faces
     output = tmp_path / "view2.json"
     done = _evaluate(f"--workdir={workdir}", "--protocol=view2", "--notest_time_flip", "--cohort_norm_images=5",
-                     f"--output={output}")
+                     "--test_crops=100", f"--output={output}")
     assert done.returncode == 0, done.stderr
     assert json.loads(output.read_text())["model_overrides"] == {"test_time_flip": False}
-    assert json.loads(output.read_text())["evaluation_overrides"] == {"lfw.cohort_norm.images": 5}
+    assert json.loads(output.read_text())["evaluation_overrides"] == {"lfw.cohort_norm.images": 5,
+                                                                      "lfw.test_crops": [100]}
     report = json.loads(output.read_text())["lfw"]
-    assert "AS-normalised against 5 photos" in report["description"]
+    assert "AS-normalised against 5 photos" in report["description"] and "crops of 130, 100 pixels" in report["description"]
     assert report["protocol"] == "view2" and report["setting"] == "thresholds_only"
     assert report["pairs"] == 40 and len(report["per_fold"]) == 10 and report["std_error"] is not None
     assert report["accuracy"] == pytest.approx(np.mean([f["accuracy"] for f in report["per_fold"]]))
     assert "View 2, thresholds only" in done.stdout
+    wrong = _evaluate(f"--workdir={workdir}", "--test_crops=100,wide", f"--output={tmp_path / 'no.json'}")
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1] == "error: --test_crops takes crop sides in pixels, e.g. --test_crops=118,143; got 100,wide"
 
 
 def test_evaluate_with_and_without_test_time_flip(trained_faces):
@@ -365,10 +369,29 @@ def test_compare_two_faces_says_same_or_different_at_the_runs_threshold(trained_
                           timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    threshold = json.loads((workdir / "eval.json").read_text())["lfw"]["threshold"]
+    threshold = json.loads((workdir / "eval.json").read_text())["lfw"]["logit_threshold"]
     assert result["threshold"] == pytest.approx(threshold)
     assert result["same"] == (result["logit"] > threshold)
     assert result["probability"] == pytest.approx(1 / (1 + np.exp(-result["logit"])), rel=1e-5)
+
+
+def test_predict_threshold_is_on_plain_logits(trained_faces):
+    workdir, config, _ = trained_faces
+    report = json.loads((workdir / "eval.json").read_text())
+    experiment = faces.Experiment(config)
+    model, variables = workdir_files.restore_model(str(workdir), config, "best")
+    # The run's verification scores have test crops and AS-norm; the threshold for one pair's logit has neither.
+    assert faces.test_crops(config.lfw) and faces.cohort_norm(config.lfw) is not None
+    assert report["lfw"]["logit_threshold"] == pytest.approx(experiment.validation_threshold(model, variables, None,
+                                                                                             raw=True))
+    assert report["lfw"]["logit_threshold"] != pytest.approx(report["lfw"]["threshold"], abs=1e-3)
+    assert experiment.verification_threshold(report) == report["lfw"]["logit_threshold"]
+    # A report written before logit_threshold existed: its threshold is on normalised scores here, so none.
+    del report["lfw"]["logit_threshold"]
+    assert experiment.verification_threshold(report) is None
+    config = config.copy_and_resolve_references()
+    config.lfw.test_crops, config.lfw.cohort_norm.images = (), 0
+    assert faces.Experiment(config).verification_threshold(report) == report["lfw"]["threshold"]
 
 
 def test_evaluate_strict_view2_checks_the_fold_workdirs(trained_faces):
@@ -416,6 +439,7 @@ def test_tiny_run_on_real_lfw(real_lfw_dir, cache_dir, tmp_path):
     config.lfw.validation_fraction = 0.1
     config.validation.way = 10
     config.lfw.identification.ways = (10, 50)
+    config.lfw.test_crops = ()  # Each would decode all 13,233 photos again; the synthetic LFW tests them.
     result = train.train_and_evaluate(config, str(tmp_path))
     assert result["lfw"]["pairs"] == 1000 and [r["way"] for r in result["identification"]] == [10, 50]
     assert result["identification"][0]["people"] > 100 and result["identification"][1]["trials"] == 40
@@ -512,6 +536,13 @@ def test_packed_archive_gives_the_same_faces_and_refuses_another_preprocessing(s
     assert error < 0.5 * np.abs(np.roll(original.images, 1, axis=0).astype(int) - original.images.astype(int)).mean()
     with pytest.raises(DataError, match="packed for crop 130, size 40, 3 channel"):
         lfw.load_lfw(str(packed_dir), str(tmp_path / "cache"), lfw.Preprocessing(crop=130, size=32, channels=3))
+    # Test crops need whole photos: refused when the dataset loads, before any training.
+    config = tiny_lfw_config(packed_dir, tmp_path / "cache", image_size=40)
+    assert faces.test_crops(config.lfw)  # configs/lfw_cpu.py's.
+    with pytest.raises(DataError, match=r"holds the photos at one crop only; config.lfw.test_crops=\(118, 124"):
+        faces.Experiment(config).dataset
+    config.lfw.test_crops = ()
+    assert faces.Experiment(config).dataset.images.shape[1:] == (40, 40, 3)
 
 
 def test_pack_tool_writes_a_trainable_data_folder_and_refuses_a_packed_source(synthetic_lfw_dir, tmp_path):
@@ -568,3 +599,37 @@ def test_evaluate_with_and_without_cohort_norm(trained_faces):
     assert experiment.cohort_embeddings(model, dict(variables), None) is not first
     with pytest.raises(ValueError, match="lfw.crop is not an evaluation setting"):
         workdir_files.load_config(str(workdir), evaluation_overrides={"lfw.crop": 100})
+
+
+def test_test_crops_average_each_photos_embeddings_for_verification(trained_faces, synthetic_lfw_dir, cache_dir):
+    workdir, _, _ = trained_faces
+    config = workdir_files.load_config(str(workdir), evaluation_overrides={"lfw.test_crops": (100, 160),
+                                                                           "lfw.cohort_norm.images": 0})
+    experiment = faces.Experiment(config)
+    views = experiment.verification_images
+    prep = lfw.preprocessing(config)
+    assert views.shape == (len(experiment.dataset.images), 3, *experiment.dataset.images.shape[1:])
+    np.testing.assert_array_equal(views[:, 0], experiment.dataset.images)
+    for v, crop in ((1, 100), (2, 160)):
+        other = lfw.load_lfw(str(synthetic_lfw_dir), str(cache_dir), lfw.Preprocessing(crop, prep.size, prep.channels))
+        np.testing.assert_array_equal(views[:, v], other.images)
+    model, variables = workdir_files.restore_model(str(workdir), config, "best")
+    pairs = lfw.read_pairs(str(synthetic_lfw_dir), "pairsDevTest.txt")
+    left, right = lfw.pair_ids(experiment.dataset, pairs)
+    each = np.stack([np.asarray(evaluation.encode(model, variables, views[:, v], 32)) for v in range(3)], 1)
+    mean = each.mean(1) / np.linalg.norm(each.mean(1), axis=-1, keepdims=True)
+    expected = np.asarray(model.apply(variables, mean[left], mean[right], method=SiameseNet.score))
+    np.testing.assert_allclose(experiment.pair_scores(model, variables, pairs, None), expected, rtol=1e-4, atol=1e-5)
+    assert "averaged over centred crops of 130, 100, 160 pixels" in experiment.description("view1")
+    plain = workdir_files.load_config(str(workdir), evaluation_overrides={"lfw.test_crops": (),
+                                                                          "lfw.cohort_norm.images": 0})
+    assert not np.allclose(faces.Experiment(plain).pair_scores(model, variables, pairs, None), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("crops", [(0,), (300,), (100, 100), (130,), ("100",)])
+def test_bad_test_crops_are_refused(crops, synthetic_lfw_dir, cache_dir):
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
+    config.lfw.test_crops = crops
+    with pytest.raises(ConfigError, match=r"config.lfw.test_crops must be distinct sides in 1..250 pixels other than "
+                                          r"config.lfw.crop \(130\)"):
+        faces.Experiment(config)

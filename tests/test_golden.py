@@ -42,13 +42,14 @@ def test_tiny_run_matches_its_record(name, synthetic_data_dir, synthetic_lfw_dir
         config = tiny_config(synthetic_data_dir, cache_dir, learning_rate=1e-3, lr_decay=0.9,
                              lr_schedule="exponential", warmup_epochs=0.0, patience=6)
         config.train.drawers = tuple(range(9, 21))
-    else:  # Grayscale, no ranking loss, dropout, test-time flip or score normalisation, the protocol's threshold:
-        # the LFW CPU recipe when the record was written.
+    else:  # Grayscale, no ranking loss, dropout, test-time flip, test crops or score normalisation, the
+        # protocol's threshold: the LFW CPU recipe when the record was written.
         config = tiny_lfw_config(synthetic_lfw_dir, cache_dir, channels=1, ranking_loss_weight=0.0)
         config.model.test_time_flip = False
         config.model.dropout = 0.0
         config.lfw.threshold = "protocol"
         config.lfw.cohort_norm.images = 0
+        config.lfw.test_crops = ()
     train.train_and_evaluate(config, str(tmp_path))
     numbers = _numbers(tmp_path)
     path = GOLDEN / f"tiny_{name}.json"

@@ -9,6 +9,7 @@ pairs, and in the strict setting the model is also trained on the other nine fol
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -59,6 +60,12 @@ def cohort_norm(section) -> ml_collections.ConfigDict | None:
     """cohort_norm_settings when AS-norm is on (images > 0), else None."""
     norm = cohort_norm_settings(section)
     return norm if norm.images else None
+
+
+def test_crops(section) -> tuple[int, ...]:
+    """config.lfw.test_crops: the other centred crops that verification averages each photo's embedding over
+    (none in configs saved before it existed)."""
+    return tuple(section.get("test_crops", ()))
 
 
 def identification_ways(section) -> tuple[int, ...]:
@@ -201,6 +208,10 @@ class Experiment(base.Experiment):
         if not (norm.images >= 0 and norm.top >= 1):
             raise ConfigError(f"config.lfw.cohort_norm needs images >= 0 (0: off) and top >= 1, got "
                               f"images={norm.images}, top={norm.top}")
+        crops = test_crops(f)
+        if not all(isinstance(c, int) and 1 <= c <= 250 for c in crops) or len(set(crops)) < len(crops) or f.crop in crops:
+            raise ConfigError(f"config.lfw.test_crops must be distinct sides in 1..250 pixels other than config.lfw.crop "
+                              f"({f.crop}), got {crops}")
         if not 0 < f.validation_fraction < 1:
             raise ConfigError(f"config.lfw.validation_fraction must lie in (0, 1), got {f.validation_fraction}")
         if not identification_ways(f.identification) or min(identification_ways(f.identification)) < 2:
@@ -215,7 +226,12 @@ class Experiment(base.Experiment):
     @functools.cached_property
     def dataset(self) -> lfw.LFW:
         """The LFW images preprocessed as the config says."""
-        return lfw.load_lfw(self.data_dir, self.config.cache_dir or None, lfw.preprocessing(self.config))
+        dataset = lfw.load_lfw(self.data_dir, self.config.cache_dir or None, lfw.preprocessing(self.config))
+        crops = test_crops(self.config.lfw)
+        if crops and dataset.source.endswith(lfw.PACKED_ARCHIVE):  # Known before training, not after.
+            raise DataError(f"{dataset.source} holds the photos at one crop only; config.lfw.test_crops={crops} needs "
+                            "an LFW archive of whole photos (or --config.lfw.test_crops='()')")
+        return dataset
 
     def people_ids(self, trained: bool) -> np.ndarray:
         """Image ids of the people a run trains on (`trained`) or never sees: peopleDevTrain/peopleDevTest
@@ -268,9 +284,27 @@ class Experiment(base.Experiment):
         count = min(int(section.images), len(train_ids))
         return np.sort(np.random.default_rng(section.seed).choice(train_ids, count, replace=False))
 
+    @functools.cached_property
+    def verification_images(self) -> np.ndarray:
+        """Every photo as verification encodes it: the dataset's images, or with config.lfw.test_crops its views
+        [N, V, S, S(, C)], the crop of config.lfw.crop first, then each test crop."""
+        crops = test_crops(self.config.lfw)
+        if not crops:
+            return self.dataset.images
+        prep = lfw.preprocessing(self.config)
+        others = [lfw.load_lfw(self.data_dir, self.config.cache_dir or None, dataclasses.replace(prep, crop=crop)).images
+                  for crop in crops]
+        return np.stack([self.dataset.images, *others], axis=1)
+
+    def encode_for_verification(self, model, variables: dict, images: np.ndarray, mesh: Mesh | None):
+        """Embeddings of images taken from verification_images (each photo's views averaged when it has several)."""
+        encode = evaluation.encode_views if test_crops(self.config.lfw) else evaluation.encode
+        return encode(model, variables, images, self.config.eval_batch_size, mesh)
+
     def verification_logits(self, model, variables: dict, eval_set: evaluation.EvalSet, mesh: Mesh | None) -> np.ndarray:
-        """The logits of an EvalSet's pairs, AS-normalised against the cohort when config.lfw.cohort_norm is on."""
-        embeddings = evaluation.encode(model, variables, eval_set.images, self.config.eval_batch_size, mesh)
+        """The logits of an EvalSet's pairs (drawn on verification_images), AS-normalised against the cohort when
+        config.lfw.cohort_norm is on."""
+        embeddings = self.encode_for_verification(model, variables, eval_set.images, mesh)
         logits = evaluation.pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
         if self.cohort_ids is None:
             return logits
@@ -284,25 +318,28 @@ class Experiment(base.Experiment):
         evaluation scores several pair sets (validation, protocol pairs) with one model."""
         cached = getattr(self, "_cohort_cache", None)
         if cached is None or cached[0] != model or cached[1] is not variables:
-            images = self.dataset.images[self.cohort_ids]
-            self._cohort_cache = (model, variables,
-                                  evaluation.encode(model, variables, images, self.config.eval_batch_size, mesh))
+            images = self.verification_images[self.cohort_ids]
+            self._cohort_cache = (model, variables, self.encode_for_verification(model, variables, images, mesh))
         return self._cohort_cache[2]
 
     def pair_scores(self, model, variables: dict, pairs: lfw.PairList, mesh: Mesh | None) -> np.ndarray:
         """The model's same-person score for every pair of a protocol file (thresholds are chosen on these)."""
         left, right = lfw.pair_ids(self.dataset, pairs)
-        eval_set = evaluation.make_eval_set(self.dataset.images, pairs=Pairs(left, right, pairs.same))
+        eval_set = evaluation.make_eval_set(self.verification_images, pairs=Pairs(left, right, pairs.same))
         return self.verification_logits(model, variables, eval_set, mesh)
 
-    def validation_threshold(self, model, variables: dict, mesh: Mesh | None) -> float:
+    def validation_threshold(self, model, variables: dict, mesh: Mesh | None, raw: bool = False) -> float:
         """The threshold that best separates the validation pairs: pairs of training-side people held out from
-        training, so that their distances are those of unseen people (config.validation's pairs)."""
-        section = self.config.validation
-        evaluator = evaluation.EVALUATORS["verification"][1](self.validation_split(), section,
-                                                              self.config.eval_batch_size, mesh)
-        eval_set = evaluator.eval_set
-        return best_threshold(self.verification_logits(model, variables, eval_set, mesh), eval_set.pairs.same)
+        training, so that their distances are those of unseen people (config.validation's pairs). On their
+        verification scores (test crops, AS-norm), or with `raw` on the plain logits of one crop, as the predict
+        command scores a pair."""
+        batch = self.config.eval_batch_size
+        split = dataclasses.replace(self.validation_split(),
+                                    images=self.dataset.images if raw else self.verification_images)
+        eval_set = evaluation.EVALUATORS["verification"][1](split, self.config.validation, batch, mesh).eval_set
+        scores = (evaluation.eval_set_pair_logits(model, variables, eval_set, batch, mesh) if raw
+                  else self.verification_logits(model, variables, eval_set, mesh))
+        return best_threshold(scores, eval_set.pairs.same)
 
     def cross_validate_by_source(self, scores: np.ndarray, pairs: lfw.PairList,
                                  validation_thresholds: list[float]) -> tuple[str, dict]:
@@ -312,11 +349,14 @@ class Experiment(base.Experiment):
         return threshold_source(self.config.lfw), by_source
 
     def description(self, setting: str) -> str:
-        """The setting's description with the config's threshold source and score normalisation."""
-        norm = cohort_norm(self.config.lfw)
+        """The setting's description with the config's threshold source, test crops and score normalisation."""
+        f = self.config.lfw
+        norm, crops = cohort_norm(f), test_crops(f)
+        cropped = "" if not crops else (
+            f"; each photo's embedding averaged over centred crops of {', '.join(map(str, (f.crop, *crops)))} pixels")
         normalised = "" if norm is None else (
             f"; scores AS-normalised against {len(self.cohort_ids)} photos of training people (top {norm.top})")
-        return f"{SETTINGS[setting]}; {THRESHOLD_SOURCES[threshold_source(self.config.lfw)]}{normalised}"
+        return f"{SETTINGS[setting]}; {THRESHOLD_SOURCES[threshold_source(f)]}{cropped}{normalised}"
 
     def view1(self, model, variables: dict, mesh: Mesh | None) -> dict:
         """View 1: accuracy and AUC on the pairsDevTest pairs, at the threshold of config.lfw.threshold (and at
@@ -339,6 +379,7 @@ class Experiment(base.Experiment):
             "auc": evaluation.roc_auc(scores, test_pairs.same),
             "threshold": thresholds[source],
             "threshold_source": source,
+            "logit_threshold": self.validation_threshold(model, variables, mesh, raw=True),
             "accuracy_by_threshold_source": {
                 name: {"accuracy": accuracy_at(scores, test_pairs.same, t), "threshold": t}
                 for name, t in thresholds.items()
@@ -375,6 +416,7 @@ class Experiment(base.Experiment):
                                "give the View 2 result (python -m siamese_jax.evaluate --fold_workdirs=...); "
                                + THRESHOLD_SOURCES[source],
                 **by_source[source]["per_fold"][fold], "threshold_source": source,
+                "logit_threshold": self.validation_threshold(model, variables, mesh, raw=True),
                 "accuracy_by_threshold_source": {name: {"accuracy": r["per_fold"][fold]["accuracy"]}
                                                  for name, r in by_source.items()}}
 
@@ -425,9 +467,17 @@ class Experiment(base.Experiment):
         return format_lfw(result)
 
     def verification_threshold(self, report: dict) -> float | None:
-        """The threshold the View 1 or fold evaluation chose (none in View 2 reports, one per fold there)."""
-        threshold = report.get("lfw", {}).get("threshold")
-        return None if threshold is None else float(threshold)
+        """The threshold on one pair's plain logit that the View 1 or fold evaluation chose on the validation pairs
+        (none in View 2 reports, one per fold there).
+
+        Reports written before they held logit_threshold give their threshold when it was on plain
+        logits (no test crops, no AS-norm), else none: a threshold on normalised scores does not apply to a logit.
+        """
+        section = report.get("lfw", {})
+        if "logit_threshold" in section:
+            return float(section["logit_threshold"])
+        plain = cohort_norm(self.config.lfw) is None and not test_crops(self.config.lfw)
+        return float(section["threshold"]) if plain and section.get("threshold") is not None else None
 
     def image_converter(self):
         """Any photo -> the centre crop, grayscale or RGB, at the model's input size."""
