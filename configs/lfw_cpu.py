@@ -22,7 +22,7 @@ def get_config():
     config.channels = 3
     config.lfw.crop = 130
     # Verification averages each photo's embeddings at five crops: on the View 2 fold models this raised
-    # the validation AUC from 0.9509 to 0.9527 (results/lfw_cpu_view2_30_epochs.json).
+    # the validation AUC from 0.9509 to 0.9527 (results/lfw_cpu_30_epochs.json).
     config.lfw.test_crops = (118, 124, 136, 143)
     # A smaller encoder; the rest of configs/lfw.py's model (batch norm, unit-length embedding,
     # Euclidean head) stays.
