@@ -106,7 +106,8 @@ def pixel_sides(values: list[str]) -> tuple[int, ...]:
     try:
         return tuple(int(value) for value in values)
     except ValueError:
-        raise UserError(f"--test_crops takes crop sides in pixels, e.g. --test_crops=118,143; got {','.join(values)}") from None
+        raise UserError(f"--test_crops takes crop sides in pixels, e.g. --test_crops=118,143; "
+                        f"got {','.join(values)}") from None
 
 
 def main(argv):

@@ -29,7 +29,7 @@ TRIAL_CHUNK = 128  # Trials scored per call: bounds the [chunk, N, K, D] differe
 class EvalSet:
     """Model-ready images and the trials and/or pairs that index them."""
 
-    images: np.ndarray  # uint8 [M, S, S]
+    images: np.ndarray  # uint8 [M, S, S(, C)], or [M, V, S, S(, C)]: V views of each (evaluation.encode_views)
     trials: Trials | None = None
     pairs: Pairs | None = None
 

@@ -336,7 +336,8 @@ def test_evaluate_view2_thresholds_only(trained_faces, tmp_path):
     assert "View 2, thresholds only" in done.stdout
     wrong = _evaluate(f"--workdir={workdir}", "--test_crops=100,wide", f"--output={tmp_path / 'no.json'}")
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
-    assert wrong.stderr.strip().splitlines()[-1] == "error: --test_crops takes crop sides in pixels, e.g. --test_crops=118,143; got 100,wide"
+    assert wrong.stderr.strip().splitlines()[-1] == ("error: --test_crops takes crop sides in pixels, e.g. "
+                                                     "--test_crops=118,143; got 100,wide")
 
 
 def test_evaluate_with_and_without_test_time_flip(trained_faces):

@@ -209,7 +209,8 @@ class Experiment(base.Experiment):
             raise ConfigError(f"config.lfw.cohort_norm needs images >= 0 (0: off) and top >= 1, got "
                               f"images={norm.images}, top={norm.top}")
         crops = test_crops(f)
-        if not all(isinstance(c, int) and 1 <= c <= 250 for c in crops) or len(set(crops)) < len(crops) or f.crop in crops:
+        valid = all(isinstance(c, int) and 1 <= c <= 250 for c in crops)
+        if not valid or len(set(crops)) < len(crops) or f.crop in crops:
             raise ConfigError(f"config.lfw.test_crops must be distinct sides in 1..250 pixels other than config.lfw.crop "
                               f"({f.crop}), got {crops}")
         if not 0 < f.validation_fraction < 1:
