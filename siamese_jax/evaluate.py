@@ -25,8 +25,21 @@ TEST_OVERRIDES = ("way", "shots", "tasks", "seed")
 OPTIONS = ("runs", "mnist", "mnist_tasks", "mnist_seed", "protocol")
 # Flags that change how the saved model computes, not its parameters (config.model).
 MODEL_OVERRIDES = ("test_time_flip",)
-# Flags that change how a trained run is evaluated: flag -> the config entry (workdir.EVALUATION_KEYS).
-EVALUATION_OVERRIDES = {"cohort_norm_images": "lfw.cohort_norm.images", "test_crops": "lfw.test_crops"}
+
+
+def pixel_sides(values: list[str]) -> tuple[int, ...]:
+    """--test_crops' values as integers; a clear error for anything else."""
+    try:
+        return tuple(int(value) for value in values)
+    except ValueError:
+        raise UserError(f"--test_crops takes crop sides in pixels, e.g. --test_crops=118,143; "
+                        f"got {','.join(values)}") from None
+
+
+# Flags that change how a trained run is evaluated: flag -> (the config entry (workdir.EVALUATION_KEYS), the
+# flag's value as that entry takes it).
+EVALUATION_OVERRIDES = {"cohort_norm_images": ("lfw.cohort_norm.images", int),
+                        "test_crops": ("lfw.test_crops", pixel_sides)}
 
 
 def define_flags() -> None:
@@ -101,15 +114,6 @@ def evaluate_folds(workdirs: list[str], checkpoint: str = "best", model_override
     return result, experiment.summarize(result)
 
 
-def pixel_sides(values: list[str]) -> tuple[int, ...]:
-    """--test_crops' values as integers; a clear error for anything else."""
-    try:
-        return tuple(int(value) for value in values)
-    except ValueError:
-        raise UserError(f"--test_crops takes crop sides in pixels, e.g. --test_crops=118,143; "
-                        f"got {','.join(values)}") from None
-
-
 def main(argv):
     """Evaluates a workdir's checkpoint (or the fold runs of a cross-validation) and writes the JSON report."""
     del argv
@@ -120,9 +124,8 @@ def main(argv):
         sys.exit("error: --fold_workdirs needs --output=FILE for the View 2 report")
     try:
         given = lambda names: {n: getattr(FLAGS, n) for n in names if getattr(FLAGS, n) is not None}
-        evaluation_overrides = {EVALUATION_OVERRIDES[name]: value for name, value in given(EVALUATION_OVERRIDES).items()}
-        if "lfw.test_crops" in evaluation_overrides:
-            evaluation_overrides["lfw.test_crops"] = pixel_sides(evaluation_overrides["lfw.test_crops"])
+        evaluation_overrides = {EVALUATION_OVERRIDES[name][0]: EVALUATION_OVERRIDES[name][1](value)
+                                for name, value in given(EVALUATION_OVERRIDES).items()}
         if FLAGS.fold_workdirs:
             result, summary = evaluate_folds(FLAGS.fold_workdirs, FLAGS.checkpoint, given(MODEL_OVERRIDES),
                                              evaluation_overrides)
