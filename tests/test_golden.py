@@ -30,6 +30,7 @@ def _numbers(workdir: Path) -> dict:
     result["training"].pop("wall_time_s", None)
     result["training"].pop("stopped_by", None)  # Added after the records were written.
     result.get("runs", {}).pop("path", None)  # A temporary folder.
+    result.get("lfw", {}).pop("logit_threshold", None)  # Added after the records were written.
     return {"metrics": [{k: v for k, v in r.items() if k != "wall_time"} for r in metrics(workdir)],
             "eval": result}
 
