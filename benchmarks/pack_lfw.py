@@ -37,6 +37,7 @@ def define_flags() -> None:
 def main(argv):
     """Packs the archive and copies the protocol files."""
     del argv
+    from siamese_jax.config_files import upgrade_config
     from siamese_jax.data import lfw
     from siamese_jax.errors import UserError
 
@@ -48,7 +49,7 @@ def main(argv):
             raise UserError(f"{source} is packed already: give the folder of the original archive")
         protocol = [lfw.locate_protocol(FLAGS.data_dir, name) for name in (*lfw.PAIR_FILES, *lfw.PEOPLE_FILES)]
         folder = Path(FLAGS.output_dir) / "lfw"
-        archive = lfw.pack_archive(source, lfw.preprocessing(FLAGS.config), folder, FLAGS.quality)
+        archive = lfw.pack_archive(source, lfw.preprocessing(upgrade_config(FLAGS.config)), folder, FLAGS.quality)
     except UserError as error:
         sys.exit(f"error: {error}")
     for path in protocol:

@@ -46,6 +46,8 @@ FLAGS = flags.FLAGS
 # an 8192^3 bf16 matrix product reached on these machines: about 790-800 (H100 and H200).
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5p": 459.0}
 TORCH_MODES = ("float32", "tf32", "bfloat16")
+# The default modes on a GPU: eager in each precision, the fastest layout, and torch.compile of that.
+CUDA_TORCH_MODES = ["float32", "tf32", "bfloat16", "bfloat16+channels_last", "bfloat16+channels_last+compile"]
 
 
 def define_flags() -> None:
@@ -61,6 +63,8 @@ def define_flags() -> None:
     flags.DEFINE_list("frameworks", ["jax", "torch"], "What to time: jax, torch or both.")
     flags.DEFINE_list("torch_modes", None, "PyTorch modes: float32, tf32, bfloat16, each optionally +channels_last "
                       "(default: all three on CUDA, float32 on a CPU).")
+    flags.DEFINE_list("model_variants", [], "More JAX rows at the first batch size on 1 device, each with one "
+                      "config.model entry changed (e.g. first_layer_as_matmul=True), timed in turn with the others.")
     flags.DEFINE_bool("breakdown", False, "Also time the parts of the JAX step (first batch size, 1 device).")
     flags.DEFINE_integer("eval_batch", 0, "Images per encoding call for the evaluation timing (0: the config's; "
                          "-1: skip).")
@@ -87,26 +91,43 @@ def jax_setup(config, devices) -> dict:
     import jax
     import numpy as np
 
-    from siamese_jax import distributed, optim, train
+    from siamese_jax import distributed, losses, optim, sampling, train_step
     from siamese_jax.models import build_model, init_variables, input_shape
 
     mesh = distributed.data_mesh(devices)
     everywhere = distributed.replicated(mesh)
     tables, num_images = synthetic_tables()
-    sampler, pairs_per_step = train.make_sampler(config, tables)
+    sampler_settings = sampling.SamplerSettings.from_config(config)
+    sampler, pairs_per_step = sampler_settings.sampler(tables), sampler_settings.pairs_per_step()
     shape = input_shape(config)
     images = (np.random.default_rng(0).random((num_images, *shape)) < 0.1).astype(np.uint8) * 255
     model = build_model(config.model)
     variables = init_variables(model, jax.random.PRNGKey(1), shape)
     layers = optim.layer_names(variables["params"])
     optimizer, _ = optim.create_optimizer(config, variables["params"], steps_per_epoch=1000)
-    state = distributed.put(train.initial_state(variables, optimizer, config.seed), everywhere)
+    state = distributed.put(train_step.initial_state(variables, optimizer, config.seed), everywhere)
     images, tables = distributed.put(images, everywhere), distributed.put(tables, everywhere)
-    step = train.make_train_step(model, optimizer, sampler, train.StepSettings.from_config(config),
-                                 optim.per_layer(config.l2, layers, "l2"), mesh)
-    return {"dispatch": train.make_dispatch(step, config.steps_per_dispatch, mesh),
+    step = train_step.make_train_step(model, optimizer, sampler, losses.Objective.from_config(config),
+                                 train_step.distortion_settings(config.augment), optim.per_layer(config.l2, layers, "l2"), mesh)
+    return {"dispatch": train_step.make_dispatch(step, config.steps_per_dispatch, mesh),
             "steps_per_call": config.steps_per_dispatch, "state": state, "images": images, "tables": tables,
             "pairs_per_step": pairs_per_step, "sampler": sampler, "model": model, "mesh": mesh}
+
+
+def model_variant(config, spec: str):
+    """A copy of `config` with one config.model entry changed, from 'key=value' (a Python literal, else a string)."""
+    import ast
+
+    key, sep, text = spec.partition("=")
+    if not sep or key not in config.model:
+        raise ValueError(f"--model_variants entry {spec!r} must be KEY=VALUE with KEY in config.model")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    changed = config.copy_and_resolve_references()
+    changed.model[key] = value
+    return changed
 
 
 def seconds_per_call(fn, *args, steps: int) -> float:
@@ -176,14 +197,15 @@ def breakdown(setup: dict, config, steps: int) -> dict:
 
 
 def time_encoding(setup: dict, batch: int, steps: int) -> float:
-    """Images per second through the evaluation encoder (evaluation.embed_fn), uint8 in, embeddings out."""
+    """Images per second through the evaluation encoder (scoring.embed_fn), uint8 in, embeddings out."""
     import jax
     import numpy as np
 
-    from siamese_jax import distributed, evaluation
+    from siamese_jax import distributed
+    from siamese_jax.evaluation import scoring
 
     mesh = setup["mesh"]
-    embed = evaluation.embed_fn(setup["model"], mesh)
+    embed = scoring.embed_fn(setup["model"], mesh)
     variables = {k: v for k, v in setup["state"].items() if k in ("params", "batch_stats")}
     images = distributed.put(np.asarray(jax.device_get(setup["images"][:batch])), distributed.batch_sharded(mesh))
     return batch / seconds_per_call(embed, variables, images, steps=steps)
@@ -274,16 +296,18 @@ def torch_setup(config, batch_size: int, device: str, mode: str):
     import torch
     from torch import nn
 
-    precision, _, layout = mode.partition("+")
-    if precision not in TORCH_MODES or layout not in ("", "channels_last"):
-        raise ValueError(f"unknown PyTorch mode {mode!r}: use {TORCH_MODES}, optionally +channels_last")
+    precision, *options = mode.split("+")
+    if precision not in TORCH_MODES or not set(options) <= {"channels_last", "compile"}:
+        raise ValueError(f"unknown PyTorch mode {mode!r}: use {TORCH_MODES}, optionally +channels_last and/or "
+                         "+compile")
+    layout = "channels_last" in options
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
     elif precision == "tf32":
         raise ValueError("TF32 is a CUDA mode")
     tf32 = precision == "tf32"
     size = config.image_size
-    layers, channels = [], config.get("channels", 1)
+    layers, channels = [], config.channels
     for i, (width, kernel) in enumerate(zip(config.model.features, config.model.kernel_sizes)):
         layers += [nn.Conv2d(channels, width, kernel, padding=0 if config.model.padding == "VALID" else "same"), nn.ReLU()]
         if i < len(config.model.features) - 1:
@@ -291,14 +315,16 @@ def torch_setup(config, batch_size: int, device: str, mode: str):
         channels = width
     conv = nn.Sequential(*layers)
     with torch.no_grad():
-        flat = conv(torch.zeros(1, config.get("channels", 1), size, size)).numel()
+        flat = conv(torch.zeros(1, config.channels, size, size)).numel()
     encoder = nn.Sequential(conv, nn.Flatten(), nn.Linear(flat, config.model.embedding_dim), nn.Sigmoid()).to(device)
     head = nn.Linear(config.model.embedding_dim, 1).to(device)
     memory_format = torch.channels_last if layout else torch.contiguous_format
     encoder = encoder.to(memory_format=memory_format)
     parameters = list(encoder.parameters()) + list(head.parameters())
+    if "compile" in options:  # Compiled on the first (untimed) step.
+        encoder, head = torch.compile(encoder), torch.compile(head)
     optimizer = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9, weight_decay=2e-4)
-    shape = (batch_size, config.get("channels", 1), size, size)
+    shape = (batch_size, config.channels, size, size)
     x1 = (torch.rand(shape, device=device) < 0.1).float().to(memory_format=memory_format)
     x2 = (torch.rand(shape, device=device) < 0.1).float().to(memory_format=memory_format)
     target = (torch.arange(batch_size, device=device) < batch_size // 2).float()
@@ -392,10 +418,11 @@ def run_benchmark() -> None:
     import jax
 
     from siamese_jax import flops
+    from siamese_jax.config_files import upgrade_config
     from siamese_jax.models import compute_dtype
     from siamese_jax.provenance import provenance
 
-    config = FLAGS.config
+    config = upgrade_config(FLAGS.config)
     device = jax.devices()[0]
     missing = [n for n in counts if n > jax.device_count()]
     if missing:
@@ -404,7 +431,7 @@ def run_benchmark() -> None:
         print("PyTorch is not installed: timing JAX alone", flush=True)
         frameworks.discard("torch")
     on = torch_device(device.platform) if "torch" in frameworks else None
-    modes = FLAGS.torch_modes or (list(TORCH_MODES) if on == "cuda" else ["float32"])
+    modes = FLAGS.torch_modes or (CUDA_TORCH_MODES if on == "cuda" else ["float32"])
     train_flops_image = flops.training_flops_per_image(config)
     peak = peak_tflops(device.device_kind)
     jax_rows, torch_rows = [], []
@@ -429,19 +456,32 @@ def run_benchmark() -> None:
         """The JSON of what is timed so far: to --output after each batch size (a run stopped at its
         time limit keeps its finished rows), and printed at the end."""
         result = {**described, "jax": jax_rows, "torch_device": on, "torch": torch_rows, "complete": complete}
-        base = next((r for r in jax_rows if r["devices"] == 1 and r["batch_size"] == batch_sizes[0]), None)
+        base = next((r for r in jax_rows if r["devices"] == 1 and r["batch_size"] == batch_sizes[0]
+                     and not r["model_variant"]), None)
+        variants = {r["model_variant"]: r["pairs_per_s"] for r in jax_rows if r["model_variant"]}
+        if variants:
+            result["jax_model_variant_pairs_per_s"] = variants
         if base is not None:
-            per_device = [r for r in jax_rows if r["batch_size"] == batch_sizes[0] or FLAGS.scaling == "weak"]
+            per_device = [r for r in jax_rows if (r["batch_size"] == batch_sizes[0] or FLAGS.scaling == "weak")
+                          and not r["model_variant"]]
             for row in per_device:  # Pairs/s per device against 1 device's: 1.0 is perfect scaling.
                 row["scaling_efficiency"] = row["pairs_per_s"] / row["devices"] / base["pairs_per_s"]
             result["jax_pairs_per_s"] = base["pairs_per_s"]
         same_batch = [r for r in torch_rows if r["batch_size"] == batch_sizes[0]]
-        if same_batch:
-            fastest = max(same_batch, key=lambda r: r["pairs_per_s"])
+        eager = [r for r in same_batch if "compile" not in r["mode"]]
+        compiled = [r for r in same_batch if "compile" in r["mode"]]
+        if eager:  # The comparison with eager PyTorch; torch.compile's is reported beside it.
+            fastest = max(eager, key=lambda r: r["pairs_per_s"])
             result["torch_fastest_mode"] = fastest["mode"]
             result["torch_pairs_per_s"] = fastest["pairs_per_s"]
             if base is not None:
                 result["ratio_to_fastest_torch"] = base["pairs_per_s"] / fastest["pairs_per_s"]
+        if compiled:
+            fastest = max(compiled, key=lambda r: r["pairs_per_s"])
+            result["torch_compiled_fastest_mode"] = fastest["mode"]
+            result["torch_compiled_pairs_per_s"] = fastest["pairs_per_s"]
+            if base is not None:
+                result["ratio_to_fastest_torch_compiled"] = base["pairs_per_s"] / fastest["pairs_per_s"]
             if config.sampling != "pairs":
                 result["note"] = "PyTorch scores batch_size sampled pairs; JAX scores every within-group pair"
         if FLAGS.output:
@@ -462,25 +502,39 @@ def run_benchmark() -> None:
         config.batch_size = batch * (n if FLAGS.scaling == "weak" else 1)
         phase(f"{n} device(s), batch {config.batch_size}: setting up")
         setup = jax_setup(config, jax.devices()[:n]) if "jax" in frameworks else None
+        first = n == 1 and batch == batch_sizes[0]
+        variant_setups = {spec: jax_setup(model_variant(config, spec), jax.devices()[:1])
+                          for spec in FLAGS.model_variants} if setup is not None and first else {}
         steppers = {mode: torch_setup(config, config.batch_size, on, mode) for mode in modes} if (
             "torch" in frameworks and n == 1) else {}
         jax_times, torch_times = [], {mode: [] for mode in steppers}
+        variant_times = {spec: [] for spec in variant_setups}
         for repeat in range(FLAGS.repeats):
             if setup is not None:
                 jax_times.append(time_jax(setup, FLAGS.steps))
+            for spec, variant_setup in variant_setups.items():
+                variant_times[spec].append(time_jax(variant_setup, FLAGS.steps))
             for mode, step in steppers.items():
                 torch_times[mode].append(time_torch(step, FLAGS.steps, on))
             timed = ([f"jax {jax_times[-1]:.4f} s/step"] if jax_times else []) + [
+                f"jax {spec} {t[-1]:.4f} s/step" for spec, t in variant_times.items()] + [
                 f"torch {mode} {t[-1]:.4f} s/step" for mode, t in torch_times.items()]
             print(f"{n} device(s), batch {config.batch_size}, repeat {repeat + 1}: {', '.join(timed)}", flush=True)
         if setup is not None:
             images_per_step = jax.eval_shape(setup["sampler"], jax.random.PRNGKey(0), setup["tables"]).images.shape[0]
-            best = min(jax_times)
-            row = {"devices": n, "batch_size": config.batch_size, "pairs_per_step": setup["pairs_per_step"],
-                   "images_per_step": images_per_step, "steps_per_dispatch": setup["steps_per_call"], "s_per_step": best,
-                   "pairs_per_s": setup["pairs_per_step"] / best, "images_per_s": images_per_step / best,
-                   "tflop_per_s_per_device": train_flops_image * images_per_step / best / n / 1e12}
-            row["fraction_of_peak"] = row["tflop_per_s_per_device"] / peak if peak else None
+            pairs_per_step, steps_per_call = setup["pairs_per_step"], setup["steps_per_call"]
+
+            def jax_row(best: float, devices: int, variant: str | None) -> dict:
+                row = {"devices": devices, "batch_size": config.batch_size, "model_variant": variant,
+                       "pairs_per_step": pairs_per_step, "images_per_step": images_per_step,
+                       "steps_per_dispatch": steps_per_call, "s_per_step": best,
+                       "pairs_per_s": pairs_per_step / best, "images_per_s": images_per_step / best,
+                       "tflop_per_s_per_device": train_flops_image * images_per_step / best / devices / 1e12}
+                row["fraction_of_peak"] = row["tflop_per_s_per_device"] / peak if peak else None
+                return row
+
+            row = jax_row(min(jax_times), n, None)
+            jax_rows.extend(jax_row(min(times), 1, spec) for spec, times in variant_times.items())
             if FLAGS.breakdown and n == 1 and batch == batch_sizes[0]:
                 phase("breakdown")
                 row["breakdown"] = breakdown(setup, config, FLAGS.steps)
@@ -497,7 +551,7 @@ def run_benchmark() -> None:
             torch_rows.append({"mode": mode, "batch_size": config.batch_size, "s_per_step": min(times),
                                "pairs_per_s": config.batch_size / min(times),
                                "tflop_per_s": train_flops_image * 2 * config.batch_size / min(times) / 1e12})
-        del setup, steppers
+        del setup, steppers, variant_setups
         write_result(complete=False)
 
     write_result(complete=True)

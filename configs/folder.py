@@ -32,7 +32,7 @@ def get_config():
                                                        evals=("verification", "one_shot"), metric="one_shot_accuracy"))
     config.test = ml_collections.ConfigDict(dict(way=5, shots=1, tasks=1000, seed=2))
     # Groups of 4 classes x 2 images: every class needs 2 images, every training group 4 classes.
-    config.classes_per_alphabet = 4
+    config.classes_per_group = 4
     config.images_per_class = 2
     config.batch_size = 128
     config.pairs_per_epoch = 50_000

@@ -62,12 +62,12 @@ def get_config():
     ))
     config.loss = "contrastive"
 
-    # 'groups': each group is classes_per_alphabet people x images_per_class photos, and every pair
+    # 'groups': each group is classes_per_group people x images_per_class photos, and every pair
     # inside a group is scored (LFW has no alphabets: groups draw from all training people). Here
     # one group of 64 people: 8,128 pairs per step, each photo against 126 other people's.
     config.sampling = "groups"
     config.batch_size = 128
-    config.classes_per_alphabet = 64
+    config.classes_per_group = 64
     config.images_per_class = 2
     config.balanced_loss = True
     # Added to the contrastive loss: a softmax over each photo's 127 partners of picking its own
@@ -96,6 +96,7 @@ def get_config():
     config.patience = 8
 
     config.max_train_seconds = 0.0  # Stop before an epoch that would end past this many seconds; 0: no limit.
+    config.on_nonfinite = "stop"  # Or 'skip' the update of a step whose loss is not finite.
 
     config.steps_per_dispatch = 1
     config.log_every_steps = 20

@@ -18,13 +18,13 @@ def get_config():
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 64, 64, 64), kernel_sizes=(3, 3, 3, 3), embedding_dim=4096,
              padding="SAME", init="lecun", norm="group", dropout=0.0, dtype="auto", first_layer_as_matmul=False,
-             test_time_flip=False)
+             test_time_flip=False, embedding="sigmoid", head="l1", margin=1.0)
     )
-    # 'groups': batch_size images = alphabets x classes_per_alphabet x images_per_class, and
+    # 'groups': batch_size images = alphabets x classes_per_group x images_per_class, and
     # every pair inside each alphabet group is scored (1,984 pairs per step here).
     config.sampling = "groups"
     config.batch_size = 128
-    config.classes_per_alphabet = 8
+    config.classes_per_group = 8
     config.images_per_class = 4
     config.balanced_loss = True
 

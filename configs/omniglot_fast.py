@@ -31,7 +31,7 @@ def get_config():
 
     config.sampling = "groups"
     config.batch_size = 256
-    config.classes_per_alphabet = 8
+    config.classes_per_group = 8
     config.images_per_class = 4
     config.balanced_loss = True
 

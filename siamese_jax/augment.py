@@ -42,8 +42,8 @@ def affine_matrix(params: jax.Array) -> tuple[jax.Array, jax.Array]:
 def inverse_2x2(matrix: jax.Array) -> jax.Array:
     """The inverse of a 2x2 matrix in closed form.
 
-    jnp.linalg.solve would do, but on a GPU it runs as two cuBLAS batched triangular solves that
-    took 0.31 ms of the paper network's 8.8 ms training step (results/throughput_gpu_h100.json).
+    jnp.linalg.solve would do, but on a GPU it runs as two cuBLAS batched triangular solves, a
+    measurable share of the paper network's training step (results/throughput_gpu_h100.json).
     """
     (a, b), (c, d) = matrix
     return jnp.array([[d, -b], [-c, a]]) / (a * d - b * c)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from siamese_jax.errors import DataError, UserError
 
-def _manager(directory: epath.Path, tree_items: tuple[str, ...]) -> ocp.CheckpointManager:
-    """A manager of one checkpoint holding pytree items and a JSON "meta" item.
+# Latest states kept: when the newest is damaged (a full disk, a killed copy), the one before it is there.
+LATEST_TO_KEEP = 2
+
+
+def _manager(directory: epath.Path, tree_items: tuple[str, ...], max_to_keep: int = 1) -> ocp.CheckpointManager:
+    """A manager of checkpoints each holding pytree items and a JSON "meta" item.
 
     Orbax writes to a temporary folder and renames it when complete. The handlers are named up
     front so that metadata can be read before anything is restored.
     """
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False)
     handlers = {item: ocp.StandardCheckpointHandler() for item in tree_items}
     handlers["meta"] = ocp.JsonCheckpointHandler()
     if "://" not in str(directory):  # Orbax wants absolute local paths; bucket URLs already are.
@@ -37,17 +43,23 @@ class Checkpoints:
     """WORKDIR/checkpoints/latest (state + meta) and WORKDIR/checkpoints/best (model variables + meta)."""
 
     def __init__(self, workdir: str):
-        root = epath.Path(workdir) / "checkpoints"
-        self.latest = _manager(root / "latest", ("state",))
-        self.best = _manager(root / "best", COLLECTIONS)
+        self.root = epath.Path(workdir) / "checkpoints"
+        self.latest = _manager(self.root / "latest", ("state",), LATEST_TO_KEEP)
+        self.best = _manager(self.root / "best", COLLECTIONS)
 
-    @staticmethod
-    def _save(manager: ocp.CheckpointManager, step: int, trees: dict, meta: dict) -> None:
-        if step in manager.all_steps():
-            manager.delete(step)  # The same step saved again carries newer metadata (end of epoch).
-        items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
-        manager.save(step, args=ocp.args.Composite(**items, meta=ocp.args.JsonSave(meta)), force=True)
-        manager.wait_until_finished()
+    def _save(self, manager: ocp.CheckpointManager, step: int, trees: dict, meta: dict) -> None:
+        try:
+            if step in manager.all_steps():
+                manager.delete(step)  # The same step saved again carries newer metadata (end of epoch).
+            items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
+            manager.save(step, args=ocp.args.Composite(**items, meta=ocp.args.JsonSave(meta)), force=True)
+            manager.wait_until_finished()
+        except OSError as error:  # A full disk, a lost mount: say so, and what is still there.
+            kept = [s for s in manager.all_steps() if s != step]
+            raise UserError(
+                f"cannot write checkpoint step {step} in {manager.directory}: {error.strerror or error}; "
+                + (f"steps {kept} are kept there" if kept else "no earlier checkpoint is kept there")
+                + ". Free space (or fix the folder), then run the same command to resume") from None
 
     def save_latest(self, step: int, state, meta: dict) -> None:
         """Saves the whole training state."""
@@ -58,15 +70,15 @@ class Checkpoints:
         self._save(self.best, step, variables, meta)
 
     def restore_latest(self, like) -> tuple[Any, dict] | None:
-        """The latest state (shaped like `like`) and its metadata, or None."""
-        step = self.latest.latest_step()
-        if step is None:
-            return None
-        restored = self.latest.restore(
+        """The newest readable state (shaped like `like`) and its metadata, or None when there is no checkpoint.
+
+        A damaged or partial step is skipped with a warning naming it, and the one before it restored;
+        when none is readable, a UserError says so (never a silent fresh start).
+        """
+        return _newest_readable(self.latest, lambda step: self.latest.restore(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()),
-        )
-        return restored["state"], restored["meta"]
+        ), lambda restored: (restored["state"], restored["meta"]))
 
     def restore_variables(self, which: str, like: dict):
         """Model variables from the 'best' checkpoint or the 'latest' state, laid out like `like`, or None.
@@ -75,28 +87,47 @@ class Checkpoints:
         with shardings: the devices to restore onto.
         """
         if which == "best":
-            step = self.best.latest_step()
-            if step is None:
-                return None
             items = {name: ocp.args.StandardRestore(_abstract(tree)) for name, tree in like.items()}
-            restored = self.best.restore(step, args=ocp.args.Composite(**items))
-            return {name: restored[name] for name in like}
-        step = self.latest.latest_step()
-        if step is None:
-            return None
-        # The whole state is read (orbax restores whole items), laid out like `like`, whatever
-        # device count wrote it.
-        metadata = self.latest.item_metadata(step)["state"]
-        sharding = jax.tree.leaves(like)[0].sharding
-        target = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-            getattr(metadata, "tree", metadata),
-            is_leaf=lambda node: isinstance(node, ocp.metadata.ArrayMetadata),
-        )
-        state = self.latest.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
-        return {name: jax.tree.map(lambda _, x: x, tree, state[name]) for name, tree in like.items()}
+            return _newest_readable(self.best, lambda step: self.best.restore(step, args=ocp.args.Composite(**items)),
+                                    lambda restored: {name: restored[name] for name in like})
+
+        def restore(step):
+            # The whole state is read (orbax restores whole items), laid out like `like`, whatever
+            # device count wrote it.
+            metadata = self.latest.item_metadata(step)["state"]
+            sharding = jax.tree.leaves(like)[0].sharding
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                getattr(metadata, "tree", metadata),
+                is_leaf=lambda node: isinstance(node, ocp.metadata.ArrayMetadata),
+            )
+            return self.latest.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+
+        return _newest_readable(self.latest, restore, lambda state: {
+            name: jax.tree.map(lambda _, x: x, tree, state[name]) for name, tree in like.items()})
 
     def close(self) -> None:
         """Waits for pending writes and releases the managers."""
         self.latest.close()
         self.best.close()
+
+
+def _newest_readable(manager: ocp.CheckpointManager, restore: Callable[[int], Any], result: Callable[[Any], Any]):
+    """result(restore(step)) for the newest step that restores, warning about each damaged one on the way;
+    None without steps; a DataError when every step is damaged."""
+    steps = sorted(manager.all_steps(), reverse=True)
+    failures = []
+    for step in steps:
+        try:
+            return result(restore(step))
+        except Exception as error:  # noqa: BLE001 - a damaged checkpoint fails in orbax, tensorstore or JSON.
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            failures.append(step)
+            if jax.process_index() == 0:
+                print(f"warning: checkpoint step {step} in {manager.directory} cannot be read ({reason}): "
+                      "skipping it", file=sys.stderr, flush=True)
+    if failures:
+        raise DataError(
+            f"no readable checkpoint in {manager.directory}: steps {failures} are all damaged, or were written by a "
+            "different model. To start over, delete that folder or pass a new --workdir")
+    return None

@@ -1,9 +1,49 @@
-"""Experiment configs are Python files (configs/*.py), not a package: this loads one by path."""
+"""Experiment configs: loading a config file by path (configs are files, not a package), and upgrading
+a config written before some of its entries existed."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+import ml_collections
+
+# Entries added to the configs after runs had been saved with them missing: dotted key -> the value
+# that does what those runs did. upgrade_config fills these in; nothing else in the package
+# supplies a default for a config key.
+DEFAULTS = {
+    "dataset": "omniglot",
+    "channels": 1,
+    "loss": "cross_entropy",
+    "ranking_loss_weight": 0.0,
+    "ranking_loss_scale": 1.0,
+    "lr_schedule": "exponential",
+    "warmup_epochs": 0.0,
+    "weight_decay": 0.0,
+    "max_train_seconds": 0.0,
+    "on_nonfinite": "stop",
+    "model.embedding": "sigmoid",
+    "model.head": "l1",
+    "model.margin": 1.0,
+    "model.dropout": 0.0,
+    "model.first_layer_as_matmul": False,
+    "model.test_time_flip": False,
+    "validation.evals": ("verification", "one_shot"),
+    "validation.metric": "one_shot_accuracy",
+}
+# Entries of one dataset's own sections, filled only in that dataset's configs.
+DATASET_DEFAULTS = {
+    "omniglot": {"test.mnist_tasks": 0},
+    "lfw": {
+        "lfw.threshold": "protocol",
+        "lfw.cohort_norm.images": 0,  # AS-norm off; top and seed as configs/lfw.py has them.
+        "lfw.cohort_norm.top": 200,
+        "lfw.cohort_norm.seed": 3,
+        "lfw.test_crops": (),
+    },
+}
+# Old key -> new key, for entries that were renamed.
+RENAMED = {"classes_per_alphabet": "classes_per_group"}
 
 
 def load_config_file(path) -> object:
@@ -18,3 +58,34 @@ def load_config_file(path) -> object:
 def sibling_config(config_file, name: str) -> object:
     """get_config() of configs/<name> beside `config_file` (a config's __file__): for variants of one experiment."""
     return load_config_file(Path(config_file).with_name(name))
+
+
+def _fill(config: ml_collections.ConfigDict, dotted: str, value) -> None:
+    """Sets config[dotted] to `value` unless it is there, creating missing sections."""
+    *sections, name = dotted.split(".")
+    for part in sections:
+        if part not in config:
+            config[part] = ml_collections.ConfigDict()
+        config = config[part]
+    if name not in config:
+        config[name] = value
+
+
+def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` (changed in place, and returned) with the entries that older configs lack and the
+    renamed entries under their new names, so that the rest of the package reads every key directly."""
+    with config.unlocked():
+        for old, new in RENAMED.items():
+            if old in config:
+                if new not in config:
+                    config[new] = config[old]
+                del config[old]
+        for dotted, value in DEFAULTS.items():
+            _fill(config, dotted, value)
+        for dotted, value in DATASET_DEFAULTS.get(config.dataset, {}).items():
+            if dotted.split(".")[0] in config:
+                _fill(config, dotted, value)
+        if config.dataset == "lfw" and "ways" not in config.lfw.identification:
+            # Configs saved before several ways were reported had one, `way`.
+            config.lfw.identification.ways = (config.lfw.identification.way,)
+    return config

@@ -113,9 +113,9 @@ def put(tree, sharding: NamedSharding):
 
 # XLA:CPU launches each device's part of a program on one pool of max(cores, devices) threads.
 # With dozens of multi-device programs queued, parts waiting for a launch slot hold the threads
-# a collective's last participant needs, and the process deadlocks (jax 0.10.2 with 8 host
-# devices: 32 in flight deadlock, 16 do not). Loops that dispatch many programs wait for
-# the one dispatched MAX_IN_FLIGHT earlier; a few in flight keep an accelerator just as busy.
+# a collective's last participant needs, and the process deadlocks (docs/clusters.md says when).
+# Loops that dispatch many programs wait for the one dispatched MAX_IN_FLIGHT earlier; a few in
+# flight keep an accelerator just as busy.
 MAX_IN_FLIGHT = 8
 
 

@@ -55,7 +55,7 @@ def define_flags() -> None:
     flags.DEFINE_string("runs", None, "Omniglot: runs archive or folder in the all_runs layout (default: the official runs).")
     flags.DEFINE_bool("mnist", None, "Omniglot: also run the paper's transfer experiment, 10-way one-shot MNIST "
                       "(DATA_DIR/mnist/t10k-*-ubyte.gz), with a 1-nearest-neighbour baseline on the same tasks.")
-    flags.DEFINE_integer("mnist_tasks", None, "Omniglot: how many MNIST tasks (default 2,000).")
+    flags.DEFINE_integer("mnist_tasks", None, "Omniglot: how many MNIST tasks (default: the config's test.mnist_tasks, else 2,000).")
     flags.DEFINE_integer("mnist_seed", None, "Omniglot: seed of the MNIST tasks (default 0).")
     flags.DEFINE_enum("protocol", None, ["view1", "view2"], "LFW: 'view1', or 'view2' with this one model for every "
                       "fold (thresholds-only setting). Default: what the workdir was trained for.")

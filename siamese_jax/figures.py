@@ -81,10 +81,10 @@ def plot_runs(summary: dict, path: Path) -> Path:
 def plot_errors(runs, trials, scores: np.ndarray, path: Path, limit: int, per_row: int = 4) -> Path:
     """A grid of wrong trials, `per_row` to a row: query, true match, chosen match, with their probabilities.
 
-    `scores` are log probabilities (evaluation.trial_scores); a trial whose answer ties at the top counts
+    `scores` are log probabilities (scoring.trial_scores); a trial whose answer ties at the top counts
     as wrong, as in the evaluation.
     """
-    from siamese_jax.evaluation import chosen_candidates
+    from siamese_jax.evaluation.scoring import chosen_candidates
 
     chosen, probabilities = chosen_candidates(scores, trials.answer), np.exp(scores)
     all_wrong = np.flatnonzero(chosen != trials.answer)
@@ -123,7 +123,7 @@ def page_data(runs, trials, scores: np.ndarray) -> dict:
 
     `scores` are log probabilities; the page shows probabilities.
     """
-    from siamese_jax.evaluation import chosen_candidates
+    from siamese_jax.evaluation.scoring import chosen_candidates
 
     chosen, probabilities = chosen_candidates(scores, trials.answer), np.exp(scores)
     return {

@@ -59,7 +59,7 @@ def kernel_taps(size: int, kernel: int, padding: str) -> int:
 def model_flops(config) -> list[LayerFlops]:
     """encoder_flops of a config's model and input."""
     m = config.model
-    return encoder_flops(config.image_size, config.get("channels", 1), m.features, m.kernel_sizes, m.padding,
+    return encoder_flops(config.image_size, config.channels, m.features, m.kernel_sizes, m.padding,
                          m.embedding_dim)
 
 

@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 from siamese_jax import distributed, evaluate, train
 from siamese_jax import workdir as workdir_files
+from siamese_jax.config_files import upgrade_config
 from siamese_jax.errors import ConfigError, UserError
 from siamese_jax.experiments import base
 from siamese_jax.experiments import lfw as lfw_experiment
@@ -40,6 +41,7 @@ def fold_config(config, fold: int):
 
 def run_view2(config, workdir: str, devices=None, checkpoint: str = "best") -> dict:
     """Trains the folds not yet done (resuming a half-done one), then writes WORKDIR/view2.json."""
+    config = upgrade_config(config)
     if base.dataset_name(config) != "lfw":
         raise ConfigError(f"lfw_view2 needs an LFW config (config.dataset='lfw'), got {base.dataset_name(config)!r}")
     primary = distributed.is_primary()
@@ -57,8 +59,8 @@ def run_view2(config, workdir: str, devices=None, checkpoint: str = "best") -> d
         train.train_and_evaluate(fold_config(config, k), fold_dir, devices)
         trained += 1
     result, summary = evaluate.evaluate_folds(fold_dirs, checkpoint, evaluation_overrides={
-        "lfw.cohort_norm.images": int(lfw_experiment.cohort_norm_settings(config.lfw).images),
-        "lfw.threshold": lfw_experiment.threshold_source(config.lfw),
+        "lfw.cohort_norm.images": int(config.lfw.cohort_norm.images),
+        "lfw.threshold": config.lfw.threshold,
         "lfw.test_crops": lfw_experiment.test_crops(config.lfw)})
     if primary:
         workdir_files.write_json(result, Path(workdir) / "view2.json")

@@ -1,4 +1,5 @@
-"""Training losses on pairs of embeddings, in a table the training step looks its loss up in."""
+"""Training losses on pairs of embeddings: a table of main losses (LOSSES), auxiliary terms, and the
+Objective the training step minimises, built from the config in one place."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from siamese_jax.errors import ConfigError
 from siamese_jax.models import SiameseNet
 
 
@@ -83,3 +85,44 @@ LOSSES = {
     "cross_entropy": Loss(_cross_entropy),  # The paper's.
     "contrastive": Loss(_contrastive, head="euclidean"),  # Hadsell et al. (2006), on distances.
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What a training step minimises on its scored pairs, but for L2: config.loss, plus the ranking loss
+    with weight ranking_loss_weight (0: off) at scale ranking_loss_scale."""
+
+    loss: str = "cross_entropy"
+    balanced: bool = False
+    ranking_weight: float = 0.0
+    ranking_scale: float = 1.0
+
+    @classmethod
+    def from_config(cls, config) -> "Objective":
+        """The config's loss entries, checked against the model's head."""
+        check_config(config)
+        return cls(loss=config.loss, balanced=bool(config.balanced_loss),
+                   ranking_weight=float(config.ranking_loss_weight), ranking_scale=float(config.ranking_loss_scale))
+
+    def __call__(self, model: SiameseNet, variables: dict, embeddings: jax.Array, left: jax.Array, right: jax.Array,
+                 same: jax.Array) -> jax.Array:
+        """The loss of the pairs (left[i], right[i]) of `embeddings` [M, D], labelled `same`."""
+        h1, h2 = embeddings[left], embeddings[right]
+        total = LOSSES[self.loss].compute(model, variables, h1, h2, same, self.balanced)
+        if self.ranking_weight:
+            logits = model.apply(variables, h1, h2, method=SiameseNet.score)
+            total += self.ranking_weight * ranking_loss(logits, same, left, right, embeddings.shape[0],
+                                                        self.ranking_scale)
+        return total
+
+
+def check_config(config) -> None:
+    """Rejects an unknown config.loss, one whose head the model lacks, or a negative ranking weight."""
+    if config.loss not in LOSSES:
+        raise ConfigError(f"config.loss must be one of {tuple(LOSSES)}, got {config.loss!r}")
+    head = LOSSES[config.loss].head
+    if head and config.model.head != head:
+        raise ConfigError(f"config.loss={config.loss!r} needs the {head.capitalize()} distance head: set "
+                          f"config.model.head={head!r}")
+    if config.ranking_loss_weight < 0:
+        raise ConfigError(f"config.ranking_loss_weight must be >= 0, got {config.ranking_loss_weight!r}")

@@ -33,8 +33,8 @@ def normal_init(mean: float, std: float):
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max-pooling with stride 2 over NHWC, dropping an odd last row/column like VALID pooling."""
     # A max over four strided slices, not lax.reduce_window: the latter's gradient
-    # (select_and_scatter) ran 20x slower on XLA:CPU (113 ms against 6 ms for a
-    # 128x28x28x64 batch, jax 0.10.2), and elementwise maxima fuse on every backend.
+    # (select_and_scatter) ran about 20x slower on XLA:CPU (results/cpu_kernels.json), and
+    # elementwise maxima fuse on every backend.
     h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
     x = x[:, :h, :w]
     top = jnp.maximum(x[:, 0::2, 0::2], x[:, 0::2, 1::2])
@@ -222,13 +222,14 @@ def build_model(model_config) -> SiameseNet:
     dtype = compute_dtype(model_config.dtype)
     if model_config.norm not in ("none", "layer", "group", "batch"):
         raise ConfigError(f"model.norm must be 'none', 'layer', 'group' or 'batch', got {model_config.norm!r}")
-    # Configs written before these options existed mean the paper's sigmoid embedding and L1 head.
-    embedding = model_config.get("embedding", "sigmoid")
-    head = model_config.get("head", "l1")
+    embedding, head = model_config.embedding, model_config.head
     if embedding not in ("sigmoid", "normalize"):
         raise ConfigError(f"model.embedding must be 'sigmoid' or 'normalize', got {embedding!r}")
     if head not in ("l1", "euclidean"):
         raise ConfigError(f"model.head must be 'l1' or 'euclidean', got {head!r}")
+    dropout = model_config.dropout
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"config.model.dropout must be a rate in [0, 1), got {dropout!r}")
     if len(model_config.features) != len(model_config.kernel_sizes):
         raise ConfigError("model.features and model.kernel_sizes must have the same length")
     encoder = Encoder(
@@ -239,17 +240,17 @@ def build_model(model_config) -> SiameseNet:
         init_scheme=model_config.init,
         norm=model_config.norm,
         embedding=embedding,
-        dropout=float(model_config.get("dropout", 0.0)),
-        first_layer_as_matmul=bool(model_config.get("first_layer_as_matmul", False)),
+        dropout=float(model_config.dropout),
+        first_layer_as_matmul=bool(model_config.first_layer_as_matmul),
         dtype=dtype,
     )
-    return SiameseNet(encoder, head_type=head, margin=float(model_config.get("margin", 1.0)),
-                      test_time_flip=bool(model_config.get("test_time_flip", False)))
+    return SiameseNet(encoder, head_type=head, margin=float(model_config.margin),
+                      test_time_flip=bool(model_config.test_time_flip))
 
 
 def input_shape(config) -> tuple[int, ...]:
     """Shape of one model input: (S, S) for grayscale, (S, S, C) for colour (config.channels)."""
-    channels = config.get("channels", 1)  # Configs saved before colour input existed are grayscale.
+    channels = config.channels
     size = config.image_size
     return (size, size) if channels == 1 else (size, size, channels)
 

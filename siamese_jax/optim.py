@@ -37,7 +37,7 @@ def per_layer(values, layers: list[str], what: str) -> dict[str, float]:
     missing = [layer for layer in layers if layer not in values and default is None]
     if missing:
         raise ConfigError(f"config.{what} gives no value for layer(s) {missing} (add them or a '*' default)")
-    return {layer: float(values.get(layer, default)) for layer in layers}
+    return {layer: float(values[layer] if layer in values else default) for layer in layers}
 
 
 def l2_penalty(params, l2: dict[str, float]) -> jax.Array:
@@ -135,12 +135,17 @@ def _adam(config, layers: list[str], factor, steps_per_epoch: int):
 
     beta1 = 0.9  # optax's default first-moment decay: Adam's momentum.
     schedules = Schedules({layer: rate for layer in layers}, {layer: (lambda step: beta1) for layer in layers})
-    decay = float(config.get("weight_decay", 0.0))
+    decay = float(config.weight_decay)
     if decay:
         kernels = lambda params: jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
         return schedules, optax.adamw(rate, b1=beta1, weight_decay=decay, mask=kernels)
     return schedules, optax.adam(rate, b1=beta1)
 
+
+# With on_nonfinite='skip', how many updates in a row may have non-finite gradients and be skipped.
+MAX_SKIPPED_IN_A_ROW = 20
+# What a non-finite loss does (config.on_nonfinite): stop training, or skip the update.
+ON_NONFINITE = ("stop", "skip")
 
 # config.optimizer -> builder(config, layers, rate factor, steps per epoch) -> (Schedules, transform or
 # {layer: transform}).
@@ -157,10 +162,26 @@ def create_optimizer(config, params, steps_per_epoch: int, total_steps: int | No
         raise ConfigError(f"config.optimizer must be one of {tuple(OPTIMIZERS)}, got {config.optimizer!r}")
     layers = layer_names(params)
     total_steps = total_steps if total_steps is not None else config.num_epochs * steps_per_epoch
-    warmup_steps = round(float(config.get("warmup_epochs", 0)) * steps_per_epoch)
-    factor = rate_factor(config.get("lr_schedule", "exponential"), config.lr_decay, steps_per_epoch, warmup_steps,
+    warmup_steps = round(float(config.warmup_epochs) * steps_per_epoch)
+    factor = rate_factor(config.lr_schedule, config.lr_decay, steps_per_epoch, warmup_steps,
                          total_steps)
     schedules, transform = OPTIMIZERS[config.optimizer](config, layers, factor, steps_per_epoch)
     if isinstance(transform, dict):
         transform = optax.multi_transform(transform, layer_labels(params))
+    if config.on_nonfinite == "skip":  # After MAX_SKIPPED_IN_A_ROW, the update goes through and training stops.
+        transform = optax.apply_if_finite(transform, MAX_SKIPPED_IN_A_ROW)
     return transform, schedules
+
+
+def check_config(config) -> None:
+    """Rejects an unknown optimiser or schedule, and negative warm-up or weight decay."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"config.optimizer must be one of {tuple(OPTIMIZERS)}, got {config.optimizer!r}")
+    if config.lr_schedule not in SCHEDULES:
+        raise ConfigError(f"config.lr_schedule must be one of {SCHEDULES}, got {config.lr_schedule!r}")
+    for name in ("warmup_epochs", "weight_decay"):
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"config.{name} must be a number >= 0, got {value!r}")
+    if config.on_nonfinite not in ON_NONFINITE:
+        raise ConfigError(f"config.on_nonfinite must be one of {ON_NONFINITE}, got {config.on_nonfinite!r}")

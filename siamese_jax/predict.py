@@ -20,7 +20,8 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from siamese_jax import evaluation, experiments
+from siamese_jax import experiments
+from siamese_jax.evaluation import scoring
 from siamese_jax import workdir as workdir_files
 from siamese_jax.data import images as image_files
 from siamese_jax.errors import DataError, UserError
@@ -81,9 +82,9 @@ class Predictor:
 
     def pair_logits(self, images: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Same-class logit of each (left, right) pair of model-input images."""
-        embeddings = evaluation.encode(self.model, self.variables, images, self.config.eval_batch_size)
+        embeddings = scoring.encode(self.model, self.variables, images, self.config.eval_batch_size)
         pairs = Pairs(np.asarray(left, np.int32), np.asarray(right, np.int32), np.zeros(len(left), bool))
-        return evaluation.pair_logits(self.model, self.variables, embeddings, pairs)
+        return scoring.pair_logits(self.model, self.variables, embeddings, pairs)
 
     def compare(self, a: Path, b: Path) -> dict:
         """Probability that images a and b show the same class, their logit, and, for runs whose evaluation
@@ -98,7 +99,7 @@ class Predictor:
     def classify(self, query: Path, support: Path) -> list[dict]:
         """Every support class with its mean same-class probability against the query, best first.
 
-        Classes are ranked by the log of that mean, computed stably (evaluation.mean_log_probability),
+        Classes are ranked by the log of that mean, computed stably (scoring.mean_log_probability),
         so that probabilities that round to 1.0 still rank as the evaluation ranks them.
         """
         classes = support_classes(support)
@@ -107,7 +108,7 @@ class Predictor:
                                   np.arange(1, len(paths)))
         ranking, start = [], 0
         for name, class_paths in classes.items():
-            log_score = float(evaluation.mean_log_probability(logits[start : start + len(class_paths)]))
+            log_score = float(scoring.mean_log_probability(logits[start : start + len(class_paths)]))
             ranking.append({"class": name, "score": float(np.exp(log_score)), "log_score": log_score,
                             "images": len(class_paths)})
             start += len(class_paths)

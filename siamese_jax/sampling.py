@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+import functools
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from siamese_jax.errors import DataError
+from siamese_jax.errors import ConfigError, DataError
 
 
 class SamplingTables(NamedTuple):
     """Padded index tables of a training set; rows are ragged, with their lengths alongside."""
 
-    alphabet_classes: jax.Array  # int32 [A, max classes]: class ids of each alphabet
-    alphabet_num_classes: jax.Array  # int32 [A]
+    group_classes: jax.Array  # int32 [G, max classes]: class ids of each group (alphabet)
+    group_num_classes: jax.Array  # int32 [G]
     class_images: jax.Array  # int32 [C, max images]: image ids of each class (character)
     class_num_images: jax.Array  # int32 [C]
 
@@ -39,19 +40,19 @@ def _padded(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return table, lengths
 
 
-def build_tables(alphabet: np.ndarray, label: np.ndarray) -> SamplingTables:
-    """Index tables for a set whose image i has `alphabet[i]` and class `label[i]` (any integer ids)."""
+def build_tables(group: np.ndarray, label: np.ndarray) -> SamplingTables:
+    """Index tables for a set whose image i has group `group[i]` (an alphabet) and class `label[i]` (any integer ids)."""
     class_ids, class_of_image = np.unique(label, return_inverse=True)
     class_images, class_num_images = _padded([np.flatnonzero(class_of_image == c) for c in range(len(class_ids))])
     if class_num_images.min() < 2:
         raise DataError("every training class needs at least two images to form a same pair")
-    alphabet_of_class = np.array([alphabet[label == c][0] for c in class_ids])
-    alphabets = np.unique(alphabet_of_class)
-    alphabet_classes, alphabet_num_classes = _padded([np.flatnonzero(alphabet_of_class == a) for a in alphabets])
-    if alphabet_num_classes.min() < 2:
-        raise DataError("every training alphabet needs at least two classes to form a different pair")
+    group_of_class = np.array([group[label == c][0] for c in class_ids])
+    groups = np.unique(group_of_class)
+    group_classes, group_num_classes = _padded([np.flatnonzero(group_of_class == g) for g in groups])
+    if group_num_classes.min() < 2:
+        raise DataError("every training group (alphabet) needs at least two classes to form a different pair")
     return SamplingTables(
-        *(jnp.asarray(t) for t in (alphabet_classes, alphabet_num_classes, class_images, class_num_images))
+        *(jnp.asarray(t) for t in (group_classes, group_num_classes, class_images, class_num_images))
     )
 
 
@@ -70,16 +71,16 @@ def sample_pairs(key: jax.Array, tables: SamplingTables, num_pairs: int) -> Batc
     Alphabets are drawn uniformly; a same pair is one character by two different drawers, a
     different pair two different characters of the same alphabet (the within-alphabet task).
     """
-    k_alphabet, k_class, k_other, k_draw_same, k_draw_diff = jax.random.split(key, 5)
-    num_alphabets = tables.alphabet_num_classes.shape[0]
-    alphabet = jax.random.randint(k_alphabet, (num_pairs,), 0, num_alphabets)
-    n_classes = tables.alphabet_num_classes[alphabet]
+    k_group, k_class, k_other, k_draw_same, k_draw_diff = jax.random.split(key, 5)
+    num_groups = tables.group_num_classes.shape[0]
+    group = jax.random.randint(k_group, (num_pairs,), 0, num_groups)
+    n_classes = tables.group_num_classes[group]
     first = jax.random.randint(k_class, (num_pairs,), 0, n_classes)
     # An offset in [1, n) picks a different class of the same alphabet uniformly.
     other = (first + jax.random.randint(k_other, (num_pairs,), 1, n_classes)) % n_classes
     is_same = jnp.arange(num_pairs) < num_pairs // 2
-    class1 = tables.alphabet_classes[alphabet, first]
-    class2 = tables.alphabet_classes[alphabet, jnp.where(is_same, first, other)]
+    class1 = tables.group_classes[group, first]
+    class2 = tables.group_classes[group, jnp.where(is_same, first, other)]
 
     two_drawers = _distinct(k_draw_same, tables.class_images[class1], tables.class_num_images[class1], 2)
     n2 = tables.class_num_images[class2]
@@ -97,22 +98,23 @@ def sample_pairs(key: jax.Array, tables: SamplingTables, num_pairs: int) -> Batc
 
 @dataclasses.dataclass(frozen=True)
 class GroupLayout:
-    """A batch of `alphabets` groups, each `classes` characters of one alphabet times `images` drawers."""
+    """A batch of `groups` groups, each `classes` classes of one group (characters of an alphabet) times `images`
+    images of each (drawers)."""
 
-    alphabets: int
+    groups: int
     classes: int
     images: int
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every unordered pair inside each alphabet group: (left, right, same) as host arrays."""
+        """Every unordered pair inside each group: (left, right, same) as host arrays."""
         group = self.classes * self.images
         left, right = np.triu_indices(group, k=1)
         same = (left // self.images == right // self.images).astype(np.float32)
-        offsets = (np.arange(self.alphabets) * group)[:, None]
+        offsets = (np.arange(self.groups) * group)[:, None]
         return (
             (left[None] + offsets).ravel().astype(np.int32),
             (right[None] + offsets).ravel().astype(np.int32),
-            np.tile(same, self.alphabets),
+            np.tile(same, self.groups),
         )
 
 
@@ -123,28 +125,80 @@ def sample_groups(key: jax.Array, tables: SamplingTables, layout: GroupLayout) -
     independent pairs do, since the head costs little next to the encoder; all negatives are
     within-alphabet, like the one-shot test.
     """
-    k_alphabet, k_class, k_image = jax.random.split(key, 3)
-    num_alphabets = tables.alphabet_num_classes.shape[0]
-    alphabet = jax.random.randint(k_alphabet, (layout.alphabets,), 0, num_alphabets)
+    k_group, k_class, k_image = jax.random.split(key, 3)
+    num_groups = tables.group_num_classes.shape[0]
+    group = jax.random.randint(k_group, (layout.groups,), 0, num_groups)
     classes = _distinct(
-        k_class, tables.alphabet_classes[alphabet], tables.alphabet_num_classes[alphabet], layout.classes
-    )  # [alphabets, classes]
+        k_class, tables.group_classes[group], tables.group_num_classes[group], layout.classes
+    )  # [groups, classes]
     images = _distinct(
         k_image, tables.class_images[classes], tables.class_num_images[classes], layout.images
-    )  # [alphabets, classes, images]
+    )  # [groups, classes, images]
     left, right, same = layout.pairs()
     return Batch(images=images.reshape(-1), left=jnp.asarray(left), right=jnp.asarray(right), same=jnp.asarray(same))
 
 
 def check_group_layout(tables: SamplingTables, layout: GroupLayout) -> None:
-    """Raises DataError when an alphabet has too few characters or a character too few images."""
-    if int(tables.alphabet_num_classes.min()) < layout.classes:
+    """Raises DataError when a group has too few classes or a class too few images."""
+    if int(tables.group_num_classes.min()) < layout.classes:
         raise DataError(
-            f"classes_per_alphabet={layout.classes} but the smallest training alphabet has "
-            f"{int(tables.alphabet_num_classes.min())} characters"
+            f"classes_per_group={layout.classes} but the smallest training group (alphabet) has "
+            f"{int(tables.group_num_classes.min())} classes"
         )
     if int(tables.class_num_images.min()) < layout.images:
         raise DataError(
-            f"images_per_class={layout.images} but some training character has only "
-            f"{int(tables.class_num_images.min())} images (drawers)"
+            f"images_per_class={layout.images} but some training class has only "
+            f"{int(tables.class_num_images.min())} images"
         )
+
+
+SAMPLING_METHODS = ("pairs", "groups")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """How a training step samples (config.sampling and its sizes): 'pairs', `batch_size` independent pairs,
+    half same (the paper); or 'groups', `batch_size` images in groups of `classes_per_group` classes x
+    `images_per_class` images, every pair inside each group scored."""
+
+    method: str
+    batch_size: int
+    classes_per_group: int = 0
+    images_per_class: int = 0
+
+    @classmethod
+    def from_config(cls, config) -> "SamplerSettings":
+        """The config's sampling entries, checked."""
+        settings = cls(config.sampling, config.batch_size, config.classes_per_group, config.images_per_class)
+        settings.pairs_per_step()
+        return settings
+
+    def layout(self) -> GroupLayout:
+        """The groups of a 'groups' batch."""
+        per_group = self.classes_per_group * self.images_per_class
+        if per_group < 2 or self.batch_size % per_group:
+            raise ConfigError(
+                f"sampling='groups' needs batch_size ({self.batch_size}) to be a multiple of "
+                f"classes_per_group x images_per_class ({per_group}, at least 2)"
+            )
+        return GroupLayout(self.batch_size // per_group, self.classes_per_group, self.images_per_class)
+
+    def pairs_per_step(self) -> int:
+        """Pairs scored per training step: batch_size for 'pairs', every within-group pair for 'groups'."""
+        if self.method == "pairs":
+            return self.batch_size
+        if self.method == "groups":
+            return len(self.layout().pairs()[0])
+        raise ConfigError(f"config.sampling must be one of {SAMPLING_METHODS}, got {self.method!r}")
+
+    def images_per_step(self) -> int:
+        """Images a step encodes: two per pair for 'pairs', the batch for 'groups'."""
+        return 2 * self.batch_size if self.method == "pairs" else self.batch_size
+
+    def sampler(self, tables: SamplingTables) -> Callable[[jax.Array, SamplingTables], Batch]:
+        """The jittable (key, tables) -> Batch of these settings, checked against the training set's tables."""
+        if self.method == "groups":
+            layout = self.layout()
+            check_group_layout(tables, layout)
+            return functools.partial(sample_groups, layout=layout)
+        return functools.partial(sample_pairs, num_pairs=self.pairs_per_step())

@@ -13,12 +13,13 @@ from __future__ import annotations
 import numpy as np
 from jax.sharding import Mesh
 
-from siamese_jax import evaluation
+from siamese_jax.evaluation import scoring
 from siamese_jax.data.images import to_model_input
 from siamese_jax.data.mnist import load_mnist_test
 from siamese_jax.tasks import Trials, random_trials
 
 WAY = 10
+DEFAULT_TASKS = 2000
 PREPROCESSING = ("MNIST test digits as they are (white on black, not binarised), scaled to [0, 1] and resized "
                  "with Omniglot's antialiased resize to the model's input side")
 
@@ -45,16 +46,16 @@ def evaluate_mnist(model, variables: dict, image_size: int, batch_size: int, dat
     """The model's and 1-nearest-neighbour's accuracy on the same 10-way one-shot MNIST tasks."""
     images, labels = load_mnist_test(data_dir)
     trials = mnist_trials(labels, tasks, seed)
-    eval_set = evaluation.make_eval_set(images, trials, prepare=lambda kept: to_model_input(kept / 255.0, image_size))
-    embeddings = evaluation.encode(model, variables, eval_set.images, batch_size, mesh)
-    model_scores = evaluation.trial_scores(model, variables, embeddings, eval_set.trials, mesh)
+    eval_set = scoring.make_eval_set(images, trials, prepare=lambda kept: to_model_input(kept / 255.0, image_size))
+    embeddings = scoring.encode(model, variables, eval_set.images, batch_size, mesh)
+    model_scores = scoring.trial_scores(model, variables, embeddings, eval_set.trials, mesh)
     return {
         "way": WAY,
         "shots": 1,
         "seed": seed,
         "preprocessing": PREPROCESSING,
-        "model": evaluation.one_shot_summary(model_scores, eval_set.trials),
-        "nearest_neighbour": evaluation.one_shot_summary(nearest_neighbour_scores(eval_set.images, eval_set.trials),
+        "model": scoring.one_shot_summary(model_scores, eval_set.trials),
+        "nearest_neighbour": scoring.one_shot_summary(nearest_neighbour_scores(eval_set.images, eval_set.trials),
                                                          eval_set.trials),
     }
 

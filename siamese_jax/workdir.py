@@ -7,6 +7,9 @@ Every command reads and writes workdirs through this module; paths may be local 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
 
 import jax
 import ml_collections
@@ -14,11 +17,13 @@ from etils import epath
 from jax.sharding import Mesh
 
 from siamese_jax import distributed
+from siamese_jax.config_files import upgrade_config
 from siamese_jax.errors import DataError, UserError
 from siamese_jax.files import write_atomically
 from siamese_jax.models import build_model, init_variables, input_shape
 
 CONFIG = "config.json"
+LOCK = "train.lock"
 METRICS = "metrics.jsonl"
 EVALUATION = "eval.json"
 TENSORBOARD = "tensorboard"
@@ -43,7 +48,8 @@ def prepare(workdir: str, config, save_config: bool = True) -> None:
         raise UserError(f"cannot write to workdir {workdir}: {error.strerror or error}") from None
     saved_path = path / CONFIG
     if saved_path.exists():
-        changed = changed_model_keys(json.loads(saved_path.read_text()), json.loads(config.to_json()))
+        saved = upgrade_config(ml_collections.ConfigDict(json.loads(saved_path.read_text())))
+        changed = changed_model_keys(json.loads(saved.to_json()), json.loads(config.to_json()))
         if changed:
             raise UserError(
                 f"{workdir} holds checkpoints of a different model ({', '.join(changed)} differ from this "
@@ -54,14 +60,23 @@ def prepare(workdir: str, config, save_config: bool = True) -> None:
 
 
 def changed_model_keys(saved: dict, current: dict) -> list[str]:
-    """The MODEL_KEYS whose values differ between two configs (as dicts), ignoring NOT_SHAPE_KEYS."""
+    """The entries under MODEL_KEYS whose values differ between two configs (as dicts), as dotted keys with both
+    values (e.g. "model.features: (8, 8) -> (16, 16)"), ignoring NOT_SHAPE_KEYS."""
 
-    def shape_part(entries: dict) -> dict:
-        model = {k: v for k, v in (entries.get("model") or {}).items() if k not in NOT_SHAPE_KEYS}
-        return dict(entries, model=model)
+    def shape_entries(entries: dict) -> dict:
+        flat = {}
+        for key in MODEL_KEYS:
+            value = entries.get(key)
+            if isinstance(value, dict):
+                flat.update({f"{key}.{k}": v for k, v in value.items() if k not in NOT_SHAPE_KEYS})
+            else:
+                flat[key] = value
+        return flat
 
-    saved, current = shape_part(saved), shape_part(current)
-    return [k for k in MODEL_KEYS if saved.get(k) != current.get(k)]
+    saved, current = shape_entries(saved), shape_entries(current)
+    fmt = lambda v: str(tuple(v)) if isinstance(v, list) else repr(v)  # noqa: E731
+    return [f"{key}: {fmt(saved.get(key))} -> {fmt(current.get(key))}" for key in sorted(set(saved) | set(current))
+            if saved.get(key) != current.get(key)]
 
 
 def load_config(workdir: str, model_overrides: dict | None = None,
@@ -72,7 +87,7 @@ def load_config(workdir: str, model_overrides: dict | None = None,
     path = epath.Path(workdir) / CONFIG
     if not path.exists():
         raise DataError(f"{path} not found: --workdir must be a directory written by siamese_jax.train")
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = upgrade_config(ml_collections.ConfigDict(json.loads(path.read_text())))
     for key, value in (model_overrides or {}).items():
         if key not in NOT_SHAPE_KEYS:
             raise ValueError(f"model.{key} changes the parameters; only {NOT_SHAPE_KEYS} may be overridden")
@@ -165,3 +180,83 @@ class TensorBoard:
         """Closes the event file."""
         if self.writer is not None:
             self.writer.close()
+
+
+class TrainingLock:
+    """WORKDIR/train.lock, held while a training runs, so that a second training of the same workdir refuses.
+
+    The lock names the host and process that hold it. A lock whose process is gone (killed on this
+    host) is taken over, with a line saying so. Evaluation and reports do not lock: they may read while
+    training runs. Bucket workdirs (gs://) have no exclusive create and are not locked.
+    """
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.workdir, self.path = workdir, epath.Path(workdir) / LOCK
+        self.enabled = enabled and "://" not in str(workdir)
+        self.held = False
+
+    def acquire(self) -> None:
+        """Takes the lock, or raises UserError naming its holder."""
+        if not self.enabled:
+            return
+        mine = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        try:
+            epath.Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot write to workdir {self.workdir}: {error.strerror or error}") from None
+        for _ in range(2):
+            try:
+                descriptor = os.open(str(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _lock_holder(self.path)
+                if holder.get("host") == mine["host"] and not _running(holder.get("pid")):
+                    print(f"taking over {self.path}: its process {holder.get('pid')} on {holder.get('host')} is no "
+                          "longer running", flush=True)
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise UserError(
+                    f"{self.workdir} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                    f"(since {holder.get('since', '?')}; {self.path}): wait for it to end or stop it, or pass another "
+                    "--workdir. If that process is gone, delete the lock file") from None
+            except OSError as error:
+                raise UserError(f"cannot write to workdir {self.workdir}: {error.strerror or error}") from None
+            with os.fdopen(descriptor, "w") as f:
+                f.write(json.dumps(mine))
+            self.held = True
+            return
+        raise UserError(f"cannot take {self.path}: another training took it first")
+
+    def release(self) -> None:
+        """Removes the lock file if this process holds it."""
+        if self.held and _lock_holder(self.path).get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> "TrainingLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock_holder(path: epath.Path) -> dict:
+    """What a lock file says of its holder ({} when it is unreadable, e.g. half written)."""
+    try:
+        holder = json.loads(path.read_text())
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _running(pid) -> bool:
+    """Whether a process of this host with that id is running (True when unsure)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -11,11 +11,20 @@ import pytest
 from siamese_jax.config_files import load_config_file
 from tests import synthetic
 
-# Every test process sees 8 CPU devices, so training and evaluation run data parallel throughout;
-# tests that want fewer pass devices=jax.devices()[:n]. Set before JAX starts its backend.
+# Every test process sees 2 CPU devices, so training and evaluation run data parallel throughout;
+# tests that want fewer pass devices=jax.devices()[:n], and the few whose point is a larger device count
+# run a process of their own with devices_env(8). Set before JAX starts its backend.
+NUM_TEST_DEVICES = 2
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-NUM_TEST_DEVICES = 8
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={NUM_TEST_DEVICES}").strip()
+
+
+def devices_env(count: int) -> dict[str, str]:
+    """Environment variables for a subprocess that sees `count` forced CPU devices."""
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                     if not f.startswith("--xla_force_host_platform_device_count"))
+    return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={count}".strip(), "JAX_PLATFORMS": "cpu"}
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +54,7 @@ def shrunk(config, cache_dir: Path):
     config.model.kernel_sizes = (3, 3)
     config.model.embedding_dim = 16
     config.batch_size = 16
-    config.classes_per_alphabet = 4
+    config.classes_per_group = 4
     config.images_per_class = 2
     config.pairs_per_epoch = 168  # 3 steps of 2 groups x 28 pairs.
     config.num_epochs = 2
@@ -102,6 +111,16 @@ def tiny_lfw_config(data_dir: Path, cache_dir: Path, **overrides):
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+@pytest.fixture(scope="session")
+def trained_faces(synthetic_lfw_dir, cache_dir, tmp_path_factory):
+    """A tiny View 1 run on the synthetic LFW: its workdir, config and result. Read-only."""
+    from siamese_jax import train
+
+    workdir = tmp_path_factory.mktemp("lfw_run")
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
+    return workdir, config, train.train_and_evaluate(config, str(workdir))
 
 
 def metrics(workdir: Path) -> list[dict]:

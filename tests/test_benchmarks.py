@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import pytest
 
 from siamese_jax import flops
+from tests import synthetic
 from tests.conftest import REPO, load_config, tiny_config_file
 
 TINY_MODEL = ["--config.image_size=16", "--config.model.features=(8,8)", "--config.model.kernel_sizes=(3,3)",
@@ -69,11 +70,12 @@ def test_paper_network_flops():
     assert flops.kernel_taps(5, 3, "SAME") == 3 * 5 - 2 and flops.kernel_taps(5, 3, "VALID") == 9
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_runs_and_prints_its_json(tmp_path):
     output = tmp_path / "bench.json"
     frameworks = "jax,torch" if HAS_TORCH else "jax"
     done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
-                "--config.classes_per_alphabet=4", "--config.images_per_class=2", "--batch_sizes=16,32",
+                "--config.classes_per_group=4", "--config.images_per_class=2", "--batch_sizes=16,32",
                 "--steps=1", "--repeats=1", "--breakdown", "--eval_batch=16", f"--frameworks={frameworks}",
                 f"--output={output}", "--profile_steps=2", f"--profile_output={tmp_path / 'trace.json.gz'}")
     assert done.returncode == 0, done.stderr
@@ -96,21 +98,28 @@ def test_throughput_benchmark_runs_and_prints_its_json(tmp_path):
         assert result["ratio_to_fastest_torch"] == pytest.approx(first["pairs_per_s"] / result["torch_pairs_per_s"])
 
 
-def test_throughput_benchmark_times_several_steps_per_dispatch():
+@pytest.mark.slow
+def test_throughput_benchmark_times_several_steps_per_dispatch_and_model_variants():
     done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
-                "--config.classes_per_alphabet=4", "--config.images_per_class=2", "--config.steps_per_dispatch=3",
+                "--config.classes_per_group=4", "--config.images_per_class=2", "--config.steps_per_dispatch=3",
                 "--batch_sizes=16", "--steps=2", "--repeats=1", "--frameworks=jax", "--eval_batch=-1",
-                "--profile_steps=1")
+                "--profile_steps=1", "--model_variants=first_layer_as_matmul=True")
     assert done.returncode == 0, done.stderr
-    (row,) = _last_json(done.stdout)["jax"]
+    result = _last_json(done.stdout)
+    variant, row = sorted(result["jax"], key=lambda r: r["model_variant"] is None)
+    assert row["model_variant"] is None and variant["model_variant"] == "first_layer_as_matmul=True"
     assert row["steps_per_dispatch"] == 3 and row["pairs_per_s"] == pytest.approx(row["pairs_per_step"] / row["s_per_step"])
     assert row["profile"]["steps"] == 3  # One traced call of three steps.
+    assert result["jax_pairs_per_s"] == row["pairs_per_s"]  # The config's own setting is the headline.
+    assert result["jax_model_variant_pairs_per_s"] == {"first_layer_as_matmul=True": variant["pairs_per_s"]}
+    assert "profile" not in variant and variant["pairs_per_step"] == row["pairs_per_step"]
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_keeps_finished_batch_sizes_and_reports_a_config_mistake_in_one_line(tmp_path):
     output = tmp_path / "bench.json"
     done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
-                "--config.classes_per_alphabet=4", "--config.images_per_class=2", "--batch_sizes=16,12",
+                "--config.classes_per_group=4", "--config.images_per_class=2", "--batch_sizes=16,12",
                 "--steps=1", "--repeats=1", "--frameworks=jax", "--eval_batch=-1", f"--output={output}")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: sampling='groups' needs batch_size (12)")
@@ -127,6 +136,7 @@ def _tiny_cpu_config():
     return config
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (pip install torch==2.13.0 for the CPU wheel)")
 def test_torch_baseline_alone_in_its_own_process():
     done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot.py", "--config.image_size=40",
@@ -143,9 +153,14 @@ def suite_config(synthetic_data_dir, cache_dir, tmp_path_factory):
     return tiny_config_file(tmp_path_factory.mktemp("suite") / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=2)
 
 
+@pytest.mark.slow
 def test_gpu_suite_runs_benchmark_and_variants_and_writes_few_files(synthetic_data_dir, suite_config, tmp_path):
     output = tmp_path / "out"
-    done = _run("benchmarks/gpu_suite.py", f"--data_dir={synthetic_data_dir}", f"--output_dir={output}",
+    data_dir = tmp_path / "data"  # Omniglot and MNIST, as a job carries them.
+    data_dir.mkdir()
+    (data_dir / "omniglot").symlink_to(synthetic_data_dir / "omniglot")
+    synthetic.make_mnist(data_dir)
+    done = _run("benchmarks/gpu_suite.py", f"--data_dir={data_dir}", f"--output_dir={output}",
                 "--variants=", f"--variant=plain={suite_config}",
                 f"--variant=cosine={suite_config};--config.lr_schedule=cosine;--config.warmup_epochs=1",
                 "--overrides=--config.validation.one_shot_trials=20 --config.test.tasks=10", f"--workdir_root={tmp_path / 'runs'}",
@@ -163,11 +178,15 @@ def test_gpu_suite_runs_benchmark_and_variants_and_writes_few_files(synthetic_da
         assert run["returncode"] == 0 and run["runs"]["trials"] == 8 and "per_run" not in run["runs"]
         assert [e["epoch"] for e in run["curve"]] == [1, 2] and run["training"]["stopped_by"] == "num_epochs"
         assert run["validation"]["one_shot_trials"] == 20 and "--config.max_train_seconds=" in run["command"]
+        assert run["mnist"]["model"]["trials"] == 2000 and "--config.test.mnist_tasks=2000" in run["command"]
+        # Table 1's measure beside ours: different pairs from anywhere in the split, and from one alphabet.
+        assert {"verification_accuracy", "verification_any_group_accuracy"} <= set(run["validation"])
     assert "--config.lr_schedule=cosine" in runs["cosine"]["overrides"]
     log = (output / "suite.log").read_text()
     assert "done in" in log and "1 device(s), batch 16, repeat 1: jax" in log  # The benchmark's lines too.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--data_dir={missing}"], "is not a folder"),
     (["--output_dir=/proc/forbidden"], "cannot write to --output_dir"),
@@ -187,6 +206,33 @@ def test_gpu_suite_bad_input_is_one_line_before_device_work(args, message, synth
     assert not (tmp_path / "runs").exists()  # Nothing started.
 
 
+@pytest.mark.slow
+def test_every_gpu_job_names_known_variants_and_flags_and_fits_its_budget(synthetic_data_dir, tmp_path):
+    from absl import flags
+
+    gpu_suite = _import_gpu_suite()
+    suite_flags = flags.FlagValues()
+    gpu_suite.define_flags(suite_flags)
+    for name, preset in gpu_suite.JOBS.items():
+        assert set(preset) <= set(suite_flags), name
+        assert all(variant in gpu_suite.VARIANTS for variant in preset["variants"]), name
+        assert preset["budget_s"] <= 570, name  # A lent machine's command gets 10 minutes, start-up included.
+    # From the command line, a job's flags apply unless given: here its budget is cut and refused before any work.
+    done = _run("benchmarks/gpu_suite.py", "--job=regularise", "--budget_s=100", f"--data_dir={synthetic_data_dir}",
+                f"--output_dir={tmp_path / 'out'}", f"--workdir_root={tmp_path / 'runs'}", timeout=120)
+    assert done.returncode != 0 and "variant fast_20_dropout needs about" in done.stderr
+
+
+def _import_gpu_suite():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_suite
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return gpu_suite
+
+
+@pytest.mark.slow
 def test_gpu_suite_missing_archives_named(tmp_path):
     (tmp_path / "data" / "omniglot").mkdir(parents=True)
     done = _run("benchmarks/gpu_suite.py", f"--data_dir={tmp_path / 'data'}", f"--output_dir={tmp_path / 'out'}",
@@ -194,6 +240,7 @@ def test_gpu_suite_missing_archives_named(tmp_path):
     assert done.returncode != 0 and "all_runs.zip" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_cpu_kernels_benchmark_runs(tmp_path):
     done = _run("benchmarks/cpu_kernels.py", "--repeats=1", "--images=1", f"--output={tmp_path / 'k.json'}")
     assert done.returncode == 0, done.stderr
@@ -203,6 +250,7 @@ def test_cpu_kernels_benchmark_runs(tmp_path):
     assert all(layer["forward_row_matmuls_ms"] > 0 for layer in result["paper_conv_kernel_grad_1_images"].values())
 
 
+@pytest.mark.slow
 def test_xla_cpu_flags_benchmark_runs_each_setting_in_its_own_process(tmp_path):
     done = _run("benchmarks/xla_cpu_flags.py", "--batch=1", "--repeats=1", "--settings=,--xla_no_such_flag=1")
     assert done.returncode == 0, done.stderr
@@ -211,6 +259,7 @@ def test_xla_cpu_flags_benchmark_runs_each_setting_in_its_own_process(tmp_path):
     assert "error" in bad  # A setting XLA rejects is recorded, not fatal.
 
 
+@pytest.mark.slow
 def test_compare_runs_tool(trained_omniglot, tmp_path):
     _, workdir, _ = trained_omniglot
     output = tmp_path / "cmp.json"
@@ -225,11 +274,7 @@ def test_compare_runs_tool(trained_omniglot, tmp_path):
 
 
 def test_every_gpu_suite_variant_parses_to_a_config_that_builds():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gpu_suite
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    gpu_suite = _import_gpu_suite()
     from siamese_jax.models import build_model
 
     for name in gpu_suite.VARIANTS:
@@ -239,3 +284,6 @@ def test_every_gpu_suite_variant_parses_to_a_config_that_builds():
         assert config.num_epochs >= 1, name
     adamw = gpu_suite.load_variant_config(str(REPO / "configs/omniglot_fast.py"), gpu_suite.VARIANTS["fast_20_adamw"][1])
     assert adamw.weight_decay == 0.05 and adamw.num_epochs == 20
+    paper_adam = gpu_suite.load_variant_config(str(REPO / "configs/omniglot.py"), gpu_suite.VARIANTS["paper_adam"][1])
+    assert (paper_adam.optimizer, paper_adam.learning_rate, paper_adam.model.init) == ("adam", 1e-4, "paper")
+    assert tuple(paper_adam.train.drawers) == tuple(range(1, 21)) and paper_adam.num_epochs == 20

@@ -89,6 +89,7 @@ def _tiny_folder_config(root, cache_dir):
     return config
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_a_class_folder(tmp_path):
     root = synthetic.make_class_folder(tmp_path / "data", groups=("A", "B"), classes=10, per_class=4)
     config = _tiny_folder_config(root, tmp_path / "cache")
@@ -104,12 +105,14 @@ def test_train_and_evaluate_on_a_class_folder(tmp_path):
     assert "test: 2-way 1-shot tasks" in done.stdout
 
 
+@pytest.mark.slow
 def test_folder_config_without_path(tmp_path):
     config = _tiny_folder_config("", tmp_path / "cache")
     with pytest.raises(UserError, match="config.folder.path is empty"):
         train.train_and_evaluate(config, str(tmp_path / "work"))
 
 
+@pytest.mark.slow
 def test_too_few_validation_classes_says_what_to_change(tmp_path):
     root = synthetic.make_class_folder(tmp_path / "data", groups=("A", "B"), classes=10, per_class=4)
     config = _tiny_folder_config(root, tmp_path / "cache")

@@ -15,6 +15,7 @@ def _dry_run(script, *flags):
     return done.stdout
 
 
+@pytest.mark.slow
 def test_multi_gpu_runs_one_process_on_the_chosen_gpus():
     out = _dry_run("multi_gpu.sh", "--gpus=0,1,2,3", "--workdir=runs/gpu", "--", "--config.batch_size=256")
     assert shlex.split(out) == [
@@ -23,6 +24,7 @@ def test_multi_gpu_runs_one_process_on_the_chosen_gpus():
     ]
 
 
+@pytest.mark.slow
 def test_slurm_one_process_per_gpu_lets_jax_read_slurm():
     out = _dry_run("slurm_gpu.sh", "--nodes=4", "--gpus_per_node=8", "--partition=gpu", "--workdir=/shared/run")
     lines = out.splitlines()
@@ -34,6 +36,7 @@ def test_slurm_one_process_per_gpu_lets_jax_read_slurm():
     )
 
 
+@pytest.mark.slow
 def test_slurm_one_process_per_node_names_the_coordinator():
     out = _dry_run("slurm_gpu.sh", "--nodes=2", "--per=node", "--port=4321", "--workdir=/shared/run",
                    "--", "--config.batch_size=512")
@@ -47,6 +50,7 @@ def test_slurm_one_process_per_node_names_the_coordinator():
     ]
 
 
+@pytest.mark.slow
 def test_tpu_pod_runs_the_same_command_on_every_worker():
     out = _dry_run("tpu_pod.sh", "--tpu=pod", "--zone=us-central2-b", "--project=p", "--workdir=gs://bucket/run")
     words = shlex.split(out)
@@ -56,6 +60,7 @@ def test_tpu_pod_runs_the_same_command_on_every_worker():
                         "--config=configs/omniglot.py --workdir=gs://bucket/run --distributed")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, flags, message", [
     ("multi_gpu.sh", [], "--workdir=DIR is required"),
     ("multi_gpu.sh", ["--workdir=w", "--gpus=a,b"], "--gpus must be"),
@@ -70,6 +75,7 @@ def test_bad_launch_flags(script, flags, message):
     assert done.returncode == 2 and message in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["multi_gpu.sh", "slurm_gpu.sh", "tpu_pod.sh"])
 def test_help_prints_the_usage(script):
     done = subprocess.run(["bash", f"launch/{script}", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -21,6 +21,7 @@ def sgd_config(**kw):
         learning_rates={"conv_0": 0.1, "embed": 0.01, "alpha": 0.001},
         momenta={"conv_0": 0.9, "embed": 0.7, "alpha": 0.5},
         lr_decay=0.99, momentum_start=0.5, momentum_ramp_epochs=4, learning_rate=1e-3, num_epochs=10,
+        lr_schedule="exponential", warmup_epochs=0.0, weight_decay=0.0, on_nonfinite="stop",
     ))
     config.update(kw)
     return config

@@ -14,19 +14,26 @@ import pytest
 
 from siamese_jax import train
 from siamese_jax.errors import ConfigError
-from tests.conftest import NUM_TEST_DEVICES, REPO, tiny_config, tiny_config_file
+from tests.conftest import NUM_TEST_DEVICES, REPO, devices_env, tiny_config, tiny_config_file
 from tests.conftest import latest_params as _latest_params
 from tests.conftest import metrics as _metrics
+
+pytestmark = pytest.mark.slow  # Every test here trains, some in several processes.
 
 
 @pytest.fixture(scope="module")
 def one_and_eight(synthetic_data_dir, cache_dir, tmp_path_factory):
-    """The same tiny run on 1 device and on 8: (config, workdir on 1, workdir on 8)."""
+    """The same tiny run on 1 device (here) and on 8 (a process of its own with 8 forced CPU devices):
+    (config, workdir on 1, workdir on 8)."""
     assert jax.device_count() == NUM_TEST_DEVICES
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3)
     one, eight = tmp_path_factory.mktemp("one_device"), tmp_path_factory.mktemp("eight_devices")
     train.train_and_evaluate(config, str(one), devices=jax.devices()[:1])
-    train.train_and_evaluate(config, str(eight))
+    config_file = tiny_config_file(eight.parent / "eight.py", synthetic_data_dir, cache_dir, num_epochs=3)
+    done = subprocess.run([sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={eight}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, **devices_env(8)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("data parallel over 8 cpu devices")
     return config, one, eight
 
 
@@ -67,8 +74,8 @@ def test_a_run_begun_on_eight_devices_resumes_on_two(one_and_eight, synthetic_da
 
 
 def test_batch_that_the_devices_do_not_divide(synthetic_data_dir, cache_dir, tmp_path):
-    config = tiny_config(synthetic_data_dir, cache_dir, batch_size=12, images_per_class=3)
-    with pytest.raises(ConfigError, match="not divisible by the 8 devices"):
+    config = tiny_config(synthetic_data_dir, cache_dir, batch_size=9, classes_per_group=3, images_per_class=3)
+    with pytest.raises(ConfigError, match=f"not divisible by the {NUM_TEST_DEVICES} devices"):
         train.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
 
@@ -84,7 +91,7 @@ def _train_process(config_file, workdir, process_id, num_processes, port, *extra
     command = [sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={workdir}",
                f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
                f"--process_id={process_id}", f"--distributed_timeout={timeout_s}", *extra]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, **devices_env(4)}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -130,6 +130,7 @@ def _run(*args):
                           cwd=REPO, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_compare_json_and_clear_errors(trained_omniglot, run01, tmp_path):
     workdir = trained_omniglot[1]
     a, b = run01 / "training" / "class01.png", run01 / "test" / "item01.png"
@@ -150,6 +151,7 @@ def test_cli_compare_json_and_clear_errors(trained_omniglot, run01, tmp_path):
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_cli_without_checkpoint(trained_omniglot, tmp_path, run01):
     shutil.copy(trained_omniglot[1] / "config.json", tmp_path / "config.json")
     done = _run("compare", str(run01 / "training" / "class01.png"), str(run01 / "test" / "item01.png"),

@@ -66,6 +66,7 @@ def _load(chromium: str, page: Path, fragment: str) -> tuple[str, list[str]]:
     return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
 
 
+@pytest.mark.slow
 def test_page_in_a_headless_browser(written, chromium):
     out, result = written
     page = out / "trials.html"
@@ -82,6 +83,7 @@ def test_page_in_a_headless_browser(written, chromium):
     assert f"All runs: {runs['correct']}/{runs['trials']} correct" in dom
 
 
+@pytest.mark.slow
 def test_report_command_without_a_trained_workdir(tmp_path):
     done = subprocess.run([sys.executable, "-m", "siamese_jax.report", f"--workdir={tmp_path}"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)

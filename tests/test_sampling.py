@@ -37,7 +37,7 @@ def test_alphabets_are_balanced_not_weighted_by_size():
 
 
 def test_groups_hold_distinct_characters_and_drawers_and_label_pairs():
-    layout = sampling.GroupLayout(alphabets=3, classes=2, images=3)
+    layout = sampling.GroupLayout(groups=3, classes=2, images=3)
     batch = sampling.sample_groups(jax.random.PRNGKey(1), TABLES, layout)
     images = np.asarray(batch.images).reshape(3, 2, 3)
     for group in images:
@@ -52,5 +52,5 @@ def test_groups_hold_distinct_characters_and_drawers_and_label_pairs():
 
 
 def test_group_layout_checks_alphabet_sizes():
-    with pytest.raises(sampling.DataError, match="classes_per_alphabet=3"):
+    with pytest.raises(sampling.DataError, match="classes_per_group=3"):
         sampling.check_group_layout(TABLES, sampling.GroupLayout(1, 3, 2))

@@ -56,6 +56,7 @@ def test_mnist_trials_use_every_class_once():
     assert not (trials.support[:, :, 0] == trials.query[:, None]).any()
 
 
+@pytest.mark.slow
 def test_evaluate_command_with_mnist(trained_omniglot, synthetic_data_dir, tmp_path):
     _, workdir, _ = trained_omniglot
     data_dir = synthetic.make_mnist(tmp_path / "data")

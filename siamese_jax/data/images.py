@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,10 @@ from siamese_jax.errors import DataError
 
 # What a folder of user images may hold; other files (notes, .DS_Store) are not images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+# The most pixels an image may have: a 6,000 x 6,000 photo is inside; a small file that decodes to
+# 20,000 x 20,000 pixels (a decompression bomb) is refused before it is decoded.
+MAX_IMAGE_PIXELS = 40_000_000
+_PIL_LIMIT = threading.Lock()
 
 
 def to_model_input(ink: np.ndarray, image_size: int, chunk: int = 2048) -> np.ndarray:
@@ -49,17 +54,62 @@ def read_image_file(path) -> bytes:
 
 
 def open_image(data: bytes, where: str):
-    """A decoded PIL image, or a DataError naming `where` when the bytes are not an image."""
+    """A decoded PIL image in mode 'L' (grayscale) or 'RGB', or a DataError naming `where` when the bytes are
+    empty, not an image, truncated, or more than MAX_IMAGE_PIXELS pixels.
+
+    Other modes are converted: palette images by their colours, transparency composited over white,
+    16-bit and float images scaled to 8 bits, CMYK and other colour spaces to RGB.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise DataError(f"{where} is an empty file (0 bytes), not an image")
     try:
-        image = Image.open(io.BytesIO(data))
+        with _PIL_LIMIT:  # Pillow's own bomb check would fail without the size; this one says it.
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        width, height = image.size  # From the header: nothing is decoded yet.
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DataError(f"{where} is {width:,} x {height:,} pixels, more than the {MAX_IMAGE_PIXELS:,} an image "
+                            "may have here (a decompression bomb, or a photo to shrink first)")
         image.load()
+        return _eight_bit(image)
+    except DataError:
+        raise
     except UnidentifiedImageError:
         raise DataError(f"{where} is not an image file (or not in a format Pillow reads)") from None
     except Exception as error:  # noqa: BLE001 - PIL raises many types for bad files.
         raise DataError(f"cannot decode image {where}: {error}") from None
-    return image
+
+
+def _eight_bit(image):
+    """`image` as 'L' or 'RGB' (see open_image)."""
+    from PIL import Image
+
+    if image.mode in ("L", "RGB"):
+        return image
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        pixels = np.asarray(image, np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        return Image.fromarray(np.clip(np.round(pixels / top * 255), 0, 255).astype(np.uint8), "L")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode in ("LA", "La"):
+        image = image.convert("LA")
+        white = Image.new("L", image.size, 255)
+        white.paste(image.getchannel("L"), mask=image.getchannel("A"))
+        return white
+    if image.mode in ("RGBA", "RGBa", "PA"):
+        image = image.convert("RGBA")
+        white = Image.new("RGB", image.size, (255, 255, 255))
+        white.paste(image.convert("RGB"), mask=image.getchannel("A"))
+        return white
+    return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV.
 
 
 def strokes_input(data: bytes, where: str, image_size: int) -> np.ndarray:
@@ -80,7 +130,7 @@ def photo_input(data: bytes, where: str, image_size: int, channels: int, crop: i
     from PIL import Image
 
     image = open_image(data, where)
-    if channels == 3 and image.mode != "RGB":
+    if channels == 3 and image.mode != "RGB":  # Gray photos are not coloured in by a guess.
         raise DataError(
             f"{where} is a {image.mode} image where RGB was expected (config.channels=3): convert it to "
             "RGB, or use grayscale with --config.channels=1"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import tarfile
 import urllib.parse
 import zipfile
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -134,11 +133,41 @@ def locate(data_dir: str | None, subdir: str, urls: dict[str, str]) -> dict[str,
         ) from None
 
 
+# What one file of an archive may claim to hold, and all of them together: a zip or tar member
+# that says it unpacks to more (a zip bomb, or a damaged header) is refused before it is read.
+MAX_MEMBER_BYTES = 64 * 2**20
+MAX_ARCHIVE_BYTES = 8 * 2**30
+
+
+def check_member(archive: Path, name: str, size: int) -> None:
+    """Raises DataError naming an archive member whose path leaves the archive's folder (absolute, or through
+    '..') or whose unpacked size is more than MAX_MEMBER_BYTES."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or ".." in parts or (parts and parts[0].endswith(":")):
+        raise DataError(f"{archive} holds a member whose path leaves the archive's folder: {name!r}; refusing "
+                        "to read it")
+    if size > MAX_MEMBER_BYTES:
+        raise DataError(f"{archive}: member {name!r} claims {size:,} bytes unpacked, more than the "
+                        f"{MAX_MEMBER_BYTES:,} a file here may hold (a zip bomb, or a damaged archive)")
+
+
+def check_members(archive: Path, members: Iterable[tuple[str, int]]) -> None:
+    """check_member on every (name, unpacked size), and their total against MAX_ARCHIVE_BYTES."""
+    total = 0
+    for name, size in members:
+        check_member(archive, name, size)
+        total += size
+    if total > MAX_ARCHIVE_BYTES:
+        raise DataError(f"{archive} claims {total:,} bytes unpacked, more than the {MAX_ARCHIVE_BYTES:,} an archive "
+                        "here may hold")
+
+
 class FileTree:
     """Read-only view of the files in a zip or tar archive or a folder, by '/'-separated relative path.
 
     Tar archives (.tgz) are compressed streams: read their files in names() order, which is the
-    archive's order, or every read decompresses from the start again.
+    archive's order, or every read decompresses from the start again. Archive members are checked
+    (check_members) before anything is decompressed.
     """
 
     def __init__(self, path: Path):
@@ -154,6 +183,7 @@ class FileTree:
             try:
                 self._tar = tarfile.open(self.path)
                 self._tar_files = {m.name: m for m in self._tar.getmembers() if m.isfile()}
+                check_members(self.path, ((m.name, m.size) for m in self._tar_files.values()))
             except (tarfile.TarError, OSError, EOFError) as error:
                 reason = str(error).splitlines()[0]
                 raise DataError(
@@ -162,6 +192,7 @@ class FileTree:
             return
         try:
             self._zip = zipfile.ZipFile(self.path)
+            check_members(self.path, ((info.filename, info.file_size) for info in self._zip.infolist()))
             broken = self._zip.testzip()
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             raise DataError(
@@ -201,13 +232,10 @@ class FileTree:
 def decode_png(tree: FileTree, name: str, expected_shape: tuple[int, int] | None = None):
     """Decodes one image to a boolean array where True is ink (dark), raising DataError on failure."""
     import numpy as np
-    from PIL import Image
 
-    try:
-        with Image.open(io.BytesIO(tree.read(name))) as image:
-            pixels = np.asarray(image.convert("L"))
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for bad files.
-        raise DataError(f"cannot decode image {tree.describe(name)}: {error}") from None
+    from siamese_jax.data.images import open_image
+
+    pixels = np.asarray(open_image(tree.read(name), tree.describe(name)).convert("L"))
     if expected_shape is not None and pixels.shape != expected_shape:
         raise DataError(f"image {tree.describe(name)} is {pixels.shape}, expected {expected_shape}")
     return pixels < 128

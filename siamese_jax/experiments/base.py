@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from jax.sharding import Mesh
 
-from siamese_jax import evaluation
+from siamese_jax.evaluation import evaluators
 from siamese_jax.errors import ConfigError, UserError
 
 # config.dataset -> module siamese_jax.experiments.<name>.
@@ -53,13 +53,13 @@ class Experiment:
         """The training images with their groups and classes."""
         raise NotImplementedError
 
-    def validation_split(self) -> evaluation.Split:
+    def validation_split(self) -> evaluators.Split:
         """The images validation tasks are drawn from (never trained on)."""
         raise NotImplementedError
 
     def evaluators(self, mesh: Mesh | None = None) -> dict:
         """The validation evaluators config.validation.evals names, on this dataset's validation split."""
-        return evaluation.build_evaluators(self.config.validation, self.validation_split(),
+        return evaluators.build_evaluators(self.config.validation, self.validation_split(),
                                            self.config.eval_batch_size, mesh)
 
     def evaluate(self, model, variables: dict, mesh: Mesh | None = None, **options) -> dict:
@@ -92,13 +92,13 @@ class Experiment:
         """Rejects evaluate flags this dataset does not take."""
         foreign = sorted(set(options) - set(self.options))
         if foreign:
-            raise UserError(f"--{', --'.join(foreign)} do(es) not apply to {self.config.get('dataset', 'omniglot')} "
+            raise UserError(f"--{', --'.join(foreign)} do(es) not apply to {self.config.dataset} "
                             f"runs (their options: {', '.join('--' + o for o in self.options) or 'none'})")
 
 
 def dataset_name(config) -> str:
-    """config.dataset, checked ('omniglot' when absent: configs saved before faces existed)."""
-    name = config.get("dataset", "omniglot")
+    """config.dataset, checked."""
+    name = config.dataset
     if name not in DATASETS:
         raise ConfigError(f"config.dataset must be one of {DATASETS}, got {name!r}")
     return name

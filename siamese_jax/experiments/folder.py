@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from jax.sharding import Mesh
 
-from siamese_jax import evaluation
+from siamese_jax.evaluation import evaluators, scoring
 from siamese_jax.data import folders
 from siamese_jax.data import images as image_files
 from siamese_jax.errors import ConfigError, DataError
@@ -43,20 +43,20 @@ class Experiment(base.Experiment):
             raise ConfigError("config.folder.path is empty: set it to your dataset folder (--config.folder.path=DIR)")
         if not Path(f.path).expanduser().is_dir():
             raise DataError(f"dataset folder {f.path} does not exist or is not a folder (config.folder.path)")
-        folders.check_settings(f.style, self.config.get("channels", 1), f.split)
+        folders.check_settings(f.style, self.config.channels, f.split)
 
     @functools.cached_property
     def loaded(self) -> tuple[folders.ImageFolder, dict[str, np.ndarray]]:
         """The image folder and its class split."""
         f = self.config.folder
-        dataset = folders.load_image_folder(f.path, f.style, self.config.image_size, self.config.get("channels", 1),
+        dataset = folders.load_image_folder(f.path, f.style, self.config.image_size, self.config.channels,
                                             self.config.cache_dir or None)
         return dataset, folders.split_classes(dataset, f.split, f.split_seed)
 
-    def split(self, name: str) -> evaluation.Split:
+    def split(self, name: str) -> evaluators.Split:
         """The images of the 'train', 'validation' or 'test' classes."""
         dataset, splits = self.loaded
-        return evaluation.Split(dataset.images, dataset.group, dataset.label, splits[name])
+        return evaluators.Split(dataset.images, dataset.group, dataset.label, splits[name])
 
     def training_set(self) -> base.TrainingSet:
         """The training classes' images."""
@@ -64,7 +64,7 @@ class Experiment(base.Experiment):
         ids = splits["train"]
         return base.TrainingSet(dataset.images[ids], dataset.group[ids], dataset.label[ids])
 
-    def validation_split(self) -> evaluation.Split:
+    def validation_split(self) -> evaluators.Split:
         """The validation classes."""
         return self.split("validation")
 
@@ -83,10 +83,10 @@ class Experiment(base.Experiment):
         return {
             "folder": {"path": dataset.root, "classes": {name: int(len(np.unique(dataset.label[ids])))
                                                          for name, ids in splits.items()}},
-            "test_tasks": {"way": t.way, "shots": t.shots, **evaluation.evaluate_one_shot(
-                model, variables, evaluation.make_eval_set(dataset.images, tasks), self.config.eval_batch_size,
+            "test_tasks": {"way": t.way, "shots": t.shots, **scoring.evaluate_one_shot(
+                model, variables, scoring.make_eval_set(dataset.images, tasks), self.config.eval_batch_size,
                 mesh=mesh)},
-            "validation": evaluation.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True),
+            "validation": evaluators.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True),
         }
 
     def summarize(self, result: dict) -> str:
@@ -107,7 +107,7 @@ class Experiment(base.Experiment):
 
     def image_converter(self):
         """Any image -> strokes (style 'strokes') or a centre-cropped photo (style 'photo')."""
-        size, channels = self.config.image_size, self.config.get("channels", 1)
+        size, channels = self.config.image_size, self.config.channels
         if self.config.folder.style == "photo":
             return lambda path: image_files.photo_input(image_files.read_image_file(path), str(path), size, channels)
         return lambda path: image_files.strokes_input(image_files.read_image_file(path), str(path), size)

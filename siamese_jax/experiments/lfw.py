@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from siamese_jax import evaluation, workdir
+from siamese_jax import workdir
+from siamese_jax.evaluation import evaluators, metrics, score_norm, scoring
 from siamese_jax.data import images as image_files
 from siamese_jax.data import lfw
 from siamese_jax.errors import ConfigError, DataError, UserError
 from siamese_jax.experiments import base
-from siamese_jax.tasks import Pairs, random_trials
+from siamese_jax.tasks import Pairs, random_pairs, random_trials
 
 PROTOCOLS = ("view1", "view2")
 NUM_FOLDS = 10
@@ -41,36 +41,14 @@ THRESHOLD_SOURCES = {
 }
 
 
-def threshold_source(section) -> str:
-    """config.lfw.threshold ('protocol' in configs saved before it existed)."""
-    return section.get("threshold", "protocol")
-
-
-# For configs saved before config.lfw.cohort_norm existed (or lacking some of its entries): off,
-# with configs/lfw.py's top and seed.
-COHORT_NORM_DEFAULTS = dict(images=0, top=200, seed=3)
-
-
-def cohort_norm_settings(section) -> ml_collections.ConfigDict:
-    """config.lfw.cohort_norm with its missing entries from COHORT_NORM_DEFAULTS (images=0: off)."""
-    return ml_collections.ConfigDict({**COHORT_NORM_DEFAULTS, **section.get("cohort_norm", {})})
-
-
 def cohort_norm(section) -> ml_collections.ConfigDict | None:
-    """cohort_norm_settings when AS-norm is on (images > 0), else None."""
-    norm = cohort_norm_settings(section)
-    return norm if norm.images else None
+    """config.lfw.cohort_norm when AS-norm is on (images > 0), else None."""
+    return section.cohort_norm if section.cohort_norm.images else None
 
 
 def test_crops(section) -> tuple[int, ...]:
-    """config.lfw.test_crops: the other centred crops that verification averages each photo's embedding over
-    (none in configs saved before it existed)."""
-    return tuple(section.get("test_crops", ()))
-
-
-def identification_ways(section) -> tuple[int, ...]:
-    """config.lfw.identification.ways (`way` alone in configs saved before several were reported)."""
-    return tuple(section.get("ways", (section.get("way", 10),)))
+    """config.lfw.test_crops: the other centred crops that verification averages each photo's embedding over."""
+    return tuple(section.test_crops)
 
 
 def fold_workdirs(workdirs: list[str]) -> list[str]:
@@ -101,63 +79,6 @@ def with_min_images(dataset: lfw.LFW, ids: np.ndarray, minimum: int) -> np.ndarr
     """The ids whose person has at least `minimum` images among `ids`."""
     counts = np.bincount(dataset.person[ids], minlength=len(dataset.names))
     return ids[counts[dataset.person[ids]] >= minimum]
-
-
-def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
-    """The threshold t maximising the accuracy of 'same when score > t' on these pairs (a midpoint between scores)."""
-    order = np.argsort(scores, kind="stable")
-    s, y = np.asarray(scores, np.float64)[order], np.asarray(same, bool)[order]
-    # Cutting before sorted position k calls positions >= k 'same': correct = negatives below + positives above.
-    correct = np.concatenate([[0], np.cumsum(~y)]) + (y.sum() - np.concatenate([[0], np.cumsum(y)]))
-    cut_allowed = np.concatenate([[True], s[1:] > s[:-1], [True]])  # Never split tied scores.
-    k = int(np.argmax(np.where(cut_allowed, correct, -1)))
-    if k == 0:
-        return float(s[0] - 1.0)
-    if k == len(s):
-        return float(s[-1] + 1.0)
-    return float((s[k - 1] + s[k]) / 2)
-
-
-def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
-    """Accuracy of 'same when score > threshold'."""
-    return float(np.mean((np.asarray(scores) > threshold) == np.asarray(same, bool)))
-
-
-def cross_validate(scores: np.ndarray, same: np.ndarray, fold: np.ndarray, thresholds=None) -> dict:
-    """View 2 from pair scores [M, P]: M = 1 model for every fold, or M = 10 with row k trained without fold k.
-
-    For each fold the threshold is chosen on the other folds' pairs only, with that fold's model,
-    unless `thresholds` gives one per row of `scores` (chosen elsewhere, never on the test fold).
-    Reports the mean accuracy with its standard error (sample standard deviation / sqrt(folds)),
-    and the mean of the per-fold ROC AUCs.
-    """
-    scores = np.atleast_2d(scores)
-    folds = np.unique(fold)
-    if scores.shape[0] not in (1, len(folds)):
-        raise ValueError(f"scores has {scores.shape[0]} rows; expected 1 or one per fold ({len(folds)})")
-    if thresholds is not None and len(thresholds) != scores.shape[0]:
-        raise ValueError(f"{len(thresholds)} thresholds for {scores.shape[0]} rows of scores")
-    per_fold = []
-    for k in folds:
-        row_index = k if scores.shape[0] > 1 else 0
-        row = scores[row_index]
-        test, train = fold == k, fold != k
-        threshold = best_threshold(row[train], same[train]) if thresholds is None else float(thresholds[row_index])
-        per_fold.append({
-            "fold": int(k),
-            "pairs": int(test.sum()),
-            "threshold": threshold,
-            "accuracy": accuracy_at(row[test], same[test], threshold),
-            "auc": evaluation.roc_auc(row[test], same[test]),
-        })
-    accuracies = np.array([f["accuracy"] for f in per_fold])
-    return {
-        "pairs": int(len(same)),
-        "accuracy": float(accuracies.mean()),
-        "std_error": float(accuracies.std(ddof=1) / math.sqrt(len(folds))) if len(folds) > 1 else None,
-        "auc": float(np.mean([f["auc"] for f in per_fold])),
-        "per_fold": per_fold,
-    }
 
 
 def format_lfw(result: dict) -> str:
@@ -200,11 +121,11 @@ class Experiment(base.Experiment):
         f = self.config.lfw
         if f.protocol not in PROTOCOLS:
             raise ConfigError(f"config.lfw.protocol must be one of {PROTOCOLS}, got {f.protocol!r}")
-        if threshold_source(f) not in THRESHOLD_SOURCES:
+        if f.threshold not in THRESHOLD_SOURCES:
             raise ConfigError(f"config.lfw.threshold must be one of {tuple(THRESHOLD_SOURCES)}, got {f.threshold!r}")
         if f.protocol == "view2" and not 0 <= f.fold < NUM_FOLDS:
             raise ConfigError(f"config.lfw.fold must be in 0..{NUM_FOLDS - 1} for view2, got {f.fold}")
-        norm = cohort_norm_settings(f)
+        norm = f.cohort_norm
         if not (norm.images >= 0 and norm.top >= 1):
             raise ConfigError(f"config.lfw.cohort_norm needs images >= 0 (0: off) and top >= 1, got "
                               f"images={norm.images}, top={norm.top}")
@@ -215,9 +136,9 @@ class Experiment(base.Experiment):
                               f"({f.crop}), got {crops}")
         if not 0 < f.validation_fraction < 1:
             raise ConfigError(f"config.lfw.validation_fraction must lie in (0, 1), got {f.validation_fraction}")
-        if not identification_ways(f.identification) or min(identification_ways(f.identification)) < 2:
+        if not tuple(f.identification.ways) or min(tuple(f.identification.ways)) < 2:
             raise ConfigError(f"config.lfw.identification.ways must be numbers of people, each at least 2, got "
-                              f"{identification_ways(f.identification)}")
+                              f"{tuple(f.identification.ways)}")
 
     @property
     def data_dir(self) -> str | None:
@@ -269,10 +190,10 @@ class Experiment(base.Experiment):
         ids = self.split_ids[0]
         return base.TrainingSet(self.dataset.images[ids], np.zeros(len(ids), np.int32), self.dataset.person[ids])
 
-    def validation_split(self) -> evaluation.Split:
+    def validation_split(self) -> evaluators.Split:
         """The held-out training people: identification trials and verification pairs among them."""
         one_group = np.zeros(len(self.dataset.person), np.int32)
-        return evaluation.Split(self.dataset.images, one_group, self.dataset.person, self.split_ids[1])
+        return evaluators.Split(self.dataset.images, one_group, self.dataset.person, self.split_ids[1])
 
     @functools.cached_property
     def cohort_ids(self) -> np.ndarray | None:
@@ -284,6 +205,14 @@ class Experiment(base.Experiment):
         train_ids = self.split_ids[0]
         count = min(int(section.images), len(train_ids))
         return np.sort(np.random.default_rng(section.seed).choice(train_ids, count, replace=False))
+
+    @functools.cached_property
+    def score_normalizer(self) -> score_norm.CohortNorm | None:
+        """AS-norm against the cohort_ids photos, as verification encodes them; None when it is off."""
+        if self.cohort_ids is None:
+            return None
+        return score_norm.CohortNorm(self.verification_images[self.cohort_ids], int(self.config.lfw.cohort_norm.top),
+                                     self.encode_for_verification)
 
     @functools.cached_property
     def verification_images(self) -> np.ndarray:
@@ -299,34 +228,21 @@ class Experiment(base.Experiment):
 
     def encode_for_verification(self, model, variables: dict, images: np.ndarray, mesh: Mesh | None):
         """Embeddings of images taken from verification_images (each photo's views averaged when it has several)."""
-        encode = evaluation.encode_views if test_crops(self.config.lfw) else evaluation.encode
+        encode = scoring.encode_views if test_crops(self.config.lfw) else scoring.encode
         return encode(model, variables, images, self.config.eval_batch_size, mesh)
 
-    def verification_logits(self, model, variables: dict, eval_set: evaluation.EvalSet, mesh: Mesh | None) -> np.ndarray:
+    def verification_logits(self, model, variables: dict, eval_set: scoring.EvalSet, mesh: Mesh | None) -> np.ndarray:
         """The logits of an EvalSet's pairs (drawn on verification_images), AS-normalised against the cohort when
         config.lfw.cohort_norm is on."""
         embeddings = self.encode_for_verification(model, variables, eval_set.images, mesh)
-        logits = evaluation.pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
-        if self.cohort_ids is None:
-            return logits
-        cohort = self.cohort_embeddings(model, variables, mesh)
-        mean, std = evaluation.cohort_statistics(model, variables, embeddings, cohort,
-                                                 int(cohort_norm(self.config.lfw).top), mesh)
-        return evaluation.adaptive_score_norm(logits, eval_set.pairs, mean, std)
-
-    def cohort_embeddings(self, model, variables: dict, mesh: Mesh | None):
-        """The cohort's embeddings, encoded once for the model and variables that the last call named: an
-        evaluation scores several pair sets (validation, protocol pairs) with one model."""
-        cached = getattr(self, "_cohort_cache", None)
-        if cached is None or cached[0] != model or cached[1] is not variables:
-            images = self.verification_images[self.cohort_ids]
-            self._cohort_cache = (model, variables, self.encode_for_verification(model, variables, images, mesh))
-        return self._cohort_cache[2]
+        if self.score_normalizer is None:
+            return scoring.pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
+        return self.score_normalizer(model, variables, embeddings, eval_set.pairs, mesh)
 
     def pair_scores(self, model, variables: dict, pairs: lfw.PairList, mesh: Mesh | None) -> np.ndarray:
         """The model's same-person score for every pair of a protocol file (thresholds are chosen on these)."""
         left, right = lfw.pair_ids(self.dataset, pairs)
-        eval_set = evaluation.make_eval_set(self.verification_images, pairs=Pairs(left, right, pairs.same))
+        eval_set = scoring.make_eval_set(self.verification_images, pairs=Pairs(left, right, pairs.same))
         return self.verification_logits(model, variables, eval_set, mesh)
 
     def validation_threshold(self, model, variables: dict, mesh: Mesh | None, raw: bool = False) -> float:
@@ -337,17 +253,20 @@ class Experiment(base.Experiment):
         batch = self.config.eval_batch_size
         split = dataclasses.replace(self.validation_split(),
                                     images=self.dataset.images if raw else self.verification_images)
-        eval_set = evaluation.EVALUATORS["verification"][1](split, self.config.validation, batch, mesh).eval_set
-        scores = (evaluation.eval_set_pair_logits(model, variables, eval_set, batch, mesh) if raw
+        v = self.config.validation
+        pairs = random_pairs(split.indices, split.groups, split.labels, v.verification_pairs,
+                             evaluators.verification_seed(v))
+        eval_set = scoring.make_eval_set(split.images, pairs=pairs)
+        scores = (scoring.eval_set_pair_logits(model, variables, eval_set, batch, mesh) if raw
                   else self.verification_logits(model, variables, eval_set, mesh))
-        return best_threshold(scores, eval_set.pairs.same)
+        return metrics.best_threshold(scores, eval_set.pairs.same)
 
     def cross_validate_by_source(self, scores: np.ndarray, pairs: lfw.PairList,
                                  validation_thresholds: list[float]) -> tuple[str, dict]:
         """config.lfw.threshold, and cross_validate's result for each threshold source."""
-        by_source = {"validation": cross_validate(scores, pairs.same, pairs.fold, validation_thresholds),
-                     "protocol": cross_validate(scores, pairs.same, pairs.fold)}
-        return threshold_source(self.config.lfw), by_source
+        by_source = {"validation": metrics.cross_validate(scores, pairs.same, pairs.fold, validation_thresholds),
+                     "protocol": metrics.cross_validate(scores, pairs.same, pairs.fold)}
+        return self.config.lfw.threshold, by_source
 
     def description(self, setting: str) -> str:
         """The setting's description with the config's threshold source, test crops and score normalisation."""
@@ -357,7 +276,7 @@ class Experiment(base.Experiment):
             f"; each photo's embedding averaged over centred crops of {', '.join(map(str, (f.crop, *crops)))} pixels")
         normalised = "" if norm is None else (
             f"; scores AS-normalised against {len(self.cohort_ids)} photos of training people (top {norm.top})")
-        return f"{SETTINGS[setting]}; {THRESHOLD_SOURCES[threshold_source(f)]}{cropped}{normalised}"
+        return f"{SETTINGS[setting]}; {THRESHOLD_SOURCES[f.threshold]}{cropped}{normalised}"
 
     def view1(self, model, variables: dict, mesh: Mesh | None) -> dict:
         """View 1: accuracy and AUC on the pairsDevTest pairs, at the threshold of config.lfw.threshold (and at
@@ -366,23 +285,23 @@ class Experiment(base.Experiment):
         test_pairs = lfw.read_pairs(self.data_dir, "pairsDevTest.txt")
         thresholds = {
             "validation": self.validation_threshold(model, variables, mesh),
-            "protocol": best_threshold(self.pair_scores(model, variables, train_pairs, mesh), train_pairs.same),
+            "protocol": metrics.best_threshold(self.pair_scores(model, variables, train_pairs, mesh), train_pairs.same),
         }
-        source = threshold_source(self.config.lfw)
+        source = self.config.lfw.threshold
         scores = self.pair_scores(model, variables, test_pairs, mesh)
         return {
             "protocol": "view1",
             "setting": "view1",
             "description": self.description("view1"),
             "pairs": int(len(scores)),
-            "accuracy": accuracy_at(scores, test_pairs.same, thresholds[source]),
+            "accuracy": metrics.accuracy_at(scores, test_pairs.same, thresholds[source]),
             "std_error": None,
-            "auc": evaluation.roc_auc(scores, test_pairs.same),
+            "auc": metrics.roc_auc(scores, test_pairs.same),
             "threshold": thresholds[source],
             "threshold_source": source,
             "logit_threshold": self.validation_threshold(model, variables, mesh, raw=True),
             "accuracy_by_threshold_source": {
-                name: {"accuracy": accuracy_at(scores, test_pairs.same, t), "threshold": t}
+                name: {"accuracy": metrics.accuracy_at(scores, test_pairs.same, t), "threshold": t}
                 for name, t in thresholds.items()
             },
         }
@@ -434,14 +353,14 @@ class Experiment(base.Experiment):
         people = len(np.unique(self.dataset.person[ids]))
         one_group = np.zeros(len(self.dataset.person), np.int32)
         results = []
-        for way in identification_ways(ident):
+        for way in tuple(ident.ways):
             if people < way:
                 results.append({"way": way, "people": people, "skipped": f"needs {way} unseen people with two or "
                                                                          f"more images; this split has {people}"})
                 continue
             trials = random_trials(ids, one_group, self.dataset.person, way, 1, ident.tasks, ident.seed)
-            eval_set = evaluation.make_eval_set(self.dataset.images, trials)
-            results.append({"way": way, "people": people, **evaluation.evaluate_one_shot(
+            eval_set = scoring.make_eval_set(self.dataset.images, trials)
+            results.append({"way": way, "people": people, **scoring.evaluate_one_shot(
                 model, variables, eval_set, self.config.eval_batch_size, mesh=mesh)})
         return results
 
@@ -460,7 +379,7 @@ class Experiment(base.Experiment):
         return {
             "lfw": verification,
             "identification": self.identification(model, variables, mesh),
-            "validation": evaluation.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True),
+            "validation": evaluators.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True),
         }
 
     def summarize(self, result: dict) -> str:

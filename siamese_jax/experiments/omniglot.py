@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from jax.sharding import Mesh
 
-from siamese_jax import evaluation, transfer
+from siamese_jax import transfer
+from siamese_jax.evaluation import evaluators, scoring
 from siamese_jax.data import images as image_files
 from siamese_jax.data.omniglot import Omniglot, OneShotRuns, load_omniglot, load_runs, locate_runs
 from siamese_jax.errors import ConfigError
@@ -58,10 +59,10 @@ class Experiment(base.Experiment):
         """Ink masks -> uint8 model input of the config's size."""
         return image_files.to_model_input(ink, image_size=self.config.image_size)
 
-    def split(self, section) -> evaluation.Split:
+    def split(self, section) -> evaluators.Split:
         """The images of a split section (set, alphabets, drawers)."""
         indices = self.dataset.select(section.set, section.alphabets, section.drawers)
-        return evaluation.Split(self.dataset.images, self.dataset.alphabet, self.dataset.character, indices,
+        return evaluators.Split(self.dataset.images, self.dataset.alphabet, self.dataset.character, indices,
                                 self.prepare)
 
     def training_set(self) -> base.TrainingSet:
@@ -70,38 +71,41 @@ class Experiment(base.Experiment):
         return base.TrainingSet(self.prepare(self.dataset.images[ids]), self.dataset.alphabet[ids],
                                 self.dataset.character[ids])
 
-    def validation_split(self) -> evaluation.Split:
+    def validation_split(self) -> evaluators.Split:
         """The validation alphabets and drawers."""
         return self.split(self.config.validation)
 
     def runs_scores(self, model, variables: dict, runs: OneShotRuns, mesh: Mesh | None = None) -> np.ndarray:
         """Score [T, N] (log probability) of each support image for every trial of a runs archive, in
         runs_trials order."""
-        runs_set = evaluation.make_eval_set(runs.images, runs_trials(runs), prepare=self.prepare)
-        embeddings = evaluation.encode(model, variables, runs_set.images, self.config.eval_batch_size, mesh)
-        return evaluation.trial_scores(model, variables, embeddings, runs_set.trials, mesh)
+        runs_set = scoring.make_eval_set(runs.images, runs_trials(runs), prepare=self.prepare)
+        embeddings = scoring.encode(model, variables, runs_set.images, self.config.eval_batch_size, mesh)
+        return scoring.trial_scores(model, variables, embeddings, runs_set.trials, mesh)
 
     def evaluate(self, model, variables: dict, mesh: Mesh | None = None, runs: str | None = None,
-                 mnist: bool = False, mnist_tasks: int = 2000, mnist_seed: int = 0) -> dict:
-        """Official runs (or `runs`), random test tasks, validation; the MNIST transfer with `mnist`."""
+                 mnist: bool = False, mnist_tasks: int | None = None, mnist_seed: int = 0) -> dict:
+        """Official runs (or `runs`), random test tasks, validation; the MNIST transfer with `mnist` or
+        config.test.mnist_tasks > 0 (`mnist_tasks` tasks, default the config's, else 2,000)."""
         runs_path = runs or locate_runs(self.config.data_dir or None)
         loaded = load_runs(runs_path)
         scores = self.runs_scores(model, variables, loaded, mesh)
         result = {"runs": {"path": str(runs_path),
-                           **evaluation.one_shot_summary(scores, runs_trials(loaded), loaded.names)}}
+                           **scoring.one_shot_summary(scores, runs_trials(loaded), loaded.names)}}
         t = self.config.test
         split = self.split(t)
         tasks = random_trials(split.indices, split.groups, split.labels, t.way, t.shots, t.tasks, t.seed)
-        tasks_set = evaluation.make_eval_set(split.images, tasks, prepare=self.prepare)
+        tasks_set = scoring.make_eval_set(split.images, tasks, prepare=self.prepare)
         result["random_tasks"] = {
             "way": t.way, "shots": t.shots, "alphabets": list(t.alphabets), "drawers": list(t.drawers),
-            **evaluation.evaluate_one_shot(model, variables, tasks_set, self.config.eval_batch_size, mesh=mesh),
+            **scoring.evaluate_one_shot(model, variables, tasks_set, self.config.eval_batch_size, mesh=mesh),
         }
-        result["validation"] = evaluation.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True)
-        if mnist:
+        result["validation"] = evaluators.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True)
+        configured_tasks = self.config.test.mnist_tasks
+        if mnist or configured_tasks > 0:
+            tasks = mnist_tasks or configured_tasks or transfer.DEFAULT_TASKS
             result["mnist"] = transfer.evaluate_mnist(model, variables, self.config.image_size,
                                                       self.config.eval_batch_size, self.config.data_dir or None,
-                                                      mnist_tasks, mnist_seed, mesh)
+                                                      tasks, mnist_seed, mesh)
         return result
 
     def summarize(self, result: dict) -> str:
@@ -135,7 +139,7 @@ class Experiment(base.Experiment):
         loaded = load_runs(runs or locate_runs(self.config.data_dir or None))
         trials = runs_trials(loaded)
         scores = self.runs_scores(model, variables, loaded)
-        summary = evaluation.one_shot_summary(scores, trials, loaded.names)
+        summary = scoring.one_shot_summary(scores, trials, loaded.names)
         return [
             figures.plot_runs(summary, out / "official_runs.png"),
             figures.plot_errors(loaded, trials, scores, out / "errors.png", max_errors),
@@ -152,5 +156,8 @@ def validation_line(val: dict) -> str:
         parts.append(f"one-shot {100 * val['one_shot_accuracy']:.2f}% ({val.get('one_shot_trials', '?')} trials)")
     if "verification_accuracy" in val:
         parts.append(f"verification {100 * val['verification_accuracy']:.2f}% "
-                     f"({val.get('verification_pairs', '?')} pairs)")
+                     f"({val.get('verification_pairs', '?')} pairs within alphabets)")
+    if "verification_any_group_accuracy" in val:
+        parts.append(f"verification {100 * val['verification_any_group_accuracy']:.2f}% "
+                     f"({val.get('verification_any_group_pairs', '?')} pairs across alphabets)")
     return "validation: " + ", ".join(parts)

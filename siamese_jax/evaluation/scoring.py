@@ -1,15 +1,9 @@
-"""One-shot and verification evaluation: encode every distinct image once, score with the head alone.
-
-Generic over datasets: an experiment (siamese_jax/experiments/) says which images form a split;
-the evaluators here draw fixed tasks from it and score a model on them.
-"""
+"""Scoring a model on evaluation tasks: encode every distinct image once, then score pairs and trials with the head alone."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,9 +12,10 @@ from jax.sharding import Mesh
 
 from siamese_jax import distributed
 from siamese_jax.data.images import to_float
-from siamese_jax.errors import ConfigError
+from siamese_jax.evaluation.metrics import wilson_interval
 from siamese_jax.models import SiameseNet, average_views
-from siamese_jax.tasks import Pairs, Trials, random_pairs, random_trials
+from siamese_jax.tasks import Pairs, Trials
+
 
 TRIAL_CHUNK = 128  # Trials scored per call: bounds the [chunk, N, K, D] difference tensor.
 
@@ -98,7 +93,7 @@ def embed_fn(model: SiameseNet, mesh: Mesh | None = None):
     )
 
 
-def _replicated_inputs(mesh: Mesh | None, *trees):
+def replicated_inputs(mesh: Mesh | None, *trees):
     """Host or device values as arrays replicated over `mesh` (default: every device)."""
     where = distributed.replicated(mesh or distributed.data_mesh())
     return tuple(distributed.put(tree, where) for tree in trees)
@@ -133,9 +128,9 @@ def trial_scores(model: SiameseNet, variables: dict, embeddings: jax.Array, tria
     pad = -count % TRIAL_CHUNK
     query = np.concatenate([trials.query, np.zeros(pad, np.int32)])
     support = np.concatenate([trials.support, np.zeros((pad, *trials.support.shape[1:]), np.int32)])
-    variables, embeddings = _replicated_inputs(mesh, variables, embeddings)
+    variables, embeddings = replicated_inputs(mesh, variables, embeddings)
     out = list(distributed.paced(
-        score(variables, embeddings, *_replicated_inputs(mesh, query[i : i + TRIAL_CHUNK], support[i : i + TRIAL_CHUNK]))
+        score(variables, embeddings, *replicated_inputs(mesh, query[i : i + TRIAL_CHUNK], support[i : i + TRIAL_CHUNK]))
         for i in range(0, len(query), TRIAL_CHUNK)
     ))
     return np.concatenate([np.asarray(chunk) for chunk in out])[:count]
@@ -145,7 +140,7 @@ def pair_logits(model: SiameseNet, variables: dict, embeddings: jax.Array, pairs
                 mesh: Mesh | None = None) -> np.ndarray:
     """Logit [P] that each pair shows one class (sigmoid() gives the probability; ranking by logits
     never ties where float32 probabilities round to 1.0)."""
-    return np.asarray(_pair_score_fn(model)(*_replicated_inputs(mesh, variables, embeddings, pairs.left, pairs.right)))
+    return np.asarray(_pair_score_fn(model)(*replicated_inputs(mesh, variables, embeddings, pairs.left, pairs.right)))
 
 
 def eval_set_pair_logits(model: SiameseNet, variables: dict, eval_set: EvalSet, batch_size: int,
@@ -155,56 +150,9 @@ def eval_set_pair_logits(model: SiameseNet, variables: dict, eval_set: EvalSet, 
     return pair_logits(model, variables, embeddings, eval_set.pairs, mesh)
 
 
-COHORT_CHUNK = 64  # Images scored against the whole cohort per call: bounds the [chunk, C, D] head input.
-
-
-@functools.lru_cache(maxsize=8)
-def _cohort_statistics_fn(model: SiameseNet, top: int):
-    @jax.jit
-    def statistics(variables, embeddings, cohort):
-        logits = model.apply(variables, embeddings[:, None, :], cohort[None], method=SiameseNet.score)  # [B, C]
-        best = jax.lax.top_k(logits.astype(jnp.float32), top)[0]
-        return best.mean(axis=-1), best.std(axis=-1)
-
-    return statistics
-
-
-def cohort_statistics(model: SiameseNet, variables: dict, embeddings: jax.Array, cohort: jax.Array, top: int,
-                      mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation [M] of each embedding's `top` highest logits against cohort embeddings [C, D]."""
-    statistics = _cohort_statistics_fn(model, min(top, len(cohort)))
-    count = len(embeddings)
-    padded = jnp.concatenate([embeddings, jnp.zeros((-count % COHORT_CHUNK, embeddings.shape[1]), embeddings.dtype)])
-    variables, cohort = _replicated_inputs(mesh, variables, cohort)
-    out = list(distributed.paced(statistics(variables, *_replicated_inputs(mesh, padded[i : i + COHORT_CHUNK]), cohort)
-                                 for i in range(0, len(padded), COHORT_CHUNK)))
-    return tuple(np.concatenate([np.asarray(chunk[j]) for chunk in out])[:count] for j in (0, 1))
-
-
-def adaptive_score_norm(logits: np.ndarray, pairs: Pairs, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Adaptive symmetric score normalisation (AS-norm; Matejka et al., 2017) of pair logits [P].
-
-    Each pair's logit is standardised by the cohort statistics of either image (mean and std [M]
-    of its highest logits against a cohort of other people), and the two are averaged: an image
-    that looks like many people has its matches discounted, a distinctive one has them raised.
-    """
-    return 0.5 * ((logits - mean[pairs.left]) / np.maximum(std[pairs.left], 1e-6)
-                  + (logits - mean[pairs.right]) / np.maximum(std[pairs.right], 1e-6))
-
-
 @functools.lru_cache(maxsize=8)
 def _pair_score_fn(model: SiameseNet):
     return jax.jit(lambda v, e, a, b: model.apply(v, e[a], e[b], method=SiameseNet.score).astype(jnp.float32))
-
-
-def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion."""
-    if total == 0:
-        return (0.0, 1.0)
-    p = correct / total
-    center = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return (max(0.0, center - half), min(1.0, center + half))
 
 
 def picked_correctly(scores: np.ndarray, answer: np.ndarray) -> np.ndarray:
@@ -248,109 +196,3 @@ def evaluate_one_shot(model, variables: dict, eval_set: EvalSet, batch_size: int
     embeddings = encode(model, variables, eval_set.images, batch_size, mesh)
     return one_shot_summary(trial_scores(model, variables, embeddings, eval_set.trials, mesh), eval_set.trials,
                             group_names)
-
-
-def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve: the chance that a random positive outscores a random negative (ties half)."""
-    from scipy.stats import rankdata
-
-    positive = np.asarray(positive, bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("the ROC AUC needs both positive and negative pairs")
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """The images a split's tasks are drawn from: `indices` into a dataset's images, groups and labels."""
-
-    images: np.ndarray  # every image of the dataset, in whatever form `prepare` takes
-    groups: np.ndarray  # int [N]: trials and different pairs stay within one group (an alphabet)
-    labels: np.ndarray  # int [N]: the class of each image
-    indices: np.ndarray  # int: the images of this split
-    prepare: Callable[[np.ndarray], np.ndarray] | None = None  # kept images -> uint8 model input
-
-
-class OneShotEvaluator:
-    """Fixed `way`-way one-shot trials drawn from a split: accuracy of picking the query's class."""
-
-    metrics = ("one_shot_accuracy",)
-
-    def __init__(self, split: Split, way: int, count: int, seed: int, batch_size: int, mesh: Mesh | None = None):
-        trials = random_trials(split.indices, split.groups, split.labels, way, 1, count, seed)
-        self.eval_set = make_eval_set(split.images, trials, prepare=split.prepare)
-        self.batch_size, self.mesh = batch_size, mesh
-
-    def __call__(self, model, variables: dict) -> dict[str, float]:
-        """The metrics of a model's variables."""
-        summary = evaluate_one_shot(model, variables, self.eval_set, self.batch_size, mesh=self.mesh)
-        return {"one_shot_accuracy": summary["accuracy"]}
-
-    def sizes(self) -> dict[str, int]:
-        """How many tasks the metrics average over."""
-        return {"one_shot_trials": len(self.eval_set.trials.query)}
-
-
-class VerificationEvaluator:
-    """Fixed pairs from a split, half same class: accuracy at probability 0.5 (logit 0) and ROC AUC."""
-
-    metrics = ("verification_accuracy", "verification_auc")
-
-    def __init__(self, split: Split, count: int, seed: int, batch_size: int, mesh: Mesh | None = None):
-        pairs = random_pairs(split.indices, split.groups, split.labels, count, seed)
-        self.eval_set = make_eval_set(split.images, pairs=pairs, prepare=split.prepare)
-        self.batch_size, self.mesh = batch_size, mesh
-
-    def __call__(self, model, variables: dict) -> dict[str, float]:
-        """The metrics of a model's variables."""
-        pairs = self.eval_set.pairs
-        logits = eval_set_pair_logits(model, variables, self.eval_set, self.batch_size, self.mesh)
-        return {"verification_accuracy": float(((logits > 0) == pairs.same).mean()),
-                "verification_auc": roc_auc(logits, pairs.same)}
-
-    def sizes(self) -> dict[str, int]:
-        """How many pairs the metrics average over."""
-        return {"verification_pairs": len(self.eval_set.pairs.same)}
-
-
-# Validation evaluators a config names in config.validation.evals: name -> (class, how to build it
-# from the split and the validation section, batch size and mesh). Verification pairs are drawn
-# with seed + 1, so one seed gives trials and pairs that differ.
-EVALUATORS = {
-    "one_shot": (OneShotEvaluator, lambda split, v, batch, mesh: OneShotEvaluator(
-        split, v.way, v.one_shot_trials, v.seed, batch, mesh)),
-    "verification": (VerificationEvaluator, lambda split, v, batch, mesh: VerificationEvaluator(
-        split, v.verification_pairs, v.seed + 1, batch, mesh)),
-}
-DEFAULT_EVALS = ("verification", "one_shot")
-
-
-def evaluator_names(section) -> tuple[str, ...]:
-    """config.validation.evals, checked (the default for configs saved before it existed)."""
-    names = tuple(section.get("evals", DEFAULT_EVALS))
-    unknown = [name for name in names if name not in EVALUATORS]
-    if unknown or not names:
-        raise ConfigError(f"config.validation.evals must name some of {tuple(EVALUATORS)}, got {names}")
-    return names
-
-
-def metric_names(section) -> tuple[str, ...]:
-    """Every metric the named evaluators report, in order."""
-    return tuple(m for name in evaluator_names(section) for m in EVALUATORS[name][0].metrics)
-
-
-def build_evaluators(section, split: Split, batch_size: int, mesh: Mesh | None = None) -> dict:
-    """The evaluators config.validation.evals names, each with its fixed tasks drawn from `split`."""
-    return {name: EVALUATORS[name][1](split, section, batch_size, mesh) for name in evaluator_names(section)}
-
-
-def run_evaluators(evaluators: dict, model, variables: dict, with_sizes: bool = False) -> dict:
-    """Every evaluator's metrics, merged (and how many tasks each averaged, with `with_sizes`)."""
-    metrics = {}
-    for evaluator in evaluators.values():
-        metrics.update(evaluator(model, variables))
-        if with_sizes:
-            metrics.update(evaluator.sizes())
-    return metrics
