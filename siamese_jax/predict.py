@@ -72,19 +72,44 @@ class Predictor:
     def __init__(self, workdir: str, checkpoint: str = "best"):
         self.config = workdir_files.load_config(workdir)
         self.model, self.variables = workdir_files.restore_model(workdir, self.config, checkpoint)
-        experiment = experiments.build(self.config)
-        self.convert = experiment.image_converter()
+        self.experiment = experiment = experiments.build(self.config)
+        self.convert = experiment.image_converter()  # Any image file -> model input, as training saw it.
         # A Euclidean head's probability, sigmoid(margin/2 - distance), ranks pairs but is not calibrated:
         # the threshold the run's evaluation chose on pairs for these parameters tells same from different.
         path = workdir_files.evaluation_path(workdir)
         report = json.loads(path.read_text()) if path.exists() else {}
         self.threshold = experiment.verification_threshold(report) if report.get("checkpoint") == checkpoint else None
 
+    def embed(self, images: np.ndarray) -> jax.Array:
+        """Embeddings [M, D] of model-input images [M, S, S(, C)], in batches no larger than needed (one query is
+        one image's work)."""
+        return scoring.encode(self.model, self.variables, images, min(self.config.eval_batch_size, len(images)))
+
     def pair_logits(self, images: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Same-class logit of each (left, right) pair of model-input images."""
-        embeddings = scoring.encode(self.model, self.variables, images, self.config.eval_batch_size)
+        return self.embedded_pair_logits(self.embed(images), left, right)
+
+    def embedded_pair_logits(self, embeddings: jax.Array, left, right) -> np.ndarray:
+        """Same-class logit of each (left, right) pair of embeddings."""
         pairs = Pairs(np.asarray(left, np.int32), np.asarray(right, np.int32), np.zeros(len(left), bool))
         return scoring.pair_logits(self.model, self.variables, embeddings, pairs)
+
+    def rank(self, query: jax.Array, support: jax.Array, names: list[str], counts: list[int]) -> list[dict]:
+        """Every class with its mean same-class probability against a query, best first: `query` is one embedding
+        [D], `support` the embeddings [M, D] of the classes' images, `counts[i]` images of class names[i] in order.
+
+        Classes are ranked by the log of that mean, computed stably (scoring.mean_log_probability),
+        so that probabilities that round to 1.0 still rank as the evaluation ranks them.
+        """
+        embeddings = jax.numpy.concatenate([query[None], support])
+        logits = self.embedded_pair_logits(embeddings, np.zeros(len(support)), np.arange(1, len(support) + 1))
+        ranking, start = [], 0
+        for name, count in zip(names, counts):
+            log_score = float(scoring.mean_log_probability(logits[start : start + count]))
+            ranking.append({"class": name, "score": float(np.exp(log_score)), "log_score": log_score,
+                            "images": count})
+            start += count
+        return sorted(ranking, key=lambda r: -r["log_score"])
 
     def compare(self, a: Path, b: Path) -> dict:
         """Probability that images a and b show the same class, their logit, and, for runs whose evaluation
@@ -97,22 +122,11 @@ class Predictor:
         return result
 
     def classify(self, query: Path, support: Path) -> list[dict]:
-        """Every support class with its mean same-class probability against the query, best first.
-
-        Classes are ranked by the log of that mean, computed stably (scoring.mean_log_probability),
-        so that probabilities that round to 1.0 still rank as the evaluation ranks them.
-        """
+        """Every class of a support folder with its mean same-class probability against the query, best first."""
         classes = support_classes(support)
         paths = [query] + [p for ps in classes.values() for p in ps]
-        logits = self.pair_logits(np.stack([self.convert(p) for p in paths]), np.zeros(len(paths) - 1),
-                                  np.arange(1, len(paths)))
-        ranking, start = [], 0
-        for name, class_paths in classes.items():
-            log_score = float(scoring.mean_log_probability(logits[start : start + len(class_paths)]))
-            ranking.append({"class": name, "score": float(np.exp(log_score)), "log_score": log_score,
-                            "images": len(class_paths)})
-            start += len(class_paths)
-        return sorted(ranking, key=lambda r: -r["log_score"])
+        embeddings = self.embed(np.stack([self.convert(p) for p in paths]))
+        return self.rank(embeddings[0], embeddings[1:], list(classes), [len(ps) for ps in classes.values()])
 
 
 def main(argv):

@@ -68,7 +68,7 @@ def test_generic_modules_import_no_dataset(module):
                 or m.split(".")[-1] in ("omniglot", "lfw", "folders", "mnist")]
 
 
-@pytest.mark.parametrize("module", ["train", "evaluate", "predict", "report"])
+@pytest.mark.parametrize("module", ["train", "evaluate", "predict", "report", "demo"])
 def test_commands_name_no_dataset(module):
     """No dataset's module is imported and no dataset name is compared against; help texts may mention them."""
     source = (REPO / "siamese_jax" / f"{module}.py").read_text()
@@ -81,8 +81,10 @@ def test_every_third_party_import_is_declared_in_pyproject():
     import ast
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11 and newer.
-    declared = {re.split(r"[<>=\[ ;]", d)[0].lower().replace("_", "-")
-                for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    # The core dependencies, and the optional extras of optional features (the demo's gradio).
+    requirements = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    declared = {re.split(r"[<>=\[ ;]", d)[0].lower().replace("_", "-") for d in requirements}
     # Import names whose distribution is named otherwise; etils comes with etils[epath].
     distribution = {"PIL": "pillow", "ml_collections": "ml-collections", "tensorflow_datasets": "tensorflow-datasets",
                     "orbax": "orbax-checkpoint", "absl": "absl-py", "tensorboardX": "tensorboardx", "jaxlib": "jax"}
@@ -121,7 +123,7 @@ def test_a_workdir_saved_before_the_new_config_keys_still_evaluates(trained_omni
     assert again["validation"] == {key: result["validation"][key] for key in again["validation"]}
 
 
-COMMANDS = {"train", "evaluate", "predict", "report", "lfw_view2"}
+COMMANDS = {"train", "evaluate", "predict", "report", "lfw_view2", "demo"}
 
 
 def _package_imports() -> dict[str, set[str]]:

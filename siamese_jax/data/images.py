@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 
@@ -28,14 +29,19 @@ def to_model_input(ink: np.ndarray, image_size: int, chunk: int = 2048) -> np.nd
     ink = np.asarray(ink)
     if ink.shape[1:] == (image_size, image_size):
         return np.round(np.asarray(ink, np.float32) * 255).astype(np.uint8)
-    resize = jax.jit(
-        lambda x: jax.image.resize(x, (x.shape[0], image_size, image_size), "linear", antialias=True)
-    )
+    resize = _resize_fn(image_size)
     out = np.empty((len(ink), image_size, image_size), np.uint8)
     for start in range(0, len(ink), chunk):
         block = jnp.asarray(ink[start : start + chunk], jnp.float32)
         out[start : start + chunk] = np.asarray(jnp.clip(jnp.round(resize(block) * 255), 0, 255))
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _resize_fn(image_size: int):
+    """The jitted antialiased resize to `image_size`, built once per size: a fresh jax.jit per call would
+    compile again for every image predict or the demo converts."""
+    return jax.jit(lambda x: jax.image.resize(x, (x.shape[0], image_size, image_size), "linear", antialias=True))
 
 
 def to_float(images: jax.Array) -> jax.Array:

@@ -32,6 +32,16 @@ class TrainingSet:
     labels: np.ndarray  # int [N]: the class (character, person) of each image
 
 
+@dataclasses.dataclass(frozen=True)
+class SupportSet:
+    """A ready-made one-shot task: one model-input image per class, and real queries whose class is known."""
+
+    names: tuple[str, ...]  # one per class
+    images: np.ndarray  # uint8 model input [N, S, S(, C)], one image per class
+    queries: np.ndarray  # uint8 model input [Q, S, S(, C)]
+    answers: np.ndarray  # int [Q]: each query's class, an index into names
+
+
 class Experiment:
     """A dataset's part of a run. Built from the config without reading data; data loads on first use.
 
@@ -41,6 +51,8 @@ class Experiment:
 
     # Flags of `python -m siamese_jax.evaluate` this dataset understands, e.g. ('runs', 'mnist').
     options: tuple[str, ...] = ()
+    # What its images are: 'strokes' (drawn symbols: the demo offers a sketchpad) or 'photo'.
+    input_style = "photo"
 
     def __init__(self, config):
         self.config = config
@@ -87,6 +99,11 @@ class Experiment:
         """
         del workdir, restore, out, options
         return []
+
+    def support_sets(self) -> dict[str, Callable[[], SupportSet]]:
+        """Named ready-made one-shot tasks a user can classify against (e.g. Omniglot's official runs), each
+        built when first asked for; none by default."""
+        return {}
 
     def check_options(self, options: dict) -> None:
         """Rejects evaluate flags this dataset does not take."""

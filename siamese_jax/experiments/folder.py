@@ -36,6 +36,11 @@ def _split_hint(split: str):
 class Experiment(base.Experiment):
     """Training on the training classes of config.folder.path; tests on its held-out classes."""
 
+    @property
+    def input_style(self) -> str:
+        """config.folder.style: 'strokes' or 'photo'."""
+        return self.config.folder.style
+
     def check_config(self) -> None:
         """The folder exists, the style and split fractions are valid."""
         f = self.config.folder

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from jax.sharding import Mesh
@@ -40,6 +41,8 @@ class Experiment(base.Experiment):
     """Omniglot with the paper's split (config.train, config.validation, config.test)."""
 
     options = ("runs", "mnist", "mnist_tasks", "mnist_seed")
+    input_style = "strokes"
+    RANDOM_TASK_WAYS = (5, 10, 20)  # The random tasks support_sets offers.
 
     def check_config(self) -> None:
         """The sets and drawers of each split (alphabet names are checked against the data when it loads)."""
@@ -124,6 +127,43 @@ class Experiment(base.Experiment):
         if "mnist" in result:
             lines.append(transfer.format_mnist(result["mnist"]))
         return "\n".join(lines)
+
+    def support_sets(self) -> dict[str, Callable[[], base.SupportSet]]:
+        """Lake's 20 official runs ('run01' ... 'run20': 20 candidates, 20 queries; the runs archive is read here)
+        and a random within-alphabet
+        N-way task of the test alphabets for each N of RANDOM_TASK_WAYS ('random 5-way', ...)."""
+        sets = {}
+        for index, name in enumerate(self.official_runs.names):
+            sets[name] = functools.partial(self.official_run, index)
+        for way in self.RANDOM_TASK_WAYS:
+            sets[f"random {way}-way"] = functools.partial(self.random_task, way)
+        return sets
+
+    @functools.cached_property
+    def official_runs(self) -> OneShotRuns:
+        """The official runs archive, loaded once."""
+        return load_runs(locate_runs(self.config.data_dir or None))
+
+    def official_run(self, index: int) -> base.SupportSet:
+        """One official run: its 20 candidates ('candidate_01', ... in the run's order) and its 20 queries."""
+        runs = self.official_runs
+        names = tuple(f"candidate_{n + 1:02d}" for n in range(runs.support.shape[1]))
+        return base.SupportSet(names, self.prepare(runs.images[runs.support[index]]),
+                               self.prepare(runs.images[runs.query[index]]), runs.answer[index])
+
+    def random_task(self, way: int) -> base.SupportSet:
+        """A random within-alphabet `way`-way task of the test split (config.test): one drawing of each of `way`
+        characters of one alphabet as the candidates, and another drawing of each as a query."""
+        split = self.split(self.config.test)
+        trials = random_trials(split.indices, split.groups, split.labels, way, 1, 1, self.config.test.seed + way)
+        candidates = trials.support[0, :, 0]
+        rng = np.random.default_rng(self.config.test.seed + way)
+        queries = [rng.choice([i for i in split.indices if split.labels[i] == split.labels[c] and i != c])
+                   for c in candidates]
+        alphabet = self.dataset.alphabet_names[split.groups[candidates[0]]]
+        names = tuple(f"{alphabet}_{n + 1:02d}" for n in range(way))
+        return base.SupportSet(names, self.prepare(split.images[candidates]), self.prepare(split.images[queries]),
+                               np.arange(way))
 
     def image_converter(self):
         """Any image file -> strokes on black at the model's input size."""
