@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from absl import app, flags
+from absl import logging as absl_logging
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -83,6 +84,7 @@ def main(argv):
     from PIL import Image
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # One line per request otherwise.
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore at INFO.
 
     from siamese_jax import demo
     from siamese_jax.provenance import provenance
