@@ -102,28 +102,24 @@ class Demo:
     def classify(self, query: np.ndarray, support: str) -> list[dict]:
         """The classes of a support set (a ready-made set's name, or a folder as predict takes it) ranked by their
         same-class probability against a model-input query, best first."""
-        query_embedding = self.predictor.embed(query[None])[0]
-        if support in self.builders:
+        if support in self.builders:  # Its candidates are encoded already: the query alone is.
             candidates, embeddings = self.support_set(support)
-            return self.predictor.rank(query_embedding, embeddings, list(candidates.names), [1] * len(candidates.names))
+            return self.predictor.rank(self.predictor.embed(query[None])[0], embeddings, list(candidates.names),
+                                       [1] * len(candidates.names))
         if not Path(support).expanduser().is_dir():
             raise self.unknown(support)
-        classes = predict.support_classes(Path(support).expanduser())
-        images = np.stack([self.convert_file(p) for paths in classes.values() for p in paths])
-        return self.predictor.rank(query_embedding, self.predictor.embed(images), list(classes),
-                                   [len(paths) for paths in classes.values()])
+        return self.predictor.classify_input(query, Path(support).expanduser())
 
-    def classify_files(self, query, files) -> list[dict]:
-        """The classes of uploaded files (one image per class, named after it) ranked against a query image file."""
+    def classify_files(self, query: np.ndarray, files) -> list[dict]:
+        """The classes of uploaded files (one image per class, named after it) ranked against a model-input query."""
         files = [Path(f) for f in files or []]
         if len(files) < 2:
             raise UserError(f"a support set needs two or more classes, one image each; got {len(files)}")
         names = [f.stem for f in files]
         if len(set(names)) < len(names):
             raise UserError("two support images have the same name: each class needs its own name")
-        query_embedding = self.predictor.embed(self.convert_file(query)[None])[0]
-        support = self.predictor.embed(np.stack([self.convert_file(f) for f in files]))
-        return self.predictor.rank(query_embedding, support, names, [1] * len(names))
+        embeddings = self.predictor.embed(np.stack([query] + [self.convert_file(f) for f in files]))
+        return self.predictor.rank(embeddings[0], embeddings[1:], names, [1] * len(names))
 
     def compare(self, a, b) -> dict:
         """predict compare of two image files."""
@@ -171,15 +167,7 @@ def build_app(demo: Demo):
             query = demo.convert_file(upload)
         else:
             query = demo.convert_drawing(drawing)
-        if name == OWN:
-            if not own_files or len(own_files) < 2:
-                raise UserError("a support set needs two or more classes: upload one image per class, named after it")
-            with tempfile.TemporaryDirectory() as folder:
-                for file in own_files:
-                    Path(folder, Path(file).name).write_bytes(Path(file).read_bytes())
-                ranking = demo.classify(query, folder)
-        else:
-            ranking = demo.classify(query, name)
+        ranking = demo.classify_files(query, own_files) if name == OWN else demo.classify(query, name)
         chosen = ranking[0]["class"]
         verdict = f"**{chosen}**, probability {ranking[0]['score']:.3f}"
         if answer is not None:
@@ -200,7 +188,7 @@ def build_app(demo: Demo):
 
     @user_errors
     def identify_ui(files, query):
-        return {r["class"]: r["score"] for r in demo.classify_files(query, files)}
+        return {r["class"]: r["score"] for r in demo.classify_files(demo.convert_file(query), files)}
 
     @user_errors
     def classify_api(query, support):

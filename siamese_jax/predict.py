@@ -123,9 +123,13 @@ class Predictor:
 
     def classify(self, query: Path, support: Path) -> list[dict]:
         """Every class of a support folder with its mean same-class probability against the query, best first."""
+        return self.classify_input(self.convert(query), support)
+
+    def classify_input(self, query: np.ndarray, support: Path) -> list[dict]:
+        """classify for a query already converted to model input."""
         classes = support_classes(support)
-        paths = [query] + [p for ps in classes.values() for p in ps]
-        embeddings = self.embed(np.stack([self.convert(p) for p in paths]))
+        images = [query] + [self.convert(p) for paths in classes.values() for p in paths]
+        embeddings = self.embed(np.stack(images))
         return self.rank(embeddings[0], embeddings[1:], list(classes), [len(ps) for ps in classes.values()])
 
 

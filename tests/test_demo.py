@@ -129,7 +129,7 @@ def test_an_empty_canvas_and_a_one_class_upload_are_clear_messages(served, tmp_p
     with pytest.raises(UserError, match="the canvas is empty: draw a character first"):
         session.convert_drawing({"background": None, "layers": [blank], "composite": blank})
     with pytest.raises(UserError, match="needs two or more classes"):
-        session.classify_files(_png(tmp_path / "q.png", np.eye(40, dtype=bool)),
+        session.classify_files(session.convert_file(_png(tmp_path / "q.png", np.eye(40, dtype=bool))),
                                [_png(tmp_path / "a.png", np.eye(40, dtype=bool))])
     drawn = blank.copy()
     drawn[60:240, 120:180] = (0, 0, 0, 255)  # A black bar on the transparent page.
