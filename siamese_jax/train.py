@@ -198,15 +198,18 @@ class Trainer:
                 if self.meta["epochs_without_improvement"] >= config.patience and self.meta["epoch"] < config.num_epochs:
                     return "patience"
             return "num_epochs"
-        except _Interrupted as why:
+        except (_Interrupted, _Diverged) as stop:
             self.progress_bar.close()
-            self.save_latest(dict(self.meta, wall_time=time.time() - self.started))
+            if isinstance(stop, _Interrupted):
+                try:
+                    self.save_latest(dict(self.meta, wall_time=time.time() - self.started))
+                except _Diverged as diverged:  # Asked to stop while diverging: the state is not saved either.
+                    stop = diverged
+            # A diverged state is never saved: the checkpoints keep the last finite one.
+            message = (self.divergence_message(stop) if isinstance(stop, _Diverged) else
+                       f"interrupted ({stop}); saved step {self.step}. Run the same command to resume")
             self.checkpoints.close()
-            raise UserError(f"interrupted ({why}); saved step {self.step}. Run the same command to resume") from None
-        except _Diverged as diverged:  # Nothing is saved: the checkpoints keep the last finite state.
-            self.progress_bar.close()
-            self.checkpoints.close()
-            raise UserError(self.divergence_message(diverged)) from None
+            raise UserError(message) from None
         finally:
             signal.signal(signal.SIGTERM, previous_term)
             signal.signal(signal.SIGINT, previous_int)
@@ -298,7 +301,7 @@ class Trainer:
             })
         if improved:
             self.checkpoints.save_best(self.step, train_step.model_variables(self.state), dict(self.meta, val=scores))
-        self.save_latest(self.meta)
+        self.checkpoints.save_latest(self.step, self.state, self.meta)  # Its parameters were checked finite above.
         if self.primary:
             best = "" if improved else f" (best {self.metric} {self.meta['best_score']:.4f} at epoch {self.meta['best_epoch']})"
             dropped = f" ({skipped} steps skipped: loss not finite)" if skipped else ""

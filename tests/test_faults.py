@@ -78,6 +78,36 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoin
     assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2, 3, 4] and result["training"]["steps"] == 12
 
 
+def test_a_stop_request_while_diverging_saves_nothing_and_says_so(synthetic_data_dir, cache_dir, tmp_path,
+                                                                  monkeypatch):
+    """SIGTERM arriving after the parameters went non-finite, before any check saw it: the save it asks for is
+    refused, and the divergence is the one line (it was a traceback)."""
+    from siamese_jax import train_step
+
+    real_make_dispatch = train_step.make_dispatch
+
+    def terminated_after_four_steps(*args):
+        dispatch, calls = real_make_dispatch(*args), {"n": 0}
+
+        def counted(*inputs):
+            calls["n"] += 1
+            out = dispatch(*inputs)
+            if calls["n"] == 4:
+                os.kill(os.getpid(), signal.SIGTERM)  # As a cluster's scheduler would.
+            return out
+
+        return counted
+
+    monkeypatch.setattr(train_step, "make_dispatch", terminated_after_four_steps)
+    # No logging point or periodic save in the way: 9 steps an epoch, the stop after the 4th.
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=2, learning_rate=1e30, log_every_steps=1000,
+                         checkpoint_every_steps=1000, pairs_per_epoch=504)
+    with pytest.raises(UserError, match=r"^training diverged at step 4: loss nan, .* Nothing after step 0 was saved "
+                                        r"\(no checkpoint yet\)"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert _latest_steps(tmp_path) == [] and not (tmp_path / workdir_files.LOCK).exists()
+
+
 def _restore_latest_step(workdir: Path, config, step: int):
     """The parameters of one step of WORKDIR/checkpoints/latest."""
     from siamese_jax.checkpointing import Checkpoints
