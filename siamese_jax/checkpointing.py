@@ -43,9 +43,9 @@ class Checkpoints:
     """WORKDIR/checkpoints/latest (state + meta) and WORKDIR/checkpoints/best (model variables + meta)."""
 
     def __init__(self, workdir: str):
-        self.root = epath.Path(workdir) / "checkpoints"
-        self.latest = _manager(self.root / "latest", ("state",), LATEST_TO_KEEP)
-        self.best = _manager(self.root / "best", COLLECTIONS)
+        root = epath.Path(workdir) / "checkpoints"
+        self.latest = _manager(root / "latest", ("state",), LATEST_TO_KEEP)
+        self.best = _manager(root / "best", COLLECTIONS)
 
     def _save(self, manager: ocp.CheckpointManager, step: int, trees: dict, meta: dict) -> None:
         try:

@@ -130,8 +130,8 @@ class Experiment(base.Experiment):
 
     def support_sets(self) -> dict[str, Callable[[], base.SupportSet]]:
         """Lake's 20 official runs ('run01' ... 'run20': 20 candidates, 20 queries; the runs archive is read here)
-        and a random within-alphabet
-        N-way task of the test alphabets for each N of RANDOM_TASK_WAYS ('random 5-way', ...)."""
+        and a random within-alphabet N-way task of the test alphabets for each N of RANDOM_TASK_WAYS
+        ('random 5-way', ...)."""
         sets = {}
         for index, name in enumerate(self.official_runs.names):
             sets[name] = functools.partial(self.official_run, index)
