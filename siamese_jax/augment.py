@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,6 +77,12 @@ def augment_image(key: jax.Array, image: jax.Array, config) -> jax.Array:
         mirrored = jax.random.bernoulli(jax.random.fold_in(key, 1), flip)
         linear = linear @ jnp.diag(jnp.where(mirrored, jnp.array([-1.0, 1.0]), jnp.array([1.0, 1.0])))
     return warp(image, linear, translation)
+
+
+def turn_quarters(images: jax.Array, turns: jax.Array) -> jax.Array:
+    """Rotates each square image of a batch [B, H, H] or [B, H, H, C] by turns[b] quarter turns (exact, no resampling)."""
+    branches = [functools.partial(jnp.rot90, k=k) for k in range(4)]
+    return jax.vmap(lambda image, k: jax.lax.switch(k % 4, branches, image))(images, turns)
 
 
 def augment_batch(key: jax.Array, images: jax.Array, config) -> jax.Array:

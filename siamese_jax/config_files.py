@@ -22,6 +22,7 @@ DEFAULTS = {
     "weight_decay": 0.0,
     "max_train_seconds": 0.0,
     "on_nonfinite": "stop",
+    "orientations": 1,
     "model.embedding": "sigmoid",
     "model.head": "l1",
     "model.margin": 1.0,

@@ -29,6 +29,7 @@ class Batch(NamedTuple):
     left: jax.Array  # int32 [P]
     right: jax.Array  # int32 [P]
     same: jax.Array  # float32 [P]: 1 for a pair of one class
+    turns: jax.Array | None = None  # int32 [M]: quarter turns to rotate each image by; None: none
 
 
 def _padded(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -65,11 +66,25 @@ def _distinct(key: jax.Array, table_rows: jax.Array, lengths: jax.Array, count: 
     return jnp.take_along_axis(table_rows, positions, axis=-1)
 
 
-def sample_pairs(key: jax.Array, tables: SamplingTables, num_pairs: int) -> Batch:
+ORIENTATIONS = (1, 2, 4)
+
+
+def _group_turns(key: jax.Array, num_groups: int, orientations: int) -> jax.Array | None:
+    """Quarter turns [num_groups] for groups drawn in one of `orientations` orientations; None for 1."""
+    if orientations == 1:
+        return None
+    # A key of its own, so that runs with one orientation draw exactly what they did before.
+    turn_key = jax.random.fold_in(key, 7)
+    return jax.random.randint(turn_key, (num_groups,), 0, orientations) * (4 // orientations)
+
+
+def sample_pairs(key: jax.Array, tables: SamplingTables, num_pairs: int, orientations: int = 1) -> Batch:
     """The paper's minibatch: first half same pairs, second half different pairs.
 
     Alphabets are drawn uniformly; a same pair is one character by two different drawers, a
     different pair two different characters of the same alphabet (the within-alphabet task).
+    With `orientations` > 1 both images of a pair are turned by one random multiple of
+    360/orientations degrees: each turned character is a class of its own.
     """
     k_group, k_class, k_other, k_draw_same, k_draw_diff = jax.random.split(key, 5)
     num_groups = tables.group_num_classes.shape[0]
@@ -88,11 +103,13 @@ def sample_pairs(key: jax.Array, tables: SamplingTables, num_pairs: int) -> Batc
     image1 = two_drawers[:, 0]
     image2 = jnp.where(is_same, two_drawers[:, 1], any_drawer)
     positions = jnp.arange(num_pairs)
+    turns = _group_turns(key, num_pairs, orientations)
     return Batch(
         images=jnp.concatenate([image1, image2]),
         left=positions,
         right=positions + num_pairs,
         same=is_same.astype(jnp.float32),
+        turns=None if turns is None else jnp.concatenate([turns, turns]),
     )
 
 
@@ -118,12 +135,14 @@ class GroupLayout:
         )
 
 
-def sample_groups(key: jax.Array, tables: SamplingTables, layout: GroupLayout) -> Batch:
+def sample_groups(key: jax.Array, tables: SamplingTables, layout: GroupLayout, orientations: int = 1) -> Batch:
     """Draws alphabets uniformly, distinct characters in each, distinct drawers of each character.
 
     Scoring every pair inside a group gets far more supervision out of each encoded image than
     independent pairs do, since the head costs little next to the encoder; all negatives are
-    within-alphabet, like the one-shot test.
+    within-alphabet, like the one-shot test. With `orientations` > 1 each group is turned as a
+    whole by a random multiple of 360/orientations degrees: a turned alphabet is an alphabet of
+    its own, so that its characters are new classes and their orientation is no cue.
     """
     k_group, k_class, k_image = jax.random.split(key, 3)
     num_groups = tables.group_num_classes.shape[0]
@@ -135,7 +154,11 @@ def sample_groups(key: jax.Array, tables: SamplingTables, layout: GroupLayout) -
         k_image, tables.class_images[classes], tables.class_num_images[classes], layout.images
     )  # [groups, classes, images]
     left, right, same = layout.pairs()
-    return Batch(images=images.reshape(-1), left=jnp.asarray(left), right=jnp.asarray(right), same=jnp.asarray(same))
+    turns = _group_turns(key, layout.groups, orientations)
+    return Batch(
+        images=images.reshape(-1), left=jnp.asarray(left), right=jnp.asarray(right), same=jnp.asarray(same),
+        turns=None if turns is None else jnp.repeat(turns, layout.classes * layout.images),
+    )
 
 
 def check_group_layout(tables: SamplingTables, layout: GroupLayout) -> None:
@@ -159,17 +182,22 @@ SAMPLING_METHODS = ("pairs", "groups")
 class SamplerSettings:
     """How a training step samples (config.sampling and its sizes): 'pairs', `batch_size` independent pairs,
     half same (the paper); or 'groups', `batch_size` images in groups of `classes_per_group` classes x
-    `images_per_class` images, every pair inside each group scored."""
+    `images_per_class` images, every pair inside each group scored. `orientations` (1, 2 or 4): how
+    many quarter-turn orientations of each training class are classes of their own."""
 
     method: str
     batch_size: int
     classes_per_group: int = 0
     images_per_class: int = 0
+    orientations: int = 1
 
     @classmethod
     def from_config(cls, config) -> "SamplerSettings":
         """The config's sampling entries, checked."""
-        settings = cls(config.sampling, config.batch_size, config.classes_per_group, config.images_per_class)
+        settings = cls(config.sampling, config.batch_size, config.classes_per_group, config.images_per_class,
+                       config.orientations)
+        if settings.orientations not in ORIENTATIONS:
+            raise ConfigError(f"config.orientations must be one of {ORIENTATIONS}, got {settings.orientations!r}")
         settings.pairs_per_step()
         return settings
 
@@ -200,5 +228,5 @@ class SamplerSettings:
         if self.method == "groups":
             layout = self.layout()
             check_group_layout(tables, layout)
-            return functools.partial(sample_groups, layout=layout)
-        return functools.partial(sample_pairs, num_pairs=self.pairs_per_step())
+            return functools.partial(sample_groups, layout=layout, orientations=self.orientations)
+        return functools.partial(sample_pairs, num_pairs=self.pairs_per_step(), orientations=self.orientations)

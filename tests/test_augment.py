@@ -59,3 +59,11 @@ def test_closed_form_inverse_matches_numpy_on_random_distortions():
     linears = jax.vmap(lambda k: augment.affine_matrix(augment.sample_affine_params(k, config, 105))[0])(keys)
     inverses = jax.vmap(augment.inverse_2x2)(linears)
     np.testing.assert_allclose(inverses, np.linalg.inv(np.asarray(linears, np.float64)), rtol=1e-5, atol=1e-6)
+
+
+def test_quarter_turns_match_numpy_rot90_per_image():
+    images = np.arange(4 * 5 * 5 * 2, dtype=np.float32).reshape(4, 5, 5, 2)
+    turns = np.array([0, 1, 2, 3])
+    turned = np.asarray(augment.turn_quarters(jnp.asarray(images), jnp.asarray(turns)))
+    for image, k, result in zip(images, turns, turned):
+        np.testing.assert_array_equal(result, np.rot90(image, k))

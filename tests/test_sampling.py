@@ -54,3 +54,34 @@ def test_groups_hold_distinct_characters_and_drawers_and_label_pairs():
 def test_group_layout_checks_alphabet_sizes():
     with pytest.raises(sampling.DataError, match="classes_per_group=3"):
         sampling.check_group_layout(TABLES, sampling.GroupLayout(1, 3, 2))
+
+
+@pytest.mark.parametrize("orientations, allowed", [(2, {0, 2}), (4, {0, 1, 2, 3})])
+def test_orientations_turn_whole_groups_and_keep_the_images_drawn(orientations, allowed):
+    layout = sampling.GroupLayout(groups=4, classes=2, images=3)
+    plain = sampling.sample_groups(jax.random.PRNGKey(3), TABLES, layout)
+    assert plain.turns is None  # One orientation: the step turns nothing.
+    seen = set()
+    for seed in range(10):
+        turned = sampling.sample_groups(jax.random.PRNGKey(seed), TABLES, layout, orientations=orientations)
+        if seed == 3:
+            np.testing.assert_array_equal(turned.images, plain.images)
+        per_group = np.asarray(turned.turns).reshape(4, 6)
+        assert np.all(per_group == per_group[:, :1])  # A turned alphabet is turned as a whole.
+        seen |= set(per_group[:, 0].tolist())
+    assert seen == allowed
+
+
+def test_orientations_turn_both_images_of_a_pair_alike():
+    batch = sampling.sample_pairs(jax.random.PRNGKey(0), TABLES, 64, orientations=4)
+    turns = np.asarray(batch.turns)
+    np.testing.assert_array_equal(turns[np.asarray(batch.left)], turns[np.asarray(batch.right)])
+    assert set(turns.tolist()) == {0, 1, 2, 3}
+
+
+def test_orientations_other_than_1_2_4_are_refused():
+    class Config:
+        sampling, batch_size, classes_per_group, images_per_class, orientations = "pairs", 8, 0, 0, 3
+
+    with pytest.raises(sampling.ConfigError, match="config.orientations must be one of"):
+        sampling.SamplerSettings.from_config(Config)

@@ -102,8 +102,9 @@ def test_bfloat16_training_follows_float32(synthetic_data_dir, cache_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_paper_sampling_and_sgd_run(synthetic_data_dir, cache_dir, tmp_path):
-    config = tiny_config(synthetic_data_dir, cache_dir, sampling="pairs", optimizer="sgd_paper", num_epochs=1)
+def test_paper_sampling_and_sgd_run_with_turned_classes(synthetic_data_dir, cache_dir, tmp_path):
+    config = tiny_config(synthetic_data_dir, cache_dir, sampling="pairs", optimizer="sgd_paper", num_epochs=1,
+                         orientations=4)
     config.learning_rates = {"*": 0.01}
     config.momenta = {"*": 0.9}
     config.l2 = {"*": 1e-4}
