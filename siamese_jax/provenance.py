@@ -18,13 +18,16 @@ def device_description(num_devices: int | None = None) -> str:
     device = jax.devices()[0]
     count = jax.device_count() if num_devices is None else num_devices
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
-    cpu = platform.processor() or platform.machine()
+    return f"{device.platform}:{device.device_kind} x{count}{processes}; host {host_processor()}, {os.cpu_count()} cores"
+
+
+def host_processor() -> str:
+    """The host's processor model, e.g. 'AMD EPYC' (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
-    return f"{device.platform}:{device.device_kind} x{count}{processes}; host {cpu}, {os.cpu_count()} cores"
+        return platform.processor() or platform.machine()
 
 
 def git_commit() -> str | None:
