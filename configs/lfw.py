@@ -70,6 +70,7 @@ def get_config():
     config.classes_per_group = 64
     config.images_per_class = 2
     config.balanced_loss = True
+    config.orientations = 1  # Faces are not turned: a turned face is the same person.
     # Added to the contrastive loss: a softmax over each photo's 127 partners of picking its own
     # person's other photo (losses.ranking_loss), with logits scaled by ranking_loss_scale (an
     # inverse temperature: the Euclidean head's logits margin/2 - d span only 2 units). Chosen on
