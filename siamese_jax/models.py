@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from siamese_jax import conv
+from siamese_jax import conv, flops
 from siamese_jax.errors import ConfigError
 
 # The paper's initialisation, as (mean, std) of normal distributions.
@@ -246,6 +246,28 @@ def build_model(model_config) -> SiameseNet:
     )
     return SiameseNet(encoder, head_type=head, margin=float(model_config.margin),
                       test_time_flip=bool(model_config.test_time_flip))
+
+
+def smallest_feature_map(image_size: int, model_config) -> tuple[str, int]:
+    """The layer whose output is smallest for square inputs of `image_size`, and that output's side."""
+    layers = flops.encoder_flops(image_size, 1, model_config.features, model_config.kernel_sizes,
+                                 model_config.padding, model_config.embedding_dim)[:-1]
+    smallest = min(layers, key=lambda layer: layer.output_shape[0])
+    return smallest.name, smallest.output_shape[0]
+
+
+def check_image_size(image_size: int, model_config) -> None:
+    """Rejects an image size at which some convolution (or the pooling after it) would have no output."""
+    if not isinstance(image_size, int) or image_size < 1:
+        raise ConfigError(f"config.image_size must be a positive integer, got {image_size!r}")
+    name, side = smallest_feature_map(image_size, model_config)
+    if side < 1:
+        fits = next(size for size in range(image_size + 1, 100 * image_size + 100)
+                    if smallest_feature_map(size, model_config)[1] >= 1)
+        raise ConfigError(
+            f"config.image_size={image_size} is too small for the encoder: {name} would have a {side}x{side} "
+            f"output (kernel sizes {tuple(model_config.kernel_sizes)}, {model_config.padding} padding, 2x2 "
+            f"pooling between convolutions); use config.image_size >= {fits}")
 
 
 def input_shape(config) -> tuple[int, ...]:

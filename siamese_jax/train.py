@@ -32,7 +32,7 @@ from siamese_jax import workdir as workdir_files
 from siamese_jax.checkpointing import Checkpoints
 from siamese_jax.config_files import upgrade_config
 from siamese_jax.errors import ConfigError, UserError
-from siamese_jax.models import build_model, init_variables, input_shape
+from siamese_jax.models import build_model, check_image_size, init_variables, input_shape
 from siamese_jax.provenance import provenance
 
 
@@ -57,6 +57,7 @@ def validate_config(config, num_devices: int) -> None:
     evaluators.check_config(config.validation)
     sampling.SamplerSettings.from_config(config)
     build_model(config.model)
+    check_image_size(config.image_size, config.model)
 
 
 class _StopRequest:

@@ -322,6 +322,8 @@ def test_one_device_training_compiles_its_step_once(synthetic_data_dir, cache_di
     ("lfw", lambda c: (setattr(c.lfw, "protocol", "view2"), setattr(c.lfw, "fold", 10)), "config.lfw.fold must be in 0..9"),
     ("lfw", lambda c: setattr(c.lfw, "threshold", "test"), "config.lfw.threshold must be one of"),
     ("omniglot", lambda c: setattr(c, "images_per_class", 3), "sampling='groups' needs batch_size"),
+    ("omniglot", lambda c: setattr(c, "image_size", 1), r"config.image_size=1 is too small for the encoder: conv_1 "
+                                                        r"would have a 0x0 output .* use config.image_size >= 2"),
     ("omniglot", lambda c: setattr(c.train, "drawers", (0, 21)), "config.train.drawers must be drawers among 1-20"),
     ("omniglot", lambda c: setattr(c.validation, "metric", "auc"), "config.validation.metric='auc' is none of"),
     ("omniglot", lambda c: setattr(c.validation, "evals", ("one_shot", "recall")), "config.validation.evals must name"),
