@@ -72,7 +72,7 @@ def get_config():
     config.images_per_class = 0
     config.balanced_loss = False
     # 4 (or 2): every training alphabet is also seen turned by 90, 180 and 270 degrees (or 180), each
-    # turn an alphabet of new characters (sampling.SamplerSettings). 1 is the paper.
+    # turn an alphabet of new characters (sampling.SamplerSettings); 8 adds their mirror images. 1 is the paper.
     config.orientations = 1
     config.loss = "cross_entropy"  # The paper's; 'contrastive' needs model.head='euclidean' (configs/lfw.py).
     # Weight of a softmax ranking loss over each image's scored partners, added to the paper's

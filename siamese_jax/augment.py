@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -79,10 +77,15 @@ def augment_image(key: jax.Array, image: jax.Array, config) -> jax.Array:
     return warp(image, linear, translation)
 
 
-def turn_quarters(images: jax.Array, turns: jax.Array) -> jax.Array:
-    """Rotates each square image of a batch [B, H, H] or [B, H, H, C] by turns[b] quarter turns (exact, no resampling)."""
-    branches = [functools.partial(jnp.rot90, k=k) for k in range(4)]
-    return jax.vmap(lambda image, k: jax.lax.switch(k % 4, branches, image))(images, turns)
+def square_symmetries(images: jax.Array, symmetry: jax.Array) -> jax.Array:
+    """Each square image of a batch [B, H, H] or [B, H, H, C] under one of the square's 8 symmetries
+    (exact, no resampling): symmetry[b] % 4 quarter turns, after a left-right mirror when symmetry[b] >= 4."""
+
+    def turned(k, mirrored):
+        return lambda image: jnp.rot90(jnp.flip(image, axis=1) if mirrored else image, k)
+
+    branches = [turned(k, mirrored) for mirrored in (False, True) for k in range(4)]
+    return jax.vmap(lambda image, s: jax.lax.switch(s % 8, branches, image))(images, symmetry)
 
 
 def augment_batch(key: jax.Array, images: jax.Array, config) -> jax.Array:

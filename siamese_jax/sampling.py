@@ -29,7 +29,7 @@ class Batch(NamedTuple):
     left: jax.Array  # int32 [P]
     right: jax.Array  # int32 [P]
     same: jax.Array  # float32 [P]: 1 for a pair of one class
-    turns: jax.Array | None = None  # int32 [M]: quarter turns to rotate each image by; None: none
+    turns: jax.Array | None = None  # int32 [M]: each image's symmetry (augment.square_symmetries); None: none
 
 
 def _padded(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -66,16 +66,17 @@ def _distinct(key: jax.Array, table_rows: jax.Array, lengths: jax.Array, count: 
     return jnp.take_along_axis(table_rows, positions, axis=-1)
 
 
-ORIENTATIONS = (1, 2, 4)
+ORIENTATIONS = (1, 2, 4, 8)
 
 
 def _group_turns(key: jax.Array, num_groups: int, orientations: int) -> jax.Array | None:
-    """Quarter turns [num_groups] for groups drawn in one of `orientations` orientations; None for 1."""
+    """A symmetry [num_groups] (augment.square_symmetries) for each of groups drawn in one of `orientations`
+    orientations: 2, a half turn or none; 4, any quarter turn; 8, those or their mirror images. None for 1."""
     if orientations == 1:
         return None
     # A key of its own, so that runs with one orientation draw exactly what they did before.
     turn_key = jax.random.fold_in(key, 7)
-    return jax.random.randint(turn_key, (num_groups,), 0, orientations) * (4 // orientations)
+    return jax.random.randint(turn_key, (num_groups,), 0, orientations) * max(1, 4 // orientations)
 
 
 def sample_pairs(key: jax.Array, tables: SamplingTables, num_pairs: int, orientations: int = 1) -> Batch:
@@ -83,8 +84,8 @@ def sample_pairs(key: jax.Array, tables: SamplingTables, num_pairs: int, orienta
 
     Alphabets are drawn uniformly; a same pair is one character by two different drawers, a
     different pair two different characters of the same alphabet (the within-alphabet task).
-    With `orientations` > 1 both images of a pair are turned by one random multiple of
-    360/orientations degrees: each turned character is a class of its own.
+    With `orientations` > 1 both images of a pair are turned alike (see _group_turns): each turned
+    character is a class of its own.
     """
     k_group, k_class, k_other, k_draw_same, k_draw_diff = jax.random.split(key, 5)
     num_groups = tables.group_num_classes.shape[0]
@@ -141,8 +142,8 @@ def sample_groups(key: jax.Array, tables: SamplingTables, layout: GroupLayout, o
     Scoring every pair inside a group gets far more supervision out of each encoded image than
     independent pairs do, since the head costs little next to the encoder; all negatives are
     within-alphabet, like the one-shot test. With `orientations` > 1 each group is turned as a
-    whole by a random multiple of 360/orientations degrees: a turned alphabet is an alphabet of
-    its own, so that its characters are new classes and their orientation is no cue.
+    whole (see _group_turns): a turned alphabet is an alphabet of its own, so that its characters
+    are new classes and their orientation is no cue.
     """
     k_group, k_class, k_image = jax.random.split(key, 3)
     num_groups = tables.group_num_classes.shape[0]
@@ -182,8 +183,9 @@ SAMPLING_METHODS = ("pairs", "groups")
 class SamplerSettings:
     """How a training step samples (config.sampling and its sizes): 'pairs', `batch_size` independent pairs,
     half same (the paper); or 'groups', `batch_size` images in groups of `classes_per_group` classes x
-    `images_per_class` images, every pair inside each group scored. `orientations` (1, 2 or 4): how
-    many quarter-turn orientations of each training class are classes of their own."""
+    `images_per_class` images, every pair inside each group scored. `orientations` (1, 2, 4 or 8): how
+    many orientations of each training class are classes of their own (8: the quarter turns and their
+    mirror images)."""
 
     method: str
     batch_size: int

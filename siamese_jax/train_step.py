@@ -37,7 +37,7 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
         batch = sampler(sample_key, tables)
         images = to_float(train_images[on_slices(batch.images)])
         if batch.turns is not None:
-            images = augment.turn_quarters(images, on_slices(batch.turns))
+            images = augment.square_symmetries(images, on_slices(batch.turns))
         if distortion is not None:
             images = augment.augment_batch(augment_key, images, distortion)
         images = on_slices(images)

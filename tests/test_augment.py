@@ -61,9 +61,11 @@ def test_closed_form_inverse_matches_numpy_on_random_distortions():
     np.testing.assert_allclose(inverses, np.linalg.inv(np.asarray(linears, np.float64)), rtol=1e-5, atol=1e-6)
 
 
-def test_quarter_turns_match_numpy_rot90_per_image():
-    images = np.arange(4 * 5 * 5 * 2, dtype=np.float32).reshape(4, 5, 5, 2)
-    turns = np.array([0, 1, 2, 3])
-    turned = np.asarray(augment.turn_quarters(jnp.asarray(images), jnp.asarray(turns)))
-    for image, k, result in zip(images, turns, turned):
-        np.testing.assert_array_equal(result, np.rot90(image, k))
+def test_square_symmetries_are_numpy_turns_then_mirrored_turns():
+    images = np.arange(8 * 5 * 5 * 2, dtype=np.float32).reshape(8, 5, 5, 2)
+    symmetry = np.arange(8)
+    turned = np.asarray(augment.square_symmetries(jnp.asarray(images), jnp.asarray(symmetry)))
+    for image, s, result in zip(images, symmetry, turned):
+        np.testing.assert_array_equal(result, np.rot90(np.fliplr(image) if s >= 4 else image, s % 4))
+    one = np.broadcast_to(images[:1], images.shape)  # An image without symmetry: 8 different results.
+    assert len({r.tobytes() for r in np.asarray(augment.square_symmetries(jnp.asarray(one), jnp.asarray(symmetry)))}) == 8

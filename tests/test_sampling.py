@@ -56,13 +56,13 @@ def test_group_layout_checks_alphabet_sizes():
         sampling.check_group_layout(TABLES, sampling.GroupLayout(1, 3, 2))
 
 
-@pytest.mark.parametrize("orientations, allowed", [(2, {0, 2}), (4, {0, 1, 2, 3})])
+@pytest.mark.parametrize("orientations, allowed", [(2, {0, 2}), (4, {0, 1, 2, 3}), (8, set(range(8)))])
 def test_orientations_turn_whole_groups_and_keep_the_images_drawn(orientations, allowed):
     layout = sampling.GroupLayout(groups=4, classes=2, images=3)
     plain = sampling.sample_groups(jax.random.PRNGKey(3), TABLES, layout)
     assert plain.turns is None  # One orientation: the step turns nothing.
     seen = set()
-    for seed in range(10):
+    for seed in range(12):
         turned = sampling.sample_groups(jax.random.PRNGKey(seed), TABLES, layout, orientations=orientations)
         if seed == 3:
             np.testing.assert_array_equal(turned.images, plain.images)
@@ -79,7 +79,7 @@ def test_orientations_turn_both_images_of_a_pair_alike():
     assert set(turns.tolist()) == {0, 1, 2, 3}
 
 
-def test_orientations_other_than_1_2_4_are_refused():
+def test_orientations_other_than_1_2_4_8_are_refused():
     class Config:
         sampling, batch_size, classes_per_group, images_per_class, orientations = "pairs", 8, 0, 0, 3
 
