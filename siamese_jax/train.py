@@ -127,7 +127,7 @@ class Trainer:
         self.sampler, self.pairs_per_step = sampler_settings.sampler(tables), sampler_settings.pairs_per_step()
         self.tables = distributed.put(tables, everywhere)
         self.train_images = distributed.put(training.images, everywhere)
-        self.evaluators = experiment.evaluators(self.mesh)
+        self.validation = experiment.validation(self.mesh)
 
         # The model, its optimiser and the training state, restored from the workdir if it has one.
         self.model = build_model(config.model)
@@ -272,7 +272,7 @@ class Trainer:
         train_loss = float(state["loss_sum"]) / max(int(state["loss_count"]), 1)
         skipped = self.steps_per_epoch - int(state["loss_count"]) if self.config.on_nonfinite == "skip" else 0
         self.state = dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]), loss_count=jnp.zeros_like(state["loss_count"]))
-        scores = evaluators.run_evaluators(self.evaluators, self.model, train_step.model_variables(self.state))
+        scores = self.validation(self.model, train_step.model_variables(self.state))
         improved = scores[self.metric] > self.meta["best_score"]
         self.meta = dict(
             self.meta,

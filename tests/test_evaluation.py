@@ -95,6 +95,37 @@ def test_head_scores_match_pairwise_model_calls():
             assert probabilities[t, n] == pytest.approx(float(direct[0]), rel=1e-4)
 
 
+def test_validation_encodes_its_images_once_and_scores_as_each_evaluator_alone(monkeypatch):
+    """The evaluators share one encoding of the split's images: the same metrics as encoding each evaluator's own."""
+    import ml_collections
+
+    rng = np.random.default_rng(0)
+    groups, labels = np.repeat(np.arange(3), 24), np.repeat(np.arange(18), 4)  # 3 groups of 6 classes x 4 images.
+    images = (rng.uniform(size=(72, 12, 12)) * 255).astype(np.uint8)
+    split = evaluators.Split(images, groups, labels, np.arange(72))
+    section = ml_collections.ConfigDict(dict(way=4, one_shot_trials=30, verification_pairs=40, seed=5,
+                                             evals=("verification", "verification_any_group", "one_shot")))
+    model = SiameseNet(Encoder(features=(4, 4), kernel_sizes=(3, 3), embedding_dim=8, padding="SAME", init_scheme="lecun"))
+    variables = init_variables(model, jax.random.PRNGKey(0), (12, 12))
+    calls = []
+    encode = scoring.encode
+    monkeypatch.setattr(evaluators, "encode", lambda *args, **kw: calls.append(len(args[2])) or encode(*args, **kw))
+    shared = evaluators.Validation(section, split, batch_size=16)(model, variables, with_sizes=True)
+    assert len(calls) == 1 and calls[0] <= 72  # One encoding, each image once.
+
+    trials = tasks.random_trials(split.indices, groups, labels, 4, 1, 30, 5)
+    alone = {"one_shot_accuracy": scoring.evaluate_one_shot(
+        model, variables, scoring.make_eval_set(images, trials), 16)["accuracy"]}
+    for prefix, seed, within in (("verification", 6, True), ("verification_any_group", 7, False)):
+        pairs = tasks.random_pairs(split.indices, groups, labels, 40, seed, within)
+        logits = scoring.eval_set_pair_logits(model, variables, scoring.make_eval_set(images, pairs=pairs), 16)
+        alone |= {f"{prefix}_accuracy": float(((logits > 0) == pairs.same).mean()),
+                  f"{prefix}_auc": metrics.roc_auc(logits, pairs.same)}
+    assert {k: shared[k] for k in alone} == pytest.approx(alone, abs=1e-6)
+    assert (shared["one_shot_trials"], shared["verification_pairs"], shared["verification_any_group_pairs"]) == (30, 40, 40)
+    assert 0.0 < shared["verification_auc"] < 1.0  # A real, untrained score, not a constant.
+
+
 ENCODE_ON_EIGHT_DEVICES = """
 import jax
 import numpy as np
@@ -146,13 +177,10 @@ def test_confident_logits_keep_their_order_where_float32_probabilities_round_to_
 
 def test_verification_ranks_pairs_by_logits(monkeypatch):
     """AUC from logits: saturated probabilities would tie and count half."""
-    monkeypatch.setattr(scoring, "pair_logits", lambda *args: np.array([30.0, 20.0, -1.0, 25.0]))
-    monkeypatch.setattr(scoring, "encode", lambda *args: None)
+    monkeypatch.setattr(evaluators, "pair_logits", lambda *args: np.array([30.0, 20.0, -1.0, 25.0]))
     evaluator = evaluators.VerificationEvaluator.__new__(evaluators.VerificationEvaluator)
-    evaluator.eval_set = scoring.EvalSet(np.zeros((4, 2, 2), np.uint8), pairs=tasks.Pairs(
-        np.arange(4), np.arange(4), np.array([True, False, False, True])))
-    evaluator.batch_size, evaluator.mesh = 4, None
-    scores = evaluator(None, {})
+    evaluator.pairs = tasks.Pairs(np.arange(4), np.arange(4), np.array([True, False, False, True]))
+    scores = evaluator(None, {}, embeddings=None)
     # Both same pairs outscore both different ones; as float32 probabilities, 30, 25 and 20 all tie at
     # 1.0 and the AUC would be 0.75.
     assert scores["verification_auc"] == 1.0

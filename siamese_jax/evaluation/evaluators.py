@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 
 from siamese_jax.errors import ConfigError
 from siamese_jax.evaluation.metrics import roc_auc
-from siamese_jax.evaluation.scoring import eval_set_pair_logits, evaluate_one_shot, make_eval_set
+from siamese_jax.evaluation.scoring import encode, pair_logits, picked_correctly, trial_scores, used_images
 from siamese_jax.tasks import random_pairs, random_trials
 
 
@@ -32,19 +32,25 @@ class OneShotEvaluator:
 
     metrics = ("one_shot_accuracy",)
 
-    def __init__(self, split: Split, way: int, count: int, seed: int, batch_size: int, mesh: Mesh | None = None):
-        trials = random_trials(split.indices, split.groups, split.labels, way, 1, count, seed)
-        self.eval_set = make_eval_set(split.images, trials, prepare=split.prepare)
-        self.batch_size, self.mesh = batch_size, mesh
+    def __init__(self, split: Split, way: int, count: int, seed: int):
+        self.trials = random_trials(split.indices, split.groups, split.labels, way, 1, count, seed)
 
-    def __call__(self, model, variables: dict) -> dict[str, float]:
-        """The metrics of a model's variables."""
-        summary = evaluate_one_shot(model, variables, self.eval_set, self.batch_size, mesh=self.mesh)
-        return {"one_shot_accuracy": summary["accuracy"]}
+    def image_ids(self) -> list[np.ndarray]:
+        """The ids of the images the trials use."""
+        return [self.trials.support, self.trials.query]
+
+    def renumber(self, local: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Points the trials at positions among encoded images instead of dataset ids."""
+        self.trials = dataclasses.replace(self.trials, support=local(self.trials.support), query=local(self.trials.query))
+
+    def __call__(self, model, variables: dict, embeddings, mesh: Mesh | None = None) -> dict[str, float]:
+        """The metrics of a model's variables, given the embeddings of the images renumber() pointed at."""
+        scores = trial_scores(model, variables, embeddings, self.trials, mesh)
+        return {"one_shot_accuracy": float(picked_correctly(scores, self.trials.answer).mean())}
 
     def sizes(self) -> dict[str, int]:
         """How many tasks the metrics average over."""
-        return {"one_shot_trials": len(self.eval_set.trials.query)}
+        return {"one_shot_trials": len(self.trials.query)}
 
 
 class VerificationEvaluator:
@@ -57,21 +63,26 @@ class VerificationEvaluator:
     within_group = True
     metrics = (f"{prefix}_accuracy", f"{prefix}_auc")
 
-    def __init__(self, split: Split, count: int, seed: int, batch_size: int, mesh: Mesh | None = None):
-        pairs = random_pairs(split.indices, split.groups, split.labels, count, seed, self.within_group)
-        self.eval_set = make_eval_set(split.images, pairs=pairs, prepare=split.prepare)
-        self.batch_size, self.mesh = batch_size, mesh
+    def __init__(self, split: Split, count: int, seed: int):
+        self.pairs = random_pairs(split.indices, split.groups, split.labels, count, seed, self.within_group)
 
-    def __call__(self, model, variables: dict) -> dict[str, float]:
-        """The metrics of a model's variables."""
-        pairs = self.eval_set.pairs
-        logits = eval_set_pair_logits(model, variables, self.eval_set, self.batch_size, self.mesh)
-        return {f"{self.prefix}_accuracy": float(((logits > 0) == pairs.same).mean()),
-                f"{self.prefix}_auc": roc_auc(logits, pairs.same)}
+    def image_ids(self) -> list[np.ndarray]:
+        """The ids of the images the pairs use."""
+        return [self.pairs.left, self.pairs.right]
+
+    def renumber(self, local: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Points the pairs at positions among encoded images instead of dataset ids."""
+        self.pairs = dataclasses.replace(self.pairs, left=local(self.pairs.left), right=local(self.pairs.right))
+
+    def __call__(self, model, variables: dict, embeddings, mesh: Mesh | None = None) -> dict[str, float]:
+        """The metrics of a model's variables, given the embeddings of the images renumber() pointed at."""
+        logits = pair_logits(model, variables, embeddings, self.pairs, mesh)
+        return {f"{self.prefix}_accuracy": float(((logits > 0) == self.pairs.same).mean()),
+                f"{self.prefix}_auc": roc_auc(logits, self.pairs.same)}
 
     def sizes(self) -> dict[str, int]:
         """How many pairs the metrics average over."""
-        return {f"{self.prefix}_pairs": len(self.eval_set.pairs.same)}
+        return {f"{self.prefix}_pairs": len(self.pairs.same)}
 
 
 class AnyGroupVerificationEvaluator(VerificationEvaluator):
@@ -93,14 +104,13 @@ def verification_seed(section) -> int:
 
 
 # Validation evaluators a config names in config.validation.evals: name -> (class, how to build it
-# from the split and the validation section, batch size and mesh).
+# from the split and the validation section).
 EVALUATORS = {
-    "one_shot": (OneShotEvaluator, lambda split, v, batch, mesh: OneShotEvaluator(
-        split, v.way, v.one_shot_trials, v.seed, batch, mesh)),
-    "verification": (VerificationEvaluator, lambda split, v, batch, mesh: VerificationEvaluator(
-        split, v.verification_pairs, verification_seed(v), batch, mesh)),
-    "verification_any_group": (AnyGroupVerificationEvaluator, lambda split, v, batch, mesh:
-                               AnyGroupVerificationEvaluator(split, v.verification_pairs, v.seed + 2, batch, mesh)),
+    "one_shot": (OneShotEvaluator, lambda split, v: OneShotEvaluator(split, v.way, v.one_shot_trials, v.seed)),
+    "verification": (VerificationEvaluator, lambda split, v: VerificationEvaluator(
+        split, v.verification_pairs, verification_seed(v))),
+    "verification_any_group": (AnyGroupVerificationEvaluator, lambda split, v: AnyGroupVerificationEvaluator(
+        split, v.verification_pairs, v.seed + 2)),
 }
 
 
@@ -118,19 +128,30 @@ def metric_names(section) -> tuple[str, ...]:
     return tuple(m for name in evaluator_names(section) for m in EVALUATORS[name][0].metrics)
 
 
-def build_evaluators(section, split: Split, batch_size: int, mesh: Mesh | None = None) -> dict:
-    """The evaluators config.validation.evals names, each with its fixed tasks drawn from `split`."""
-    return {name: EVALUATORS[name][1](split, section, batch_size, mesh) for name in evaluator_names(section)}
+class Validation:
+    """The evaluators config.validation.evals names, with their fixed tasks drawn from one split.
 
+    They share the split's images: each image any of their tasks uses is prepared once, when built,
+    and encoded once per call, however many evaluators use it.
+    """
 
-def run_evaluators(evaluators: dict, model, variables: dict, with_sizes: bool = False) -> dict:
-    """Every evaluator's metrics, merged (and how many tasks each averaged, with `with_sizes`)."""
-    metrics = {}
-    for evaluator in evaluators.values():
-        metrics.update(evaluator(model, variables))
-        if with_sizes:
-            metrics.update(evaluator.sizes())
-    return metrics
+    def __init__(self, section, split: Split, batch_size: int, mesh: Mesh | None = None):
+        self.evaluators = {name: EVALUATORS[name][1](split, section) for name in evaluator_names(section)}
+        used = [ids for evaluator in self.evaluators.values() for ids in evaluator.image_ids()]
+        self.images, local = used_images(split.images, used, split.prepare)
+        for evaluator in self.evaluators.values():
+            evaluator.renumber(local)
+        self.batch_size, self.mesh = batch_size, mesh
+
+    def __call__(self, model, variables: dict, with_sizes: bool = False) -> dict:
+        """Every evaluator's metrics, merged (and how many tasks each averaged, with `with_sizes`)."""
+        embeddings = encode(model, variables, self.images, self.batch_size, self.mesh)
+        metrics = {}
+        for evaluator in self.evaluators.values():
+            metrics.update(evaluator(model, variables, embeddings, self.mesh))
+            if with_sizes:
+                metrics.update(evaluator.sizes())
+        return metrics
 
 
 def check_config(section) -> None:

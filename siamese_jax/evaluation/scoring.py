@@ -36,21 +36,25 @@ def make_eval_set(images: np.ndarray, trials: Trials | None = None, pairs: Pairs
     `prepare` turns the kept images into uint8 model input (e.g. Omniglot's ink masks resized by
     to_model_input); None means they already are.
     """
-    used = [a.ravel() for a in (
-        *((trials.support, trials.query) if trials else ()),
-        *((pairs.left, pairs.right) if pairs else ()),
-    )]
-    ids = np.unique(np.concatenate(used))
+    kept, local = used_images(images, [*((trials.support, trials.query) if trials else ()),
+                                       *((pairs.left, pairs.right) if pairs else ())], prepare)
+    return EvalSet(
+        images=kept,
+        trials=dataclasses.replace(trials, support=local(trials.support), query=local(trials.query)) if trials else None,
+        pairs=dataclasses.replace(pairs, left=local(pairs.left), right=local(pairs.right)) if pairs else None,
+    )
+
+
+def used_images(images: np.ndarray, used: list[np.ndarray], prepare=None):
+    """The images that the id arrays `used` name, each once and prepared (see make_eval_set), and the
+    function that renumbers ids into positions among them."""
+    ids = np.unique(np.concatenate([a.ravel() for a in used]))
 
     def local(a):
         return np.searchsorted(ids, a).astype(np.int32)
 
     kept = images[ids]
-    return EvalSet(
-        images=prepare(kept) if prepare is not None else kept,
-        trials=dataclasses.replace(trials, support=local(trials.support), query=local(trials.query)) if trials else None,
-        pairs=dataclasses.replace(pairs, left=local(pairs.left), right=local(pairs.right)) if pairs else None,
-    )
+    return (prepare(kept) if prepare is not None else kept), local
 
 
 def encode(model: SiameseNet, variables: dict, images: np.ndarray, batch_size: int, mesh: Mesh | None = None) -> jax.Array:

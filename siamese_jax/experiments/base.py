@@ -69,10 +69,9 @@ class Experiment:
         """The images validation tasks are drawn from (never trained on)."""
         raise NotImplementedError
 
-    def evaluators(self, mesh: Mesh | None = None) -> dict:
+    def validation(self, mesh: Mesh | None = None) -> evaluators.Validation:
         """The validation evaluators config.validation.evals names, on this dataset's validation split."""
-        return evaluators.build_evaluators(self.config.validation, self.validation_split(),
-                                           self.config.eval_batch_size, mesh)
+        return evaluators.Validation(self.config.validation, self.validation_split(), self.config.eval_batch_size, mesh)
 
     def evaluate(self, model, variables: dict, mesh: Mesh | None = None, **options) -> dict:
         """The full report of a trained model (what eval.json holds), with `options` from the evaluate command."""

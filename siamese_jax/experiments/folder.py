@@ -73,10 +73,10 @@ class Experiment(base.Experiment):
         """The validation classes."""
         return self.split("validation")
 
-    def evaluators(self, mesh: Mesh | None = None) -> dict:
+    def validation(self, mesh: Mesh | None = None) -> evaluators.Validation:
         """The validation evaluators, with advice when the validation split is too small for them."""
         with _split_hint("validation"):
-            return super().evaluators(mesh)
+            return super().validation(mesh)
 
     def evaluate(self, model, variables: dict, mesh: Mesh | None = None) -> dict:
         """Random within-group N-way K-shot tasks on the test classes, and the validation scores."""
@@ -91,7 +91,7 @@ class Experiment(base.Experiment):
             "test_tasks": {"way": t.way, "shots": t.shots, **scoring.evaluate_one_shot(
                 model, variables, scoring.make_eval_set(dataset.images, tasks), self.config.eval_batch_size,
                 mesh=mesh)},
-            "validation": evaluators.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True),
+            "validation": self.validation(mesh)(model, variables, with_sizes=True),
         }
 
     def summarize(self, result: dict) -> str:

@@ -379,7 +379,7 @@ class Experiment(base.Experiment):
         return {
             "lfw": verification,
             "identification": self.identification(model, variables, mesh),
-            "validation": evaluators.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True),
+            "validation": self.validation(mesh)(model, variables, with_sizes=True),
         }
 
     def summarize(self, result: dict) -> str:

@@ -102,7 +102,7 @@ class Experiment(base.Experiment):
             "way": t.way, "shots": t.shots, "alphabets": list(t.alphabets), "drawers": list(t.drawers),
             **scoring.evaluate_one_shot(model, variables, tasks_set, self.config.eval_batch_size, mesh=mesh),
         }
-        result["validation"] = evaluators.run_evaluators(self.evaluators(mesh), model, variables, with_sizes=True)
+        result["validation"] = self.validation(mesh)(model, variables, with_sizes=True)
         configured_tasks = self.config.test.mnist_tasks
         if mnist or configured_tasks > 0:
             tasks = mnist_tasks or configured_tasks or transfer.DEFAULT_TASKS
