@@ -4,7 +4,7 @@
 
 Same split, evaluation, head and loss as configs/omniglot.py; smaller images and encoder, Adam,
 every within-alphabet pair of each batch scored, and turned alphabets as new characters
-(docs/omniglot.md, "The CPU config"). 86.50% on the official runs in 16 minutes on 2 cores
+(docs/omniglot.md, "The CPU config"). 86.50% on the official runs in 15 minutes on 2 cores
 (results/omniglot_cpu_turned.json).
 """
 
@@ -45,7 +45,7 @@ def get_config():
     config.l2 = ml_collections.ConfigDict({"*": 0.0})
 
     config.pairs_per_epoch = 200_000  # About 100 steps.
-    config.num_epochs = 36  # About 16 minutes on 2 cores: validation still gained from 24 to 36 epochs.
+    config.num_epochs = 36  # About 15 minutes on 2 cores: validation still gained from 24 to 36 epochs.
     config.patience = 36  # The cosine schedule ends the run; the best checkpoint is kept anyway.
     config.validation.one_shot_trials = 1000
     config.validation.verification_pairs = 2_000
