@@ -29,7 +29,7 @@ class Batch(NamedTuple):
     left: jax.Array  # int32 [P]
     right: jax.Array  # int32 [P]
     same: jax.Array  # float32 [P]: 1 for a pair of one class
-    turns: jax.Array | None = None  # int32 [M]: each image's symmetry (augment.square_symmetries); None: none
+    symmetries: jax.Array | None = None  # int32 [M]: each image's symmetry (augment.square_symmetries); None: none
 
 
 def _padded(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -69,9 +69,9 @@ def _distinct(key: jax.Array, table_rows: jax.Array, lengths: jax.Array, count: 
 ORIENTATIONS = (1, 2, 4, 8)
 
 
-def _group_turns(key: jax.Array, num_groups: int, orientations: int) -> jax.Array | None:
-    """A symmetry [num_groups] (augment.square_symmetries) for each of groups drawn in one of `orientations`
-    orientations: 2, a half turn or none; 4, any quarter turn; 8, those or their mirror images. None for 1."""
+def _group_symmetries(key: jax.Array, num_groups: int, orientations: int) -> jax.Array | None:
+    """One symmetry (augment.square_symmetries) for each of `num_groups` groups (or pairs), drawn among
+    `orientations`: 2, a half turn or none; 4, any quarter turn; 8, those or their mirror images. None for 1."""
     if orientations == 1:
         return None
     # A key of its own, so that runs with one orientation draw exactly what they did before.
@@ -84,7 +84,7 @@ def sample_pairs(key: jax.Array, tables: SamplingTables, num_pairs: int, orienta
 
     Alphabets are drawn uniformly; a same pair is one character by two different drawers, a
     different pair two different characters of the same alphabet (the within-alphabet task).
-    With `orientations` > 1 both images of a pair are turned alike (see _group_turns): each turned
+    With `orientations` > 1 both images of a pair are turned alike (see _group_symmetries): each turned
     character is a class of its own.
     """
     k_group, k_class, k_other, k_draw_same, k_draw_diff = jax.random.split(key, 5)
@@ -104,13 +104,13 @@ def sample_pairs(key: jax.Array, tables: SamplingTables, num_pairs: int, orienta
     image1 = two_drawers[:, 0]
     image2 = jnp.where(is_same, two_drawers[:, 1], any_drawer)
     positions = jnp.arange(num_pairs)
-    turns = _group_turns(key, num_pairs, orientations)
+    symmetries = _group_symmetries(key, num_pairs, orientations)
     return Batch(
         images=jnp.concatenate([image1, image2]),
         left=positions,
         right=positions + num_pairs,
         same=is_same.astype(jnp.float32),
-        turns=None if turns is None else jnp.concatenate([turns, turns]),
+        symmetries=None if symmetries is None else jnp.concatenate([symmetries, symmetries]),
     )
 
 
@@ -142,7 +142,7 @@ def sample_groups(key: jax.Array, tables: SamplingTables, layout: GroupLayout, o
     Scoring every pair inside a group gets far more supervision out of each encoded image than
     independent pairs do, since the head costs little next to the encoder; all negatives are
     within-alphabet, like the one-shot test. With `orientations` > 1 each group is turned as a
-    whole (see _group_turns): a turned alphabet is an alphabet of its own, so that its characters
+    whole (see _group_symmetries): a turned alphabet is an alphabet of its own, so that its characters
     are new classes and their orientation is no cue.
     """
     k_group, k_class, k_image = jax.random.split(key, 3)
@@ -155,10 +155,10 @@ def sample_groups(key: jax.Array, tables: SamplingTables, layout: GroupLayout, o
         k_image, tables.class_images[classes], tables.class_num_images[classes], layout.images
     )  # [groups, classes, images]
     left, right, same = layout.pairs()
-    turns = _group_turns(key, layout.groups, orientations)
+    symmetries = _group_symmetries(key, layout.groups, orientations)
     return Batch(
         images=images.reshape(-1), left=jnp.asarray(left), right=jnp.asarray(right), same=jnp.asarray(same),
-        turns=None if turns is None else jnp.repeat(turns, layout.classes * layout.images),
+        symmetries=None if symmetries is None else jnp.repeat(symmetries, layout.classes * layout.images),
     )
 
 

@@ -36,8 +36,8 @@ def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, 
         dropout_key = jax.random.fold_in(key, 2)  # Folded in, so runs without dropout draw as before.
         batch = sampler(sample_key, tables)
         images = to_float(train_images[on_slices(batch.images)])
-        if batch.turns is not None:
-            images = augment.square_symmetries(images, on_slices(batch.turns))
+        if batch.symmetries is not None:
+            images = augment.square_symmetries(images, on_slices(batch.symmetries))
         if distortion is not None:
             images = augment.augment_batch(augment_key, images, distortion)
         images = on_slices(images)

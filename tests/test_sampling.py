@@ -60,13 +60,13 @@ def test_group_layout_checks_alphabet_sizes():
 def test_orientations_turn_whole_groups_and_keep_the_images_drawn(orientations, allowed):
     layout = sampling.GroupLayout(groups=4, classes=2, images=3)
     plain = sampling.sample_groups(jax.random.PRNGKey(3), TABLES, layout)
-    assert plain.turns is None  # One orientation: the step turns nothing.
+    assert plain.symmetries is None  # One orientation: the step turns nothing.
     seen = set()
     for seed in range(12):
         turned = sampling.sample_groups(jax.random.PRNGKey(seed), TABLES, layout, orientations=orientations)
         if seed == 3:
             np.testing.assert_array_equal(turned.images, plain.images)
-        per_group = np.asarray(turned.turns).reshape(4, 6)
+        per_group = np.asarray(turned.symmetries).reshape(4, 6)
         assert np.all(per_group == per_group[:, :1])  # A turned alphabet is turned as a whole.
         seen |= set(per_group[:, 0].tolist())
     assert seen == allowed
@@ -74,7 +74,7 @@ def test_orientations_turn_whole_groups_and_keep_the_images_drawn(orientations, 
 
 def test_orientations_turn_both_images_of_a_pair_alike():
     batch = sampling.sample_pairs(jax.random.PRNGKey(0), TABLES, 64, orientations=4)
-    turns = np.asarray(batch.turns)
+    turns = np.asarray(batch.symmetries)
     np.testing.assert_array_equal(turns[np.asarray(batch.left)], turns[np.asarray(batch.right)])
     assert set(turns.tolist()) == {0, 1, 2, 3}
 
