@@ -19,6 +19,14 @@ class Trials:
     answer: np.ndarray  # int32 [T]: the query's class among the N
     group: np.ndarray  # int32 [T]: e.g. the run a trial belongs to
 
+    def image_ids(self) -> list[np.ndarray]:
+        """The image id arrays the trials use."""
+        return [self.support, self.query]
+
+    def renumbered(self, local) -> "Trials":
+        """The same trials with every image id mapped through `local` (e.g. to positions among encoded images)."""
+        return dataclasses.replace(self, support=local(self.support), query=local(self.query))
+
 
 @dataclasses.dataclass(frozen=True)
 class Pairs:
@@ -27,6 +35,14 @@ class Pairs:
     left: np.ndarray  # int32 [P]
     right: np.ndarray  # int32 [P]
     same: np.ndarray  # bool [P]
+
+    def image_ids(self) -> list[np.ndarray]:
+        """The image id arrays the pairs use."""
+        return [self.left, self.right]
+
+    def renumbered(self, local) -> "Pairs":
+        """The same pairs with every image id mapped through `local` (e.g. to positions among encoded images)."""
+        return dataclasses.replace(self, left=local(self.left), right=local(self.right))
 
 
 def _by_class(indices: np.ndarray, group: np.ndarray, label: np.ndarray):

@@ -179,7 +179,7 @@ def test_verification_ranks_pairs_by_logits(monkeypatch):
     """AUC from logits: saturated probabilities would tie and count half."""
     monkeypatch.setattr(evaluators, "pair_logits", lambda *args: np.array([30.0, 20.0, -1.0, 25.0]))
     evaluator = evaluators.VerificationEvaluator.__new__(evaluators.VerificationEvaluator)
-    evaluator.pairs = tasks.Pairs(np.arange(4), np.arange(4), np.array([True, False, False, True]))
+    evaluator.tasks = tasks.Pairs(np.arange(4), np.arange(4), np.array([True, False, False, True]))
     scores = evaluator(None, {}, embeddings=None)
     # Both same pairs outscore both different ones; as float32 probabilities, 30, 25 and 20 all tie at
     # 1.0 and the AUC would be 0.75.

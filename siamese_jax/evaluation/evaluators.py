@@ -33,24 +33,16 @@ class OneShotEvaluator:
     metrics = ("one_shot_accuracy",)
 
     def __init__(self, split: Split, way: int, count: int, seed: int):
-        self.trials = random_trials(split.indices, split.groups, split.labels, way, 1, count, seed)
-
-    def image_ids(self) -> list[np.ndarray]:
-        """The ids of the images the trials use."""
-        return [self.trials.support, self.trials.query]
-
-    def renumber(self, local: Callable[[np.ndarray], np.ndarray]) -> None:
-        """Points the trials at positions among encoded images instead of dataset ids."""
-        self.trials = dataclasses.replace(self.trials, support=local(self.trials.support), query=local(self.trials.query))
+        self.tasks = random_trials(split.indices, split.groups, split.labels, way, 1, count, seed)
 
     def __call__(self, model, variables: dict, embeddings, mesh: Mesh | None = None) -> dict[str, float]:
-        """The metrics of a model's variables, given the embeddings of the images renumber() pointed at."""
-        scores = trial_scores(model, variables, embeddings, self.trials, mesh)
-        return {"one_shot_accuracy": float(picked_correctly(scores, self.trials.answer).mean())}
+        """The metrics of a model's variables, given the embeddings of the images `tasks` index."""
+        scores = trial_scores(model, variables, embeddings, self.tasks, mesh)
+        return {"one_shot_accuracy": float(picked_correctly(scores, self.tasks.answer).mean())}
 
     def sizes(self) -> dict[str, int]:
         """How many tasks the metrics average over."""
-        return {"one_shot_trials": len(self.trials.query)}
+        return {"one_shot_trials": len(self.tasks.query)}
 
 
 class VerificationEvaluator:
@@ -64,25 +56,17 @@ class VerificationEvaluator:
     metrics = (f"{prefix}_accuracy", f"{prefix}_auc")
 
     def __init__(self, split: Split, count: int, seed: int):
-        self.pairs = random_pairs(split.indices, split.groups, split.labels, count, seed, self.within_group)
-
-    def image_ids(self) -> list[np.ndarray]:
-        """The ids of the images the pairs use."""
-        return [self.pairs.left, self.pairs.right]
-
-    def renumber(self, local: Callable[[np.ndarray], np.ndarray]) -> None:
-        """Points the pairs at positions among encoded images instead of dataset ids."""
-        self.pairs = dataclasses.replace(self.pairs, left=local(self.pairs.left), right=local(self.pairs.right))
+        self.tasks = random_pairs(split.indices, split.groups, split.labels, count, seed, self.within_group)
 
     def __call__(self, model, variables: dict, embeddings, mesh: Mesh | None = None) -> dict[str, float]:
-        """The metrics of a model's variables, given the embeddings of the images renumber() pointed at."""
-        logits = pair_logits(model, variables, embeddings, self.pairs, mesh)
-        return {f"{self.prefix}_accuracy": float(((logits > 0) == self.pairs.same).mean()),
-                f"{self.prefix}_auc": roc_auc(logits, self.pairs.same)}
+        """The metrics of a model's variables, given the embeddings of the images `tasks` index."""
+        logits = pair_logits(model, variables, embeddings, self.tasks, mesh)
+        return {f"{self.prefix}_accuracy": float(((logits > 0) == self.tasks.same).mean()),
+                f"{self.prefix}_auc": roc_auc(logits, self.tasks.same)}
 
     def sizes(self) -> dict[str, int]:
         """How many pairs the metrics average over."""
-        return {f"{self.prefix}_pairs": len(self.pairs.same)}
+        return {f"{self.prefix}_pairs": len(self.tasks.same)}
 
 
 class AnyGroupVerificationEvaluator(VerificationEvaluator):
@@ -132,15 +116,16 @@ class Validation:
     """The evaluators config.validation.evals names, with their fixed tasks drawn from one split.
 
     They share the split's images: each image any of their tasks uses is prepared once, when built,
-    and encoded once per call, however many evaluators use it.
+    and encoded once per call, however many evaluators use it. Each evaluator draws its `tasks`
+    (tasks.Trials or tasks.Pairs) in dataset ids; they are renumbered here to positions among those images.
     """
 
     def __init__(self, section, split: Split, batch_size: int, mesh: Mesh | None = None):
         self.evaluators = {name: EVALUATORS[name][1](split, section) for name in evaluator_names(section)}
-        used = [ids for evaluator in self.evaluators.values() for ids in evaluator.image_ids()]
+        used = [ids for evaluator in self.evaluators.values() for ids in evaluator.tasks.image_ids()]
         self.images, local = used_images(split.images, used, split.prepare)
         for evaluator in self.evaluators.values():
-            evaluator.renumber(local)
+            evaluator.tasks = evaluator.tasks.renumbered(local)
         self.batch_size, self.mesh = batch_size, mesh
 
     def __call__(self, model, variables: dict, with_sizes: bool = False) -> dict:

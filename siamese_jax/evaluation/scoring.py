@@ -36,12 +36,12 @@ def make_eval_set(images: np.ndarray, trials: Trials | None = None, pairs: Pairs
     `prepare` turns the kept images into uint8 model input (e.g. Omniglot's ink masks resized by
     to_model_input); None means they already are.
     """
-    kept, local = used_images(images, [*((trials.support, trials.query) if trials else ()),
-                                       *((pairs.left, pairs.right) if pairs else ())], prepare)
+    tasks = [t for t in (trials, pairs) if t is not None]
+    kept, local = used_images(images, [ids for t in tasks for ids in t.image_ids()], prepare)
     return EvalSet(
         images=kept,
-        trials=dataclasses.replace(trials, support=local(trials.support), query=local(trials.query)) if trials else None,
-        pairs=dataclasses.replace(pairs, left=local(pairs.left), right=local(pairs.right)) if pairs else None,
+        trials=trials.renumbered(local) if trials else None,
+        pairs=pairs.renumbered(local) if pairs else None,
     )
 
 
