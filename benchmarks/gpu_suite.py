@@ -72,7 +72,7 @@ VARIANTS = {
     "fast_20_adamw": ("configs/omniglot_fast.py", ["--config.num_epochs=20", "--config.weight_decay=0.05"]),
     # Every alphabet also turned by 90, 180 and 270 degrees, each turn an alphabet of new characters:
     # on the CPU config it raised the official runs from 81.00% to 84.75% at 24 epochs
-    # (results/omniglot_cpu_turned.json). The whole 8 minutes, and 20 epochs beside the regularisers.
+    # (results/omniglot_cpu_turned.json). The whole 8 minutes, and 20 epochs beside fast_20 (job turned_20).
     "fast_turned": ("configs/omniglot_fast.py", ["--config.orientations=4"]),
     "fast_20_turned": ("configs/omniglot_fast.py", ["--config.num_epochs=20", "--config.orientations=4"]),
     # The paper's own recipe, and the sweep of its per-layer SGD that chooses its defaults.

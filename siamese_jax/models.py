@@ -6,6 +6,7 @@ distance head for the contrastive loss of Hadsell, Chopra & LeCun (2006).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -262,8 +263,8 @@ def check_image_size(image_size: int, model_config) -> None:
         raise ConfigError(f"config.image_size must be a positive integer, got {image_size!r}")
     name, side = smallest_feature_map(image_size, model_config)
     if side < 1:
-        fits = next(size for size in range(image_size + 1, 100 * image_size + 100)
-                    if smallest_feature_map(size, model_config)[1] >= 1)
+        # Every layer's output grows with the input, so some larger size fits.
+        fits = next(size for size in itertools.count(image_size + 1) if smallest_feature_map(size, model_config)[1] >= 1)
         raise ConfigError(
             f"config.image_size={image_size} is too small for the encoder: {name} would have a {side}x{side} "
             f"output (kernel sizes {tuple(model_config.kernel_sizes)}, {model_config.padding} padding, 2x2 "

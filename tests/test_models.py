@@ -1,12 +1,16 @@
 """The network: the paper's shapes, parameter count and initialisation."""
 
+import re
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from siamese_jax.errors import ConfigError
-from siamese_jax.models import Encoder, SiameseNet, build_model, compute_dtype, init_variables, max_pool_2x2
+from siamese_jax.models import (Encoder, SiameseNet, build_model, check_image_size, compute_dtype, init_variables,
+                                max_pool_2x2, smallest_feature_map)
 from tests.conftest import load_config
 
 
@@ -102,3 +106,14 @@ def test_build_model_reads_test_time_flip():
     assert build_model(config.model).test_time_flip is bool(config.model.test_time_flip)
     config.model.test_time_flip = not config.model.test_time_flip
     assert build_model(config.model).test_time_flip is bool(config.model.test_time_flip)
+
+
+@pytest.mark.parametrize("features, kernels, padding", [((8,) * 4, (10, 7, 4, 4), "VALID"), ((8,) * 8, (10,) * 8, "VALID"),
+                                                        ((8,) * 4, (3,) * 4, "SAME")])
+def test_too_small_an_image_names_the_smallest_size_that_fits(features, kernels, padding):
+    model = ml_collections.ConfigDict(dict(features=features, kernel_sizes=kernels, padding=padding, embedding_dim=4))
+    with pytest.raises(ConfigError, match="is too small for the encoder") as error:
+        check_image_size(4, model)
+    fits = int(re.search(r"use config.image_size >= (\d+)", str(error.value)).group(1))
+    check_image_size(fits, model)  # Fits, and one pixel less does not.
+    assert smallest_feature_map(fits - 1, model)[1] < 1
