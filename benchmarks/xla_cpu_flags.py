@@ -1,9 +1,15 @@
-"""The paper encoder's forward and backward time under XLA:CPU flag settings, each in a fresh process.
+"""The training step under XLA:CPU flag settings, each in a fresh process, each beside PyTorch.
 
-    python benchmarks/xla_cpu_flags.py [--batch=16] [--output=results/xla_cpu_flags.json]
+    python benchmarks/xla_cpu_flags.py [--config=configs/omniglot.py] [--batch=32] [--rounds=1]
+        [--settings=project,xla,...] [--output=results/xla_cpu_flags.json]
 
-XLA reads XLA_FLAGS once, when the backend starts, so every setting runs in its own subprocess.
-Times are for jax.grad of the encoder's summed embeddings over `--batch` random 105x105 images.
+XLA reads XLA_FLAGS once, when the backend starts, so every setting runs benchmarks/train_throughput.py
+in a subprocess of its own: the real training step at --batch pairs, alternated with PyTorch eager in
+that process, so each setting's ratio to PyTorch comes from one run. A setting is 'project'
+(siamese_jax's default flags, siamese_jax/xla_flags.py), 'xla' (XLA's own defaults:
+SIAMESE_JAX_XLA_DEFAULTS=0) or any XLA_FLAGS value, which then replaces the project's defaults.
+--rounds runs the whole list that many times, interleaved, so that a machine's slow minutes fall on
+every setting alike.
 """
 
 from __future__ import annotations
@@ -21,63 +27,84 @@ sys.path.insert(0, str(REPO))
 
 FLAGS = flags.FLAGS
 
+YNN = "--xla_cpu_experimental_ynn_fusion_type="
+
 
 def define_flags() -> None:
     """The benchmark's flags; defined only when run as a script."""
-    flags.DEFINE_integer("batch", 16, "Images per call.")
-    flags.DEFINE_integer("repeats", 3, "Timed calls per setting.")
+    flags.DEFINE_string("config", str(REPO / "configs" / "omniglot.py"), "Experiment config file.")
+    flags.DEFINE_integer("batch", 32, "Pairs per training step.")
+    flags.DEFINE_integer("steps", 3, "Timed steps per repetition.")
+    flags.DEFINE_integer("repeats", 2, "Alternating (JAX, PyTorch) repetitions per setting; the best counts.")
+    flags.DEFINE_integer("rounds", 1, "Times to run the whole list of settings, interleaved.")
+    flags.DEFINE_list("frameworks", ["jax", "torch"], "Passed to train_throughput.py (jax alone skips PyTorch).")
     flags.DEFINE_list("settings", [
-        "",
-        "--xla_cpu_use_onednn=true",
-        "--xla_cpu_experimental_onednn_custom_call=true",
-        "--xla_cpu_use_xnnpack=true",
-        "--xla_cpu_enable_fast_math=true",
-    ], "XLA_FLAGS values to compare ('' is the default).")
+        "project",
+        "xla",
+        YNN,  # YNNPACK off.
+        YNN + "-individual_dot",
+        YNN + "-individual_convolution,-individual_dot",
+    ], "XLA flag settings to compare: project, xla, or an XLA_FLAGS value.")
+    flags.DEFINE_integer("timeout_s", 1800, "Seconds one setting may take.")
     flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
 
 
-# Run in the child: prints {"forward_s": ..., "forward_backward_s": ...}.
-CHILD = """
-import json, sys, time
-sys.path.insert(0, {repo!r})
-import jax, jax.numpy as jnp
-from siamese_jax.models import SiameseNet, build_model, init_variables
-from siamese_jax.config_files import load_config_file
-config = load_config_file({config!r})
-config.model.dtype = "float32"
-model = build_model(config.model)
-params = init_variables(model, jax.random.PRNGKey(0), (105, 105))["params"]
-x = (jax.random.uniform(jax.random.PRNGKey(1), ({batch}, 105, 105)) < 0.1).astype(jnp.float32)
-loss = lambda p, x: model.apply({{"params": p}}, x, method=SiameseNet.embed).sum()
-out = {{}}
-for name, fn in (("forward_s", jax.jit(loss)), ("forward_backward_s", jax.jit(jax.grad(loss)))):
-    jax.block_until_ready(fn(params, x))
-    start = time.perf_counter()
-    for _ in range({repeats}):
-        result = fn(params, x)
-    jax.block_until_ready(result)
-    out[name] = (time.perf_counter() - start) / {repeats}
-print(json.dumps(out))
-"""
+def setting_env(setting: str, environ=os.environ) -> dict[str, str]:
+    """The environment that runs `setting`: 'project', 'xla' or an XLA_FLAGS value."""
+    env = {key: value for key, value in environ.items() if key not in ("XLA_FLAGS", "SIAMESE_JAX_XLA_DEFAULTS")}
+    env["JAX_PLATFORMS"] = "cpu"
+    if setting == "xla":
+        env["SIAMESE_JAX_XLA_DEFAULTS"] = "0"
+    elif setting != "project":
+        env["XLA_FLAGS"], env["SIAMESE_JAX_XLA_DEFAULTS"] = setting, "0"
+    return env
+
+
+def run_setting(setting: str, output: Path) -> dict:
+    """One setting's train_throughput.py run: its pairs/s, PyTorch's and the flags in effect, or its error."""
+    command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), f"--config={FLAGS.config}",
+               f"--batch_sizes={FLAGS.batch}", f"--steps={FLAGS.steps}", f"--repeats={FLAGS.repeats}",
+               f"--frameworks={','.join(FLAGS.frameworks)}", "--eval_batch=-1", f"--output={output}"]
+    try:
+        done = subprocess.run(command, env=setting_env(setting), capture_output=True, text=True,
+                              timeout=FLAGS.timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"setting": setting, "error": f"timed out after {FLAGS.timeout_s} s"}
+    if done.returncode or not output.exists():
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return {"setting": setting, "error": lines[-1] if lines else f"exit code {done.returncode}"}
+    result = json.loads(output.read_text())
+    return {"setting": setting, "xla_flags": result.get("xla_flags", ""),
+            **{key: result[key] for key in ("jax_pairs_per_s", "torch_pairs_per_s", "ratio_to_fastest_torch")
+               if key in result}}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Each setting's best round (its highest JAX pairs/s), in the order of --settings."""
+    best = {}
+    for row in rows:
+        current = best.get(row["setting"])
+        if current is None or row.get("jax_pairs_per_s", 0) > current.get("jax_pairs_per_s", 0):
+            best[row["setting"]] = row
+    return list(best.values())
 
 
 def main(argv):
-    """Runs every setting and prints one JSON line."""
+    """Runs every setting, --rounds times, and prints one JSON line."""
     del argv
+    import tempfile
+
     from siamese_jax.provenance import provenance
 
-    code = CHILD.format(repo=str(REPO), config=str(REPO / "configs" / "omniglot.py"), batch=FLAGS.batch,
-                        repeats=FLAGS.repeats)
     rows = []
-    for setting in FLAGS.settings:
-        env = {**os.environ, "XLA_FLAGS": setting, "JAX_PLATFORMS": "cpu"}
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-        if done.returncode:
-            rows.append({"xla_flags": setting, "error": done.stderr.strip().splitlines()[-1]})
-        else:
-            rows.append({"xla_flags": setting, **json.loads(done.stdout.strip().splitlines()[-1])})
-        print(rows[-1], flush=True)
-    result = {"benchmark": "xla_cpu_flags", **provenance(), "batch": FLAGS.batch, "settings": rows}
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_index in range(FLAGS.rounds):
+            for index, setting in enumerate(FLAGS.settings):
+                row = {"round": round_index, **run_setting(setting, Path(scratch) / f"{round_index}_{index}.json")}
+                rows.append(row)
+                print(row, flush=True)
+    result = {"benchmark": "xla_cpu_flags", **provenance(), "config": FLAGS.config, "batch": FLAGS.batch,
+              "settings": summarize(rows), "runs": rows}
     if FLAGS.output:
         Path(FLAGS.output).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

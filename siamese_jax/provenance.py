@@ -12,6 +12,8 @@ from pathlib import Path
 
 import jax
 
+from siamese_jax import xla_flags
+
 
 def device_description(num_devices: int | None = None) -> str:
     """The devices used (default: all) and the host's processor, e.g. 'cpu:cpu x1; host AMD EPYC, 2 cores'."""
@@ -49,6 +51,7 @@ def provenance(num_devices: int | None = None) -> dict:
         "device": device_description(num_devices),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "jax_version": jax.__version__,
+        **xla_flags.describe(),
     }
 
 
