@@ -29,6 +29,7 @@ DEFAULTS = {
     "model.dropout": 0.0,
     "model.first_layer_as_matmul": False,
     "model.test_time_flip": False,
+    "model.test_time_turns": 1,
     "validation.evals": ("verification", "one_shot"),
     "validation.metric": "one_shot_accuracy",
 }

@@ -104,7 +104,7 @@ class Demo:
         same-class probability against a model-input query, best first."""
         if support in self.builders:  # Its candidates are encoded already: the query alone is.
             candidates, embeddings = self.support_set(support)
-            return self.predictor.rank(self.predictor.embed(query[None])[0], embeddings, list(candidates.names),
+            return self.predictor.rank(self.predictor.embed(query[None])[..., 0, :], embeddings, list(candidates.names),
                                        [1] * len(candidates.names))
         if not Path(support).expanduser().is_dir():
             raise self.unknown(support)
@@ -119,7 +119,7 @@ class Demo:
         if len(set(names)) < len(names):
             raise UserError("two support images have the same name: each class needs its own name")
         embeddings = self.predictor.embed(np.stack([query] + [self.convert_file(f) for f in files]))
-        return self.predictor.rank(embeddings[0], embeddings[1:], names, [1] * len(names))
+        return self.predictor.rank(embeddings[..., 0, :], embeddings[..., 1:, :], names, [1] * len(names))
 
     def compare(self, a, b) -> dict:
         """predict compare of two image files."""

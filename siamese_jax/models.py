@@ -168,6 +168,9 @@ class SiameseNet(nn.Module):
     head_type: str = "l1"
     margin: float = 1.0
     test_time_flip: bool = False  # Outside training, embed each image and its mirror image and average.
+    # Outside training, score every task under this many quarter turns of all its images and average the
+    # scores (evaluation.scoring.encode gives one embedding of each image per turn).
+    test_time_turns: int = 1
 
     def setup(self):
         if self.head_type == "euclidean":
@@ -245,8 +248,16 @@ def build_model(model_config) -> SiameseNet:
         first_layer_as_matmul=bool(model_config.first_layer_as_matmul),
         dtype=dtype,
     )
+    turns = model_config.test_time_turns
+    if isinstance(turns, bool) or turns not in TEST_TIME_TURNS:
+        raise ConfigError(f"config.model.test_time_turns must be one of {TEST_TIME_TURNS} (quarter turns scored "
+                          f"and averaged at test time), got {turns!r}")
     return SiameseNet(encoder, head_type=head, margin=float(model_config.margin),
-                      test_time_flip=bool(model_config.test_time_flip))
+                      test_time_flip=bool(model_config.test_time_flip), test_time_turns=int(turns))
+
+
+# 1: each image as it is; 2: also turned by 180 degrees; 4: by each quarter turn.
+TEST_TIME_TURNS = (1, 2, 4)
 
 
 def smallest_feature_map(image_size: int, model_config) -> tuple[str, int]:

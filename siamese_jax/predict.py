@@ -96,12 +96,13 @@ class Predictor:
 
     def rank(self, query: jax.Array, support: jax.Array, names: list[str], counts: list[int]) -> list[dict]:
         """Every class with its mean same-class probability against a query, best first: `query` is one embedding
-        [D], `support` the embeddings [M, D] of the classes' images, `counts[i]` images of class names[i] in order.
+        [D], `support` the embeddings [M, D] of the classes' images ([V, D] and [V, M, D] with V test-time
+        turns), `counts[i]` images of class names[i] in order.
 
         Classes are ranked by the log of that mean, computed stably (scoring.mean_log_probability),
         so that probabilities that round to 1.0 still rank as the evaluation ranks them.
         """
-        embeddings = jax.numpy.concatenate([query[None], support])
+        embeddings = jax.numpy.concatenate([query[..., None, :], support], axis=-2)
         logits = self.embedded_pair_logits(embeddings, np.zeros(len(support)), np.arange(1, len(support) + 1))
         ranking, start = [], 0
         for name, count in zip(names, counts):
@@ -130,7 +131,7 @@ class Predictor:
         classes = support_classes(support)
         images = [query] + [self.convert(p) for paths in classes.values() for p in paths]
         embeddings = self.embed(np.stack(images))
-        return self.rank(embeddings[0], embeddings[1:], list(classes), [len(ps) for ps in classes.values()])
+        return self.rank(embeddings[..., 0, :], embeddings[..., 1:, :], list(classes), [len(ps) for ps in classes.values()])
 
 
 def main(argv):

@@ -31,7 +31,7 @@ TENSORBOARD = "tensorboard"
 MODEL_KEYS = ("model", "image_size", "channels")
 # Entries of config.model that change how the network computes, not its parameters: a run may
 # resume with another compute dtype or dropout rate, or be evaluated with test-time flipping.
-NOT_SHAPE_KEYS = ("dtype", "dropout", "first_layer_as_matmul", "test_time_flip")
+NOT_SHAPE_KEYS = ("dtype", "dropout", "first_layer_as_matmul", "test_time_flip", "test_time_turns")
 # Config entries (dotted paths) that only change how a trained run is evaluated.
 EVALUATION_KEYS = ("lfw.cohort_norm.images", "lfw.threshold", "lfw.test_crops")
 

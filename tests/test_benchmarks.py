@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from siamese_jax import flops
+from siamese_jax import flops, xla_flags
 from tests import synthetic
 from tests.conftest import REPO, load_config, tiny_config_file
 
@@ -252,10 +252,16 @@ def test_cpu_kernels_benchmark_runs(tmp_path):
 
 @pytest.mark.slow
 def test_xla_cpu_flags_benchmark_runs_each_setting_in_its_own_process(tmp_path):
-    done = _run("benchmarks/xla_cpu_flags.py", "--batch=1", "--repeats=1", "--settings=,--xla_no_such_flag=1")
+    output = tmp_path / "flags.json"
+    done = _run("benchmarks/xla_cpu_flags.py", "--config=configs/omniglot_cpu.py", "--batch=32", "--steps=1",
+                "--repeats=1", "--frameworks=jax", "--settings=project,xla,--xla_no_such_flag=1", f"--output={output}")
     assert done.returncode == 0, done.stderr
-    default, bad = _last_json(done.stdout)["settings"]
-    assert default["xla_flags"] == "" and default["forward_backward_s"] > 0
+    project, xla, bad = json.loads(output.read_text())["settings"]
+    assert project["jax_pairs_per_s"] > 0 and xla["jax_pairs_per_s"] > 0
+    # Each child saw its own flags: the project's defaults, XLA's (none), the given value alone.
+    measured = xla_flags.jaxlib_release() in xla_flags.MEASURED_ON
+    assert project["xla_flags"] == (" ".join(f"--{k}={v}" for k, v in xla_flags.DEFAULTS.items()) if measured else "")
+    assert xla["xla_flags"] == ""
     assert "error" in bad  # A setting XLA rejects is recorded, not fatal.
 
 

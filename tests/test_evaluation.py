@@ -95,6 +95,37 @@ def test_head_scores_match_pairwise_model_calls():
             assert probabilities[t, n] == pytest.approx(float(direct[0]), rel=1e-4)
 
 
+@pytest.mark.parametrize("turns", [2, 4])
+def test_test_time_turns_average_each_turns_scores(turns):
+    """With V test-time turns a trial's class scores the mean probability over its shots under each turn of
+    query and support alike, and a pair its mean logit: against whole-network calls on turned images."""
+    model = SiameseNet(Encoder(features=(4, 4), kernel_sizes=(3, 3), embedding_dim=8, padding="SAME", init_scheme="lecun"),
+                       test_time_turns=turns)
+    variables = init_variables(model, jax.random.PRNGKey(0), (12, 12))
+    images = (np.random.default_rng(0).uniform(size=(7, 12, 12)) * 255).astype(np.uint8)
+    trials = tasks.Trials(
+        support=np.array([[[0, 1], [2, 3]], [[3, 4], [5, 6]]], np.int32),
+        query=np.array([6, 2], np.int32), answer=np.array([0, 1], np.int32), group=np.zeros(2, np.int32),
+    )
+    embeddings = scoring.encode(model, variables, images, batch_size=4)
+    assert embeddings.shape == (turns, 7, 8)
+    scores = np.exp(scoring.trial_scores(model, variables, embeddings, trials))
+    pairs = tasks.Pairs(np.array([0, 6], np.int32), np.array([1, 2], np.int32), np.zeros(2, bool))
+    logits = scoring.pair_logits(model, variables, embeddings, pairs)
+    turned = [jnp.asarray(np.rot90(images, k, axes=(1, 2)), jnp.float32) / 255 for k in range(0, 4, 4 // turns)]
+    direct = lambda a, b: [float(model.apply(variables, x[a][None], x[b][None])[0]) for x in turned]
+    for t in range(2):
+        for n in range(2):
+            probabilities = [jax.nn.sigmoid(logit) for k in trials.support[t, n] for logit in direct(trials.query[t], k)]
+            assert scores[t, n] == pytest.approx(float(np.mean(probabilities)), rel=1e-4)
+    for p in range(2):
+        assert logits[p] == pytest.approx(float(np.mean(direct(pairs.left[p], pairs.right[p]))), rel=1e-4, abs=1e-5)
+    # One turn alone is not the average: the turns change the scores.
+    plain = SiameseNet(model.encoder)
+    unturned = scoring.pair_logits(plain, variables, scoring.encode(plain, variables, images, 4), pairs)
+    assert not np.allclose(unturned, logits)
+
+
 def test_validation_encodes_its_images_once_and_scores_as_each_evaluator_alone(monkeypatch):
     """The evaluators share one encoding of the split's images: the same metrics as encoding each evaluator's own."""
     import ml_collections

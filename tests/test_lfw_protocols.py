@@ -334,3 +334,10 @@ def test_bad_test_crops_are_refused(crops, synthetic_lfw_dir, cache_dir):
     with pytest.raises(ConfigError, match=r"config.lfw.test_crops must be distinct sides in 1..250 pixels other than "
                                           r"config.lfw.crop \(130\)"):
         faces.Experiment(config)
+
+
+def test_test_time_turns_are_refused_for_faces(synthetic_lfw_dir, cache_dir):
+    config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
+    config.model.test_time_turns = 4
+    with pytest.raises(ConfigError, match="test_time_turns=4 does not apply to faces"):
+        faces.Experiment(config)

@@ -74,6 +74,14 @@ def test_auto_dtype_is_bfloat16_on_accelerators_only():
         compute_dtype("float16")
 
 
+@pytest.mark.parametrize("turns", [0, 3, True, "4"])
+def test_test_time_turns_other_than_1_2_4_are_refused(turns):
+    config = load_config("omniglot_cpu")
+    config.model.test_time_turns = turns
+    with pytest.raises(ConfigError, match=r"config.model.test_time_turns must be one of \(1, 2, 4\)"):
+        build_model(config.model)
+
+
 def test_max_pool_matches_reduce_window():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 10, 3))
     expected = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")

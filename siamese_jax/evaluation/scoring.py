@@ -58,11 +58,23 @@ def used_images(images: np.ndarray, used: list[np.ndarray], prepare=None):
 
 
 def encode(model: SiameseNet, variables: dict, images: np.ndarray, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
-    """Embeddings [M, D] of uint8 images [M, S, S(, C)], in fixed-size batches split over the mesh's devices.
+    """Embeddings [M, D] of uint8 images [M, S, S(, C)], in fixed-size batches split over the mesh's devices;
+    [V, M, D] for a model with V = test_time_turns > 1: the images turned by each of V even steps of a full
+    turn (trial_scores and pair_logits average over V).
 
     The batch size is rounded up to a multiple of the device count; the embeddings come back
     replicated on every device. `mesh` defaults to every device.
     """
+    if model.test_time_turns > 1:
+        step = 4 // model.test_time_turns
+        return jnp.stack([encode_as_is(model, variables, np.rot90(images, k, axes=(1, 2)), batch_size, mesh)
+                          for k in range(0, 4, step)])
+    return encode_as_is(model, variables, images, batch_size, mesh)
+
+
+def encode_as_is(model: SiameseNet, variables: dict, images: np.ndarray, batch_size: int,
+                 mesh: Mesh | None = None) -> jax.Array:
+    """Embeddings [M, D] of uint8 images [M, S, S(, C)], unturned (see encode)."""
     mesh = mesh or distributed.data_mesh()
     batch_size = -(-batch_size // mesh.size) * mesh.size
     embed = embed_fn(model, mesh)
@@ -82,7 +94,7 @@ def encode_views(model: SiameseNet, variables: dict, views: np.ndarray, batch_si
     views' embeddings averaged, back to unit length for unit-length embeddings, as test_time_flip averages
     an image and its mirror image's."""
     count, num_views = views.shape[:2]
-    flat = encode(model, variables, views.reshape(count * num_views, *views.shape[2:]), batch_size, mesh)
+    flat = encode_as_is(model, variables, views.reshape(count * num_views, *views.shape[2:]), batch_size, mesh)
     return average_views(flat.reshape(count, num_views, -1), 1, model.encoder.embedding == "normalize")
 
 
@@ -103,13 +115,21 @@ def replicated_inputs(mesh: Mesh | None, *trees):
     return tuple(distributed.put(tree, where) for tree in trees)
 
 
+def as_turns(embeddings: jax.Array) -> jax.Array:
+    """Embeddings [V, M, D] of V turns, from encode's [M, D] (V = 1) or [V, M, D]."""
+    return embeddings if embeddings.ndim == 3 else embeddings[None]
+
+
 @functools.lru_cache(maxsize=8)
 def _trial_score_fn(model: SiameseNet):
     @jax.jit
     def score(variables, embeddings, query, support):
-        h_query = embeddings[query][:, None, None, :]  # [T, 1, 1, D]
-        logits = model.apply(variables, h_query, embeddings[support], method=SiameseNet.score)
-        return mean_log_probability(logits)
+        turns = as_turns(embeddings)
+        h_query = turns[:, query][:, :, None, None, :]  # [V, T, 1, 1, D]
+        logits = model.apply(variables, h_query, turns[:, support], method=SiameseNet.score)  # [V, T, N, K]
+        # Each turn's K shots are K more shots: the mean probability runs over all V * K of them.
+        logits = jnp.moveaxis(logits, 0, -1)
+        return mean_log_probability(logits.reshape(*logits.shape[:-2], -1))
 
     return score
 
@@ -126,7 +146,8 @@ def mean_log_probability(logits: jax.Array) -> jax.Array:
 def trial_scores(model: SiameseNet, variables: dict, embeddings: jax.Array, trials: Trials,
                  mesh: Mesh | None = None) -> np.ndarray:
     """Score [T, N] of each trial's support classes for its query: the log of the mean same-class
-    probability over the class's K shots (exp() gives the probability)."""
+    probability over the class's K shots (exp() gives the probability), and over the V turns of
+    embeddings [V, M, D] (query and support turned alike)."""
     score = _trial_score_fn(model)
     count = len(trials.query)
     pad = -count % TRIAL_CHUNK
@@ -143,7 +164,8 @@ def trial_scores(model: SiameseNet, variables: dict, embeddings: jax.Array, tria
 def pair_logits(model: SiameseNet, variables: dict, embeddings: jax.Array, pairs: Pairs,
                 mesh: Mesh | None = None) -> np.ndarray:
     """Logit [P] that each pair shows one class (sigmoid() gives the probability; ranking by logits
-    never ties where float32 probabilities round to 1.0)."""
+    never ties where float32 probabilities round to 1.0); for embeddings [V, M, D] of V turns, the
+    mean of the V logits of the pair turned alike."""
     return np.asarray(_pair_score_fn(model)(*replicated_inputs(mesh, variables, embeddings, pairs.left, pairs.right)))
 
 
@@ -156,7 +178,12 @@ def eval_set_pair_logits(model: SiameseNet, variables: dict, eval_set: EvalSet, 
 
 @functools.lru_cache(maxsize=8)
 def _pair_score_fn(model: SiameseNet):
-    return jax.jit(lambda v, e, a, b: model.apply(v, e[a], e[b], method=SiameseNet.score).astype(jnp.float32))
+    def score(variables, embeddings, left, right):
+        turns = as_turns(embeddings)
+        logits = model.apply(variables, turns[:, left], turns[:, right], method=SiameseNet.score)
+        return logits.astype(jnp.float32).mean(axis=0)
+
+    return jax.jit(score)
 
 
 def picked_correctly(scores: np.ndarray, answer: np.ndarray) -> np.ndarray:

@@ -134,6 +134,10 @@ class Experiment(base.Experiment):
         if not valid or len(set(crops)) < len(crops) or f.crop in crops:
             raise ConfigError(f"config.lfw.test_crops must be distinct sides in 1..250 pixels other than config.lfw.crop "
                               f"({f.crop}), got {crops}")
+        if self.config.model.test_time_turns != 1:
+            # Verification's AS-norm and test crops work on one embedding per photo, and a face is upright.
+            raise ConfigError(f"config.model.test_time_turns={self.config.model.test_time_turns} does not apply to "
+                              "faces: use 1 (or --config.model.test_time_flip for the mirror image)")
         if not 0 < f.validation_fraction < 1:
             raise ConfigError(f"config.lfw.validation_fraction must lie in (0, 1), got {f.validation_fraction}")
         if not tuple(f.identification.ways) or min(tuple(f.identification.ways)) < 2:
