@@ -11,3 +11,11 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A config value that cannot work."""
+
+
+class TrainingInterrupted(UserError):
+    """Training stopped on SIGTERM or Ctrl-C, its state saved: the same command resumes it."""
+
+
+class TrainingDiverged(UserError):
+    """Training stopped because its loss, parameters or validation scores were no longer finite."""

@@ -31,7 +31,7 @@ from siamese_jax.evaluation import evaluators
 from siamese_jax import workdir as workdir_files
 from siamese_jax.checkpointing import Checkpoints
 from siamese_jax.config_files import upgrade_config
-from siamese_jax.errors import ConfigError, UserError
+from siamese_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted, UserError
 from siamese_jax.models import build_model, check_image_size, init_variables, input_shape
 from siamese_jax.provenance import provenance
 
@@ -80,11 +80,11 @@ class _Interrupted(Exception):
 
 
 class _Diverged(Exception):
-    """Raised by the training loop when the loss or the parameters are no longer finite."""
+    """Raised by the training loop when the loss, the parameters or validation's scores are no longer finite."""
 
-    def __init__(self, step: int, loss: float):
-        super().__init__(step, loss)
-        self.step, self.loss = step, loss
+    def __init__(self, step: int, loss: float, what: str = ""):
+        super().__init__(step, loss, what)
+        self.step, self.loss, self.what = step, loss, what or f"loss {loss}"
 
 
 def out_of_time(time_limit_s: float, elapsed_s: float, epoch_s: float | None) -> bool:
@@ -99,8 +99,10 @@ class Trainer:
     results.
     """
 
-    def __init__(self, config, workdir: str, devices=None):
-        self.config, self.workdir = config, workdir
+    def __init__(self, config, workdir: str, devices=None, epoch_callback=None):
+        """`epoch_callback(epoch, scores)`, if given, runs after each epoch's validation on every process, with
+        the epoch's validation metrics; a string it returns ends training there, as the reason it stopped."""
+        self.config, self.workdir, self.epoch_callback = config, workdir, epoch_callback
         self.mesh = distributed.data_mesh(devices)
         self.primary = distributed.is_primary()
         validate_config(config, self.mesh.size)
@@ -195,7 +197,10 @@ class Trainer:
                 epoch_start = time.time()
                 self.train_epoch(stop)
                 epoch_seconds = time.time() - epoch_start
-                self.end_epoch(epoch_seconds)
+                scores = self.end_epoch(epoch_seconds)
+                reason = self.epoch_callback(self.meta["epoch"], scores) if self.epoch_callback else None
+                if reason:
+                    return reason
                 if self.meta["epochs_without_improvement"] >= config.patience and self.meta["epoch"] < config.num_epochs:
                     return "patience"
             return "num_epochs"
@@ -207,10 +212,10 @@ class Trainer:
                 except _Diverged as diverged:  # Asked to stop while diverging: the state is not saved either.
                     stop = diverged
             # A diverged state is never saved: the checkpoints keep the last finite one.
-            message = (self.divergence_message(stop) if isinstance(stop, _Diverged) else
-                       f"interrupted ({stop}); saved step {self.step}. Run the same command to resume")
             self.checkpoints.close()
-            raise UserError(message) from None
+            if isinstance(stop, _Diverged):
+                raise TrainingDiverged(self.divergence_message(stop)) from None
+            raise TrainingInterrupted(f"interrupted ({stop}); saved step {self.step}. Run the same command to resume") from None
         finally:
             signal.signal(signal.SIGTERM, previous_term)
             signal.signal(signal.SIGINT, previous_int)
@@ -260,12 +265,12 @@ class Trainer:
         rates = sorted({h["learning_rate"] for h in self.schedules.at(max(diverged.step - 1, 0)).values()})
         rate = f"learning rate {rates[0]:.3g}" if len(rates) == 1 else f"learning rates {rates[0]:.3g}-{rates[-1]:.3g}"
         kept = self.checkpoints.latest.latest_step()
-        return (f"training diverged at step {diverged.step}: loss {diverged.loss}, {rate}. Nothing after step "
+        return (f"training diverged at step {diverged.step}: {diverged.what}, {rate}. Nothing after step "
                 f"{kept or 0} was saved ({'its checkpoint is kept' if kept else 'no checkpoint yet'}): run again with a "
                 "lower learning rate to resume from it, or with --config.on_nonfinite=skip to skip such steps")
 
-    def end_epoch(self, epoch_seconds: float) -> None:
-        """Validates, logs the epoch, keeps the best parameters and saves the state."""
+    def end_epoch(self, epoch_seconds: float) -> dict:
+        """Validates, logs the epoch, keeps the best parameters and saves the state; returns the validation metrics."""
         epoch = self.meta["epoch"] + 1
         self.check_finite()  # Before validating or saving anything of this epoch.
         state = self.state
@@ -273,6 +278,10 @@ class Trainer:
         skipped = self.steps_per_epoch - int(state["loss_count"]) if self.config.on_nonfinite == "skip" else 0
         self.state = dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]), loss_count=jnp.zeros_like(state["loss_count"]))
         scores = self.validation(self.model, train_step.model_variables(self.state))
+        # Finite but huge parameters can score NaN: a run that has diverged all the same.
+        broken = [name for name, value in scores.items() if not math.isfinite(value)]
+        if broken:
+            raise _Diverged(self.step, train_loss, f"validation {', '.join(broken)} not finite (train loss {train_loss:.4g})")
         improved = scores[self.metric] > self.meta["best_score"]
         self.meta = dict(
             self.meta,
@@ -308,6 +317,7 @@ class Trainer:
             dropped = f" ({skipped} steps skipped: loss not finite)" if skipped else ""
             self.progress_bar.write(f"epoch {epoch}: train loss {train_loss:.4f}{dropped}, val "
                                     f"{progress.format_scores(scores)}" + (" (best)" if improved else best))
+        return scores
 
     def evaluate_best(self, stopped_by: str) -> dict:
         """Evaluates the best parameters into WORKDIR/eval.json and prints the dataset's summary."""
@@ -315,9 +325,7 @@ class Trainer:
         result = {
             "checkpoint": "best",
             **self.experiment.evaluate(model, best_variables, self.mesh),
-            "training": {"epochs": self.meta["epoch"], "best_epoch": self.meta["best_epoch"], "steps": self.step,
-                         "pairs": self.step * self.pairs_per_step, "wall_time_s": self.meta["wall_time"],
-                         "stopped_by": stopped_by},
+            "training": self.training_record(stopped_by),
             "provenance": provenance(self.mesh.size),
         }
         if self.primary:
@@ -325,15 +333,21 @@ class Trainer:
             print(self.experiment.summarize(result), flush=True)
         return result
 
-    def run(self) -> dict:
-        """Trains, then evaluates the best checkpoint; the workdir's lock is released however it ends."""
+    def run(self, evaluate: bool = True) -> dict:
+        """Trains, then evaluates the best checkpoint (unless not `evaluate`: then only the training's record);
+        the workdir's lock is released however it ends."""
         try:
-            return self.train_and_evaluate()
+            return self.train_and_evaluate(evaluate)
         finally:
             self.lock.release()
 
-    def train_and_evaluate(self) -> dict:
-        """Trains, then evaluates the best checkpoint."""
+    def training_record(self, stopped_by: str) -> dict:
+        """How training went: epochs, the best one, steps, pairs, seconds and what ended it."""
+        return {"epochs": self.meta["epoch"], "best_epoch": self.meta["best_epoch"], "steps": self.step, "pairs": self.step * self.pairs_per_step, "wall_time_s": self.meta["wall_time"],
+                "stopped_by": stopped_by}
+
+    def train_and_evaluate(self, evaluate: bool = True) -> dict:
+        """Trains, then evaluates the best checkpoint (see run)."""
         stopped_by = self.train()
         self.checkpoints.close()
         self.tensorboard.close()
@@ -342,7 +356,7 @@ class Trainer:
         if self.primary and stopped_by == "time_limit":
             print(f"stopped after epoch {self.meta['epoch']}: another epoch (about {self.meta.get('last_epoch_s', 0):.0f}"
                   f" s) would pass config.max_train_seconds={float(self.config.max_train_seconds):g}", flush=True)
-        return self.evaluate_best(stopped_by)
+        return self.evaluate_best(stopped_by) if evaluate else {"training": self.training_record(stopped_by)}
 
 
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:

@@ -29,7 +29,7 @@ from PIL import Image
 from siamese_jax import train
 from siamese_jax import workdir as workdir_files
 from siamese_jax.data import images, sources
-from siamese_jax.errors import DataError, UserError
+from siamese_jax.errors import DataError, TrainingDiverged, UserError
 from tests.conftest import REPO, latest_params, metrics, tiny_config, tiny_config_file
 
 pytestmark = pytest.mark.slow  # Most tests here train or start processes.
@@ -106,6 +106,47 @@ def test_a_stop_request_while_diverging_saves_nothing_and_says_so(synthetic_data
                                         r"\(no checkpoint yet\)"):
         train.train_and_evaluate(config, str(tmp_path))
     assert _latest_steps(tmp_path) == [] and not (tmp_path / workdir_files.LOCK).exists()
+
+
+def test_nan_validation_scores_are_divergence_even_with_finite_parameters(synthetic_data_dir, cache_dir, tmp_path,
+                                                                         monkeypatch):
+    """Huge but finite parameters can score NaN (the CPU config at Adam 1e12): the run stops as diverged, keeping
+    the last epoch whose validation was finite, and never evaluates or reports the broken one as a result."""
+    from siamese_jax.evaluation import evaluators
+
+    calls = {"n": 0}
+    real = evaluators.pair_logits
+
+    def nan_from_the_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        logits = real(*args, **kwargs)
+        return np.where(np.arange(len(logits)) == 0, np.nan, logits) if calls["n"] > 2 else logits  # 2 evaluators.
+
+    monkeypatch.setattr(evaluators, "pair_logits", nan_from_the_second_epoch)
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3, checkpoint_every_steps=1000)
+    config.validation.evals = ("verification", "verification_any_group", "one_shot")
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at step 6: validation verification_accuracy, "
+                                                r"verification_auc, verification_any_group_accuracy, "
+                                                r"verification_any_group_auc not finite \(train loss [\d.]+\), "
+                                                r"learning rate .* Nothing after step 3 was saved"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert [r["epoch"] for r in metrics(tmp_path)] == [1]
+    assert _latest_steps(tmp_path) == [3] and not (tmp_path / "eval.json").exists()
+
+
+def test_the_epoch_callback_sees_each_epochs_metrics_and_can_stop_training(synthetic_data_dir, cache_dir, tmp_path):
+    seen = []
+
+    def stop_after_two(epoch, scores):
+        seen.append((epoch, sorted(scores)))
+        return "enough" if epoch == 2 else None
+
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=4)
+    result = train.Trainer(train.upgrade_config(config), str(tmp_path), epoch_callback=stop_after_two).run(evaluate=False)
+    names = sorted(key[len("val_"):] for key in metrics(tmp_path)[0] if key.startswith("val_"))
+    assert seen == [(1, names), (2, names)] and "one_shot_accuracy" in names
+    assert result["training"]["stopped_by"] == "enough" and result["training"]["epochs"] == 2
+    assert not (tmp_path / "eval.json").exists() and not (tmp_path / workdir_files.LOCK).exists()
 
 
 def _restore_latest_step(workdir: Path, config, step: int):

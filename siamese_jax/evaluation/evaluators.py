@@ -5,6 +5,7 @@ images form the split."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import numpy as np
@@ -38,6 +39,8 @@ class OneShotEvaluator:
     def __call__(self, model, variables: dict, embeddings, mesh: Mesh | None = None) -> dict[str, float]:
         """The metrics of a model's variables, given the embeddings of the images `tasks` index."""
         scores = trial_scores(model, variables, embeddings, self.tasks, mesh)
+        if np.isnan(scores).any():  # A broken model's: no accuracy to speak of (training calls it divergence).
+            return {"one_shot_accuracy": math.nan}
         return {"one_shot_accuracy": float(picked_correctly(scores, self.tasks.answer).mean())}
 
     def sizes(self) -> dict[str, int]:
@@ -61,6 +64,8 @@ class VerificationEvaluator:
     def __call__(self, model, variables: dict, embeddings, mesh: Mesh | None = None) -> dict[str, float]:
         """The metrics of a model's variables, given the embeddings of the images `tasks` index."""
         logits = pair_logits(model, variables, embeddings, self.tasks, mesh)
+        if np.isnan(logits).any():
+            return dict.fromkeys(self.metrics, math.nan)
         return {f"{self.prefix}_accuracy": float(((logits > 0) == self.tasks.same).mean()),
                 f"{self.prefix}_auc": roc_auc(logits, self.tasks.same)}
 
