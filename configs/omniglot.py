@@ -57,7 +57,7 @@ def get_config():
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 128, 128, 256), kernel_sizes=(10, 7, 4, 4), embedding_dim=4096,
              padding="VALID", init="paper", norm="none", dropout=0.0, dtype="auto", first_layer_as_matmul=False,
-             test_time_flip=False, embedding="sigmoid", head="l1", margin=1.0)
+             test_time_flip=False, test_time_turns=1, embedding="sigmoid", head="l1", margin=1.0)
     )
     # first_layer_as_matmul computes the first convolution (one input channel) as image patches
     # times the kernel: the same function, by another route (siamese_jax/conv.py says why).

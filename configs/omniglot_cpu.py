@@ -20,7 +20,7 @@ def get_config():
     config.model = ml_collections.ConfigDict(
         dict(features=(64, 64, 64, 64), kernel_sizes=(3, 3, 3, 3), embedding_dim=4096,
              padding="SAME", init="lecun", norm="group", dropout=0.0, dtype="auto", first_layer_as_matmul=False,
-             test_time_flip=False, embedding="sigmoid", head="l1", margin=1.0)
+             test_time_flip=False, test_time_turns=1, embedding="sigmoid", head="l1", margin=1.0)
     )
     # 'groups': batch_size images = alphabets x classes_per_group x images_per_class, and
     # every pair inside each alphabet group is scored (1,984 pairs per step here).
