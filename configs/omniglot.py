@@ -5,6 +5,8 @@
 
 import ml_collections
 
+from siamese_jax.config_files import paper_space, tune_block
+
 # The 10 evaluation alphabets of Lake's 20 official one-shot runs: the test alphabets.
 RUN_ALPHABETS = (
     "Atlantean", "Ge_ez", "Glagolitic", "Gurmukhi", "Kannada",
@@ -114,4 +116,9 @@ def get_config():
     config.log_every_steps = 20
     config.checkpoint_every_steps = 1000
     config.eval_batch_size = 256
+
+    # The paper's search (config_files.paper_space cites its ranges), trials of 20 epochs:
+    # python -m siamese_jax.tune --config=configs/omniglot.py --workdir=DIR
+    config.tune = tune_block(paper_space(LAYERS, len(config.model.features)), epochs=20)
     return config
+

@@ -10,7 +10,7 @@ every within-alphabet pair of each batch scored, and turned alphabets as new cha
 
 import ml_collections
 
-from siamese_jax.config_files import sibling_config
+from siamese_jax.config_files import sibling_config, tune_block
 
 
 def get_config():
@@ -50,4 +50,11 @@ def get_config():
     config.validation.one_shot_trials = 1000
     config.validation.verification_pairs = 2_000
     config.checkpoint_every_steps = 200
+    # What python -m siamese_jax.tune searches for this network and Adam, in 8-epoch trials (docs/tuning.md);
+    # configs/omniglot_cpu_sgd.py searches the paper's per-layer SGD instead.
+    config.tune = tune_block((
+        ("learning_rate", "log_float", 3e-4, 1e-2),
+        ("model.dropout", "float", 0.0, 0.5),
+        ("augment.probability", "float", 0.0, 1.0),
+    ), epochs=8)
     return config

@@ -19,7 +19,7 @@ from the paper is how it is trained (README, "The fast recipe", says why for eac
 
 import ml_collections
 
-from siamese_jax.config_files import sibling_config
+from siamese_jax.config_files import sibling_config, tune_block
 
 
 def get_config():
@@ -48,4 +48,10 @@ def get_config():
     config.patience = 40  # The cosine schedule ends the run; the best checkpoint is kept anyway.
     config.max_train_seconds = 480
     config.checkpoint_every_steps = 2000
+    # What python -m siamese_jax.tune searches for this recipe (Adam), in 10-epoch trials (docs/tuning.md).
+    config.tune = tune_block((
+        ("learning_rate", "log_float", 1e-4, 3e-3),
+        ("model.dropout", "float", 0.0, 0.5),
+        ("augment.probability", "float", 0.0, 1.0),
+    ), epochs=10)
     return config

@@ -91,3 +91,39 @@ def upgrade_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             # Configs saved before several ways were reported had one, `way`.
             config.lfw.identification.ways = (config.lfw.identification.way,)
     return config
+
+
+def tune_block(space, **settings) -> ml_collections.ConfigDict:
+    """A config's `tune` section (siamese_jax.tune, docs/tuning.md): the search space and how to search it."""
+    block = ml_collections.ConfigDict(dict(
+        space=tuple(tuple(entry) for entry in space),
+        metric="",  # '': config.validation.metric.
+        pruner="median",  # 'median', 'successive_halving' or 'none'.
+        startup_trials=5,  # Trials the sampler draws at random, and the median pruner lets finish, first.
+        warmup_epochs=2,  # Epochs a trial always trains before the pruner may stop it.
+        epochs=0,  # Epochs a trial trains (0: config.num_epochs).
+        trials=30,  # The study's trials in all (tune --trials overrides).
+        seed=0,  # The TPE sampler's.
+    ))
+    block.update(settings)
+    return block
+
+
+def paper_space(layers, convolutions: int = 0) -> tuple:
+    """Koch et al.'s search ranges (section 3.2, "Learning", under "Hyperparameter optimization") for
+    per-layer SGD over `layers` and, for `convolutions` > 0, the architecture of that many convolutions.
+
+    Each layer's learning rate eta_j in [1e-4, 1e-1] (searched on a log scale), momentum mu_j in [0, 1] and
+    L2 weight lambda_j in [0, 0.1]; filter sizes 3x3 to 20x20, 16 to 256 filters in multiples of 16, and
+    128 to 4096 units in the fully connected layer, in multiples of 16.
+    """
+    space = [entry for layer in layers for entry in (
+        (f"learning_rates.{layer}", "log_float", 1e-4, 1e-1),
+        (f"momenta.{layer}", "float", 0.0, 1.0),
+        (f"l2.{layer}", "float", 0.0, 0.1),
+    )]
+    for i in range(convolutions):
+        space += [(f"model.kernel_sizes.{i}", "int", 3, 20, 1), (f"model.features.{i}", "int", 16, 256, 16)]
+    if convolutions:
+        space.append(("model.embedding_dim", "int", 128, 4096, 16))
+    return tuple(space)
