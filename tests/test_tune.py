@@ -99,6 +99,46 @@ def test_diverging_trials_are_recorded_and_the_study_goes_on(synthetic_data_dir,
 
 
 @pytest.mark.slow
+def test_an_interrupted_study_keeps_its_trials_and_resumes_the_interrupted_one(synthetic_data_dir, cache_dir, tmp_path,
+                                                                             monkeypatch):
+    import signal
+
+    from siamese_jax import train_step
+    from siamese_jax.errors import TrainingInterrupted
+
+    real_make_dispatch, dispatches = train_step.make_dispatch, {"n": 0}
+
+    def interrupted_in_the_second_trial(*args):
+        dispatch = real_make_dispatch(*args)
+
+        def counted(*inputs):
+            dispatches["n"] += 1
+            out = dispatch(*inputs)
+            if dispatches["n"] == 3 * 2 + 4:  # Trial 0: two epochs of 3 steps; then 4 steps into trial 1.
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C.
+            return out
+
+        return counted
+
+    monkeypatch.setattr(train_step, "make_dispatch", interrupted_in_the_second_trial)
+    config = tiny_study_config(synthetic_data_dir, cache_dir, pruner="none", epochs=2)
+    with pytest.raises(TrainingInterrupted):
+        search(config, tmp_path, 2).run()
+    again = search(config, tmp_path, 2)
+    finished, interrupted, waiting = sorted(again.study.get_trials(), key=lambda t: t.number)
+    assert finished.state.name == "COMPLETE" and interrupted.state.name == "FAIL" and waiting.state.name == "WAITING"
+    assert interrupted.user_attrs["reason"] == "interrupted"
+    assert waiting.system_attrs["fixed_params"] == interrupted.params and waiting.user_attrs["workdir"] == interrupted.user_attrs["workdir"]
+    workdir = interrupted.user_attrs["workdir"]
+    assert [json.loads(line)["epoch"] for line in open(os.path.join(workdir, "metrics.jsonl"))] == [1]
+    again.run()  # The same command: the interrupted trial's values go on from its checkpoint in its workdir.
+    resumed = sorted(again.study.get_trials(), key=lambda t: t.number)[2]
+    assert resumed.state.name == "COMPLETE" and resumed.user_attrs["workdir"] == workdir
+    assert [json.loads(line)["epoch"] for line in open(os.path.join(workdir, "metrics.jsonl"))] == [1, 2]
+    assert [t.state.name for t in again.study.get_trials()].count("COMPLETE") == 2
+
+
+@pytest.mark.slow
 def test_two_workers_finish_n_trials_between_them(synthetic_data_dir, cache_dir, tmp_path):
     config_file = tmp_path / "study_config.py"
     config_file.write_text(
