@@ -1,8 +1,9 @@
 """The same config and seed give the same numbers as the recorded tiny runs: refactors must not change them.
 
 Every value of metrics.jsonl but the wall time, and the evaluation's numbers, must match the record
-to within 1e-6 under the JAX version and on the processor model that wrote it (tests/golden/*.json
-name both; they are float results of XLA:CPU on 8 forced devices). Under another JAX or on another
+to within 1e-6 under the JAX version, the XLA flags (which pick XLA:CPU's kernels) and on the processor
+model that wrote it (tests/golden/*.json name all three; they are float results of XLA:CPU on 8 forced
+devices). Under another JAX or on another
 processor, where XLA rounds some sums differently, they must match to within float noise: relative
 1e-3, or 5e-3 absolute, since near-tied pair scores of the tiny model can swap and move its ROC AUC
 by a few thousandths (0.9875 against 0.99 on an Intel Xeon for a record written on an AMD EPYC).
@@ -36,6 +37,12 @@ def _numbers(workdir: Path) -> dict:
     result.get("lfw", {}).pop("logit_threshold", None)  # Added after the records were written.
     return {"metrics": [{k: v for k, v in r.items() if k != "wall_time"} for r in metrics(workdir)],
             "eval": result}
+
+
+def _kernel_flags() -> str:
+    """The XLA flags that choose kernels (and so roundings) in this process: XLA_FLAGS less the device count."""
+    return " ".join(sorted(f for f in os.environ.get("XLA_FLAGS", "").split()
+                           if not f.startswith("--xla_force_host_platform_device_count")))
 
 
 def _within_noise(actual, expected, rel: float = 1e-3, abs_: float = 1e-3) -> bool:
@@ -85,11 +92,12 @@ def test_tiny_run_matches_its_record(name, synthetic_data_dir, synthetic_lfw_dir
     numbers = _numbers(tmp_path)
     path = GOLDEN / f"tiny_{name}.json"
     if WRITE:
-        path.write_text(json.dumps({"jax_version": jax.__version__, "host": host_processor(), **numbers}, indent=1)
-                        + "\n")
+        path.write_text(json.dumps({"jax_version": jax.__version__, "host": host_processor(), "xla_flags": _kernel_flags(),
+                                    **numbers}, indent=1) + "\n")
         pytest.skip(f"wrote {path}")
     recorded = json.loads(path.read_text())
-    if (recorded.pop("jax_version"), recorded.pop("host")) == (jax.__version__, host_processor()):
+    written_under = (recorded.pop("jax_version"), recorded.pop("host"), recorded.pop("xla_flags", ""))
+    if written_under == (jax.__version__, host_processor(), _kernel_flags()):
         assert _within_noise(numbers["metrics"], recorded["metrics"], rel=1e-6, abs_=1e-9), numbers["metrics"]
         assert _within_noise(numbers["eval"], recorded["eval"], rel=1e-6, abs_=1e-9), numbers["eval"]
     else:  # Another XLA or processor rounds differently: the same structure, every number within float noise.
