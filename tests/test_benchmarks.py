@@ -30,7 +30,10 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name, tolerance", [("omniglot", 0.01), ("omniglot_cpu", 0.06)])
+# The CPU config's group norms and ReLUs are about a tenth of its small network's gradient work: XLA's
+# cost analysis counts them in its own fusions (71.9M against 65.3M per image with YNNPACK off, within
+# 6% under YNNPACK, whose fusions it does not count).
+@pytest.mark.parametrize("name, tolerance", [("omniglot", 0.01), ("omniglot_cpu", 0.12)])
 def test_flops_from_layer_shapes_match_xla_cpu(name, tolerance, monkeypatch):
     """XLA:CPU counts every convolution; ours leaves out only elementwise work (norms, ReLU, pooling)."""
     from jax import lax

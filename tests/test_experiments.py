@@ -123,7 +123,7 @@ def test_a_workdir_saved_before_the_new_config_keys_still_evaluates(trained_omni
     assert again["validation"] == {key: result["validation"][key] for key in again["validation"]}
 
 
-COMMANDS = {"train", "evaluate", "predict", "report", "lfw_view2", "demo"}
+COMMANDS = {"train", "evaluate", "predict", "report", "lfw_view2", "demo", "tune"}
 
 
 def _package_imports() -> dict[str, set[str]]:
