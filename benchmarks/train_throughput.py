@@ -162,19 +162,19 @@ def breakdown(setup: dict, config, steps: int) -> dict:
     """Milliseconds of the parts of one step: inputs (sample, gather, distort), forward, forward + backward."""
     import jax
 
-    from siamese_jax import augment
+    from siamese_jax import augment, train_step
     from siamese_jax.data.images import to_float
     from siamese_jax.models import SiameseNet
 
     model, sampler, tables, train_images = setup["model"], setup["sampler"], setup["tables"], setup["images"]
     variables = {k: v for k, v in setup["state"].items() if k in ("params", "batch_stats")}
-    distortion = config.augment
+    distortion = train_step.distortion_settings(config.augment)
 
     @jax.jit
     def inputs(key):
         batch = sampler(key, tables)
         images = to_float(train_images[batch.images])
-        return augment.augment_batch(key, images, distortion) if distortion.enabled else images
+        return augment.augment_batch(key, images, distortion) if distortion is not None else images
 
     images = inputs(jax.random.PRNGKey(0))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +16,26 @@ COMPONENTS = ("rotation", "shear_x", "shear_y", "scale_x", "scale_y", "translate
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0], np.float32)
 
 
-def sample_affine_params(key: jax.Array, config, image_size: int) -> jax.Array:
+@dataclasses.dataclass(frozen=True)
+class Distortion:
+    """The distortions' ranges (config.augment): each component applied with `probability`; `flip` is
+    the probability of a left-right mirror (faces; characters must not be mirrored)."""
+
+    probability: float
+    rotation: float  # degrees, +-
+    shear: float  # +-
+    scale: tuple[float, float]
+    translation: float  # pixels at 105x105, +-
+    flip: float = 0.0
+
+    @classmethod
+    def from_config(cls, section) -> "Distortion":
+        """The values of a config's augment section."""
+        return cls(float(section.probability), float(section.rotation), float(section.shear),
+                   tuple(float(s) for s in section.scale), float(section.translation), float(section.flip))
+
+
+def sample_affine_params(key: jax.Array, config: Distortion, image_size: int) -> jax.Array:
     """Draws one distortion [7] (see COMPONENTS); each component is applied with config.probability.
 
     Rotation is in radians; translation is in pixels of an image of `image_size`, scaled from the
@@ -63,14 +85,14 @@ def warp(image: jax.Array, linear: jax.Array, translation: jax.Array) -> jax.Arr
     return sampled.reshape(height, width).astype(image.dtype)
 
 
-def augment_image(key: jax.Array, image: jax.Array, config) -> jax.Array:
+def augment_image(key: jax.Array, image: jax.Array, config: Distortion) -> jax.Array:
     """One randomly distorted copy of an image [H, W] or [H, W, C].
 
     With config.flip > 0 (faces; characters must not be mirrored), the image is also mirrored
     left-right with that probability, folded into the same warp.
     """
     linear, translation = affine_matrix(sample_affine_params(key, config, image.shape[0]))
-    flip = getattr(config, "flip", 0.0)
+    flip = config.flip
     if flip:  # A separate key, so configs without flips draw exactly what they did before.
         mirrored = jax.random.bernoulli(jax.random.fold_in(key, 1), flip)
         linear = linear @ jnp.diag(jnp.where(mirrored, jnp.array([-1.0, 1.0]), jnp.array([1.0, 1.0])))
@@ -88,7 +110,7 @@ def square_symmetries(images: jax.Array, symmetry: jax.Array) -> jax.Array:
     return jax.vmap(lambda image, s: jax.lax.switch(s % 8, branches, image))(images, symmetry)
 
 
-def augment_batch(key: jax.Array, images: jax.Array, config) -> jax.Array:
+def augment_batch(key: jax.Array, images: jax.Array, config: Distortion) -> jax.Array:
     """Distorts every image of a batch [B, H, W] or [B, H, W, C] independently (vmapped)."""
     keys = jax.random.split(key, images.shape[0])
-    return jax.vmap(augment_image, in_axes=(0, 0, None))(keys, images, config)
+    return jax.vmap(functools.partial(augment_image, config=config))(keys, images)

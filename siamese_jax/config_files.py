@@ -30,6 +30,7 @@ DEFAULTS = {
     "model.first_layer_as_matmul": False,
     "model.test_time_flip": False,
     "model.test_time_turns": 1,
+    "augment.flip": 0.0,
     "validation.evals": ("verification", "one_shot"),
     "validation.metric": "one_shot_accuracy",
 }

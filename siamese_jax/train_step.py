@@ -3,7 +3,6 @@ the state it carries, and its dispatch (several steps per call with lax.scan).""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,7 @@ from siamese_jax.models import SiameseNet
 
 
 def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, objective: losses.Objective,
-                    distortion: SimpleNamespace | None, l2: dict, mesh: Mesh | None = None):
+                    distortion: augment.Distortion | None, l2: dict, mesh: Mesh | None = None):
     """One training step, state -> (state, loss): sample, distort, encode, score, update, on the device.
 
     With a mesh, each device gathers, distorts and encodes its slice of the batch's images; the
@@ -107,10 +106,9 @@ def make_dispatch(step, steps_per_dispatch: int, mesh: Mesh | None = None):
     return jax.jit(many, donate_argnums=0, out_shardings=out_shardings)
 
 
-def distortion_settings(augment_section) -> SimpleNamespace | None:
+def distortion_settings(augment_section) -> augment.Distortion | None:
     """config.augment's values as plain Python values for the traced step to close over; None when disabled."""
-    distortion = SimpleNamespace(**augment_section.to_dict())
-    return distortion if distortion.enabled else None
+    return augment.Distortion.from_config(augment_section) if augment_section.enabled else None
 
 
 @jax.jit

@@ -8,7 +8,7 @@ import pytest
 from siamese_jax import augment
 from tests.conftest import load_config
 
-CONFIG = load_config("omniglot").augment
+CONFIG = augment.Distortion.from_config(load_config("omniglot").augment)
 
 
 def test_identity_transform_returns_image():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,12 +56,11 @@ def test_batch_norm_uses_batch_statistics_in_training_and_running_averages_in_ev
 
 
 def test_flip_mirrors_left_right_and_colour_channels_warp_alike():
-    config = type("Distortion", (), dict(probability=0.0, rotation=0.0, shear=0.0, scale=(1.0, 1.0),
-                                         translation=0.0, flip=1.0))()
+    config = augment.Distortion(probability=0.0, rotation=0.0, shear=0.0, scale=(1.0, 1.0), translation=0.0, flip=1.0)
     image = jax.random.uniform(jax.random.PRNGKey(0), (9, 9, 3))
     out = augment.augment_image(jax.random.PRNGKey(1), image, config)
     np.testing.assert_allclose(out, image[:, ::-1], atol=1e-5)
-    config.flip = 0.0
+    config = dataclasses.replace(config, flip=0.0)
     np.testing.assert_allclose(augment.augment_image(jax.random.PRNGKey(1), image, config), image, atol=1e-5)
 
 
