@@ -40,6 +40,8 @@ from siamese_jax.experiments.base import SupportSet
 FLAGS = flags.FLAGS
 MAX_UPLOAD_BYTES = 10 * 2**20  # Gradio refuses larger uploads before they reach the model.
 OWN = "your own (upload below)"
+# Gradio keeps every upload until the server stops; a demo left running would fill its disk.
+KEEP_UPLOADS_S = 600
 
 
 def define_flags() -> None:
@@ -49,6 +51,8 @@ def define_flags() -> None:
     flags.DEFINE_string("host", "127.0.0.1", "Address to serve on: 127.0.0.1 (this machine only), or 0.0.0.0 for "
                         "every interface of this machine.")
     flags.DEFINE_integer("port", 7860, "Port to serve on.")
+    flags.DEFINE_integer("keep_uploads_s", KEEP_UPLOADS_S, "Seconds an uploaded or drawn image stays in Gradio's "
+                         "cache before it is deleted (checked every minute at most); 0 keeps them all.")
 
 
 class Demo:
@@ -133,8 +137,9 @@ def as_display(images: np.ndarray, strokes: bool) -> list[np.ndarray]:
     return [255 - image if strokes else image for image in images]
 
 
-def build_app(demo: Demo):
-    """The Gradio app of a Demo: its tabs, and the /classify and /compare endpoints for scripts."""
+def build_app(demo: Demo, keep_uploads_s: int = KEEP_UPLOADS_S):
+    """The Gradio app of a Demo: its tabs, and the /classify and /compare endpoints for scripts; its uploads
+    are deleted once `keep_uploads_s` old (0: kept until the server stops)."""
     import gradio as gr
 
     def user_errors(fn):
@@ -202,7 +207,8 @@ def build_app(demo: Demo):
         return demo.compare(a, b)
 
     sets = list(demo.builders)
-    with gr.Blocks(title="siamese_jax one-shot demo") as blocks:
+    delete_cache = (min(60, keep_uploads_s), keep_uploads_s) if keep_uploads_s > 0 else None
+    with gr.Blocks(title="siamese_jax one-shot demo", delete_cache=delete_cache) as blocks:
         gr.Markdown(f"## One-shot learning with a siamese network\nModel: `{demo.workdir}` "
                     f"({demo.predictor.config.dataset}). Give the network one example of each class, then a new "
                     "image: it ranks the classes by the probability that the image shows each.")
@@ -272,7 +278,9 @@ def main(argv):
                  f"--workdir={FLAGS.workdir}")
     except UserError as error:
         sys.exit(f"error: {error}")
-    build_app(demo).launch(server_name=FLAGS.host, server_port=FLAGS.port, share=False,
+    if FLAGS.keep_uploads_s < 0:
+        sys.exit(f"error: --keep_uploads_s={FLAGS.keep_uploads_s} must be >= 0 (0 keeps every upload)")
+    build_app(demo, FLAGS.keep_uploads_s).launch(server_name=FLAGS.host, server_port=FLAGS.port, share=False,
                            max_file_size=MAX_UPLOAD_BYTES, show_error=True)
 
 

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,28 @@ def test_omniglot_offers_the_official_runs_and_random_tasks_of_the_test_alphabet
 
     with pytest.raises(DataError, match="has 10 classes for 10-way trials"):
         sets["random 10-way"]()
+
+
+@pytest.mark.slow
+def test_a_long_run_of_uploads_leaves_the_cache_bounded(served, tmp_path):
+    from siamese_jax import demo
+
+    _, session = served
+    blocks = demo.build_app(session, keep_uploads_s=1)
+    port = _free_port()
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        cached = []
+        for i in range(12):  # Over about six seconds, a new image each time: a new file in the cache.
+            image = _png(tmp_path / f"upload_{i}.png", np.roll(np.eye(50, dtype=bool), i, axis=1))
+            client.predict(gradio_client.handle_file(str(image)), gradio_client.handle_file(str(image)),
+                           api_name="/compare")
+            cached.append(len({f for files in blocks.temp_file_sets for f in files if Path(f).exists()}))
+            time.sleep(0.5)
+        time.sleep(2.5)  # Past the age and one deletion pass.
+        left = [f for files in blocks.temp_file_sets for f in files if Path(f).exists()]
+    finally:
+        blocks.close()
+    assert max(cached) <= 6  # Never all 12 at once: the old ones went while new ones came (Gradio keeps all).
+    assert left == []

@@ -2,7 +2,7 @@
 
 Every value of metrics.jsonl but the wall time, and the evaluation's numbers, must match the record
 to within 1e-6 under the JAX version, the XLA flags (which pick XLA:CPU's kernels) and on the processor
-model that wrote it (tests/golden/*.json name all three; they are float results of XLA:CPU on 8 forced
+model and feature flags that wrote it (tests/golden/*.json name all four; they are float results of XLA:CPU on 8 forced
 devices). Under another JAX or on another
 processor, where XLA rounds some sums differently, they must match to within float noise: relative
 1e-3, or 5e-3 absolute, since near-tied pair scores of the tiny model can swap and move its ROC AUC
@@ -10,6 +10,7 @@ by a few thousandths (0.9875 against 0.99 on an Intel Xeon for a record written 
 Any change to what a run draws or computes moves the losses and accuracies by far more.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -37,6 +38,17 @@ def _numbers(workdir: Path) -> dict:
     result.get("lfw", {}).pop("logit_threshold", None)  # Added after the records were written.
     return {"metrics": [{k: v for k, v in r.items() if k != "wall_time"} for r in metrics(workdir)],
             "eval": result}
+
+
+def _cpu_features() -> str:
+    """A digest of the processor's feature flags: VMs often name only 'AMD EPYC', and EPYCs of two
+    generations round the same XLA:CPU program differently (an LFW threshold 0.3886 against 0.3891)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1] for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+    return hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12]
 
 
 def _kernel_flags() -> str:
@@ -92,12 +104,14 @@ def test_tiny_run_matches_its_record(name, synthetic_data_dir, synthetic_lfw_dir
     numbers = _numbers(tmp_path)
     path = GOLDEN / f"tiny_{name}.json"
     if WRITE:
-        path.write_text(json.dumps({"jax_version": jax.__version__, "host": host_processor(), "xla_flags": _kernel_flags(),
+        path.write_text(json.dumps({"jax_version": jax.__version__, "host": host_processor(),
+                                    "cpu_features": _cpu_features(), "xla_flags": _kernel_flags(),
                                     **numbers}, indent=1) + "\n")
         pytest.skip(f"wrote {path}")
     recorded = json.loads(path.read_text())
-    written_under = (recorded.pop("jax_version"), recorded.pop("host"), recorded.pop("xla_flags", ""))
-    if written_under == (jax.__version__, host_processor(), _kernel_flags()):
+    written_under = (recorded.pop("jax_version"), recorded.pop("host"), recorded.pop("cpu_features", None),
+                     recorded.pop("xla_flags", ""))
+    if written_under == (jax.__version__, host_processor(), _cpu_features(), _kernel_flags()):
         assert _within_noise(numbers["metrics"], recorded["metrics"], rel=1e-6, abs_=1e-9), numbers["metrics"]
         assert _within_noise(numbers["eval"], recorded["eval"], rel=1e-6, abs_=1e-9), numbers["eval"]
     else:  # Another XLA or processor rounds differently: the same structure, every number within float noise.
