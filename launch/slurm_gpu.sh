@@ -2,17 +2,17 @@
 # Submits a multi-node GPU training job to Slurm; every process joins one data-parallel mesh.
 #
 #   launch/slurm_gpu.sh [--dry-run] --nodes=N [--gpus_per_node=8] [--per=gpu|node] [--partition=P]
-#       [--account=A] [--time=24:00:00] [--python=python] [--config=configs/omniglot.py]
+#       [--account=A] [--time=24:00:00] [--port=P] [--python=python] [--config=configs/omniglot.py]
 #       --workdir=SHARED_DIR [-- TRAIN_FLAGS]
 #
-# --per=gpu (default) starts one process per GPU; JAX reads SLURM_* itself (--distributed) and
-# gives each process the GPU of its SLURM_LOCALID. --per=node starts one process per node that
-# drives all its GPUs; the coordinator is the job's first node. The workdir must be on a file
-# system every node sees. --dry-run prints the batch script instead of submitting it.
+# Every process reads SLURM_* itself (train --distributed); the coordinator is the job's first node,
+# on --port (default: a port JAX derives from the job id). --per=gpu (default) starts one process per GPU, the GPU of its SLURM_LOCALID;
+# --per=node starts one process per node that drives all its GPUs (--local_device_ids). The
+# workdir must be on a file system every node sees. --dry-run prints the batch script instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source launch/common.sh
-NODES="" GPUS_PER_NODE=8 PER=gpu PARTITION="" ACCOUNT="" TIME=24:00:00 PORT=29500
+NODES="" GPUS_PER_NODE=8 PER=gpu PARTITION="" ACCOUNT="" TIME=24:00:00 PORT=""
 while (( $# )); do
   case "$1" in
     --nodes=*) NODES="${1#*=}" ;;
@@ -35,9 +35,9 @@ done
 case "$PER" in
   gpu) TASKS_PER_NODE=$GPUS_PER_NODE
        LAUNCH="srun $(train_command --distributed)" ;;
+  # Without --local_device_ids, JAX would give each node's one process only GPU SLURM_LOCALID=0.
   node) TASKS_PER_NODE=1
-        # Single quotes: the SLURM_* variables are expanded by each task, not here.
-        LAUNCH="srun bash -c '$(train_command) --coordinator_address=\$COORDINATOR:$PORT --num_processes=\$SLURM_NTASKS --process_id=\$SLURM_PROCID'" ;;
+        LAUNCH="srun $(train_command --distributed "--local_device_ids=$(seq -s, 0 $((GPUS_PER_NODE - 1)))")" ;;
   *) die "--per must be 'gpu' or 'node', got '$PER'" ;;
 esac
 
@@ -52,8 +52,8 @@ ${PARTITION:+#SBATCH --partition=$PARTITION
 }${ACCOUNT:+#SBATCH --account=$ACCOUNT
 }set -euo pipefail
 cd $(printf '%q' "$PWD")
-export COORDINATOR=\$(scontrol show hostnames \"\$SLURM_JOB_NODELIST\" | head -n 1)
-$LAUNCH"
+${PORT:+export JAX_COORDINATOR_PORT=$PORT
+}$LAUNCH"
 
 if (( DRY_RUN )); then
   echo "mkdir -p $(printf '%q' "$WORKDIR")"

@@ -9,6 +9,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from siamese_jax import distributed
 from siamese_jax.errors import DataError, UserError
 
 # Latest states kept: when the newest is damaged (a full disk, a killed copy), the one before it is there.
@@ -115,17 +116,26 @@ class Checkpoints:
 def _newest_readable(manager: ocp.CheckpointManager, restore: Callable[[int], Any], result: Callable[[Any], Any]):
     """result(restore(step)) for the newest step that restores, warning about each damaged one on the way;
     None without steps; a DataError when every step is damaged."""
-    steps = sorted(manager.all_steps(), reverse=True)
+    # One decision for all processes: process 0's steps, and a step only where every process read it
+    # (processes that restored different steps would deadlock or silently diverge).
+    steps = distributed.from_primary(sorted(manager.all_steps(), reverse=True))
     failures = []
     for step in steps:
         try:
-            return result(restore(step))
+            restored, reason = result(restore(step)), None
         except Exception as error:  # noqa: BLE001 - a damaged checkpoint fails in orbax, tensorstore or JSON.
+            restored = None
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            failures.append(step)
-            if jax.process_index() == 0:
-                print(f"warning: checkpoint step {step} in {manager.directory} cannot be read ({reason}): "
-                      "skipping it", file=sys.stderr, flush=True)
+        if distributed.on_every_process(reason is None):
+            return restored
+        failures.append(step)
+        if reason is not None:
+            print(f"warning: checkpoint step {step} in {manager.directory} cannot be read"
+                  f"{'' if jax.process_count() == 1 else f' on process {jax.process_index()}'} ({reason}): "
+                  "skipping it", file=sys.stderr, flush=True)
+        elif jax.process_index() == 0:
+            print(f"warning: checkpoint step {step} in {manager.directory} cannot be read on another process: "
+                  "skipping it", file=sys.stderr, flush=True)
     if failures:
         raise DataError(
             f"no readable checkpoint in {manager.directory}: steps {failures} are all damaged, or were written by a "

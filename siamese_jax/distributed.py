@@ -22,9 +22,12 @@ DATA_AXIS = "data"
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, auto: bool = False, timeout_s: int = 300) -> None:
+               process_id: int | None = None, auto: bool = False, timeout_s: int = 300,
+               local_device_ids: list[int] | None = None) -> None:
     """Joins a multi-process run (explicit coordinator, or auto-detected on TPU pods and Slurm).
 
+    `local_device_ids` are the accelerators this process drives; by default JAX chooses, which under
+    Slurm is one GPU a task (SLURM_LOCALID), so a process per node must name all of its GPUs.
     Does nothing for a single process. Must run before anything touches a device.
     """
     explicit = (coordinator_address, num_processes, process_id)
@@ -35,6 +38,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             raise ConfigError("--coordinator_address, --num_processes and --process_id go together: give all three")
         if num_processes < 1 or not 0 <= process_id < num_processes:
             raise ConfigError(f"--process_id={process_id} must lie in [0, --num_processes={num_processes})")
+    if local_device_ids is not None and (not local_device_ids or any(i < 0 for i in local_device_ids)):
+        raise ConfigError(f"--local_device_ids must be device numbers >= 0, got {local_device_ids}")
     if timeout_s < 1:
         raise ConfigError(f"--distributed_timeout must be a positive number of seconds, got {timeout_s}")
     where = coordinator_address or "the auto-detected coordinator"
@@ -51,7 +56,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     watchdog.daemon = True
     watchdog.start()
     try:
-        jax.distributed.initialize(coordinator_address, num_processes, process_id,
+        jax.distributed.initialize(coordinator_address, num_processes, process_id, local_device_ids=local_device_ids,
                                    initialization_timeout=timeout_s + 30)
     except (RuntimeError, ValueError) as error:
         raise UserError(f"cannot join the multi-process run at {where}: {error}") from None
@@ -75,6 +80,43 @@ def _give_up(message: str) -> None:
 def is_primary() -> bool:
     """True on the one process that logs, writes metrics and reports (process 0)."""
     return jax.process_index() == 0
+
+
+def on_every_process(flag: bool) -> bool:
+    """Whether `flag` holds on every process: one decision that all processes then follow (the flag itself
+    in a single-process run). Every process must call it."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.array([flag], np.int32))))
+
+
+def from_primary(values: list[int]) -> list[int]:
+    """Process 0's `values` (ints) on every process. Every process must call it."""
+    if jax.process_count() == 1:
+        return list(values)
+    from jax.experimental import multihost_utils
+
+    count = int(multihost_utils.broadcast_one_to_all(np.int32(len(values))))
+    padded = np.zeros(count, np.int64)
+    padded[:min(count, len(values))] = values[:count]
+    return [int(v) for v in multihost_utils.broadcast_one_to_all(padded)]
+
+
+def require_same_everywhere(fingerprint: Iterable[int], what: str) -> None:
+    """Raises UserError on every process unless every process computed the same `fingerprint` (small ints) of
+    `what`. Every process must call it."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    mine = np.asarray(list(fingerprint), np.int32)
+    everyone = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)
+    differ = [i for i, theirs in enumerate(everyone) if not np.array_equal(theirs, everyone[0])]
+    if differ:
+        raise UserError(f"processes {differ} read other {what} than process 0: give every process the same "
+                        "config and data folder (on a file system all hosts see, or identical copies)")
 
 
 def data_mesh(devices=None) -> Mesh:

@@ -19,9 +19,11 @@ import math
 import signal
 import sys
 import time
+import zlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -87,6 +89,11 @@ class _Diverged(Exception):
         self.step, self.loss, self.what = step, loss, what or f"loss {loss}"
 
 
+def data_fingerprint(*arrays) -> list[int]:
+    """Shape and CRC-32 of each array: what processes compare before they train on their copies."""
+    return [v for array in arrays for v in (*np.shape(array), zlib.crc32(np.ascontiguousarray(array)) & 0x7FFFFFFF)]
+
+
 def out_of_time(time_limit_s: float, elapsed_s: float, epoch_s: float | None) -> bool:
     """Whether another epoch of about `epoch_s` seconds would end past the training time limit (0: none)."""
     return bool(time_limit_s) and elapsed_s + (epoch_s or 0.0) > time_limit_s
@@ -109,8 +116,16 @@ class Trainer:
         self.experiment = experiments.build(config)  # Checks the dataset's config section, reads no data.
         self.metric = config.validation.metric
         # Held until run() ends, so that a second training of this workdir refuses; released here on failure.
+        # Process 0 alone takes it; every process learns the outcome, so none waits for a peer that left.
         self.lock = workdir_files.TrainingLock(workdir, enabled=self.primary)
-        self.lock.acquire()
+        try:
+            self.lock.acquire()
+            refused = None
+        except UserError as error:
+            refused = error
+        if not distributed.on_every_process(refused is None):
+            raise refused or UserError(f"process 0 could not take the lock of {workdir} (its message says why): "
+                                       "every process stops")
         try:
             self.set_up(config, workdir, self.experiment)
         except BaseException:
@@ -124,6 +139,7 @@ class Trainer:
         # The dataset: training images and sampling tables on every device, fixed validation tasks.
         everywhere = distributed.replicated(self.mesh)
         training = experiment.training_set()
+        distributed.require_same_everywhere(data_fingerprint(training.images, training.labels), "training data")
         tables = sampling.build_tables(training.groups, training.labels)
         sampler_settings = sampling.SamplerSettings.from_config(config)
         self.sampler, self.pairs_per_step = sampler_settings.sampler(tables), sampler_settings.pairs_per_step()
@@ -381,7 +397,20 @@ def define_flags() -> None:
     flags.DEFINE_integer("process_id", None, "This process's index in [0, --num_processes).")
     flags.DEFINE_bool("distributed", False, "Join a multi-process run that JAX detects by itself (TPU pod "
                       "slices, Slurm jobs) without --coordinator_address.")
+    flags.DEFINE_list("local_device_ids", None, "Accelerators this process drives, e.g. 0,1,2,3 (default: JAX's "
+                      "choice; under Slurm's --distributed that is one GPU a task: launch/slurm_gpu.sh --per=node "
+                      "names all of a node's).")
     flags.DEFINE_integer("distributed_timeout", 300, "Seconds to wait for every process to join before giving up.")
+
+
+def local_device_ids(values: list[str] | None) -> list[int] | None:
+    """--local_device_ids as numbers; one line for a value that is not one."""
+    if values is None:
+        return None
+    try:
+        return [int(value) for value in values]
+    except ValueError:
+        raise ConfigError(f"--local_device_ids must be comma-separated device numbers, got {','.join(values)!r}") from None
 
 
 def main(argv):
@@ -392,7 +421,8 @@ def main(argv):
         sys.exit("error: --config=FILE and --workdir=DIR are both required")
     try:
         distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                               auto=FLAGS.distributed, timeout_s=FLAGS.distributed_timeout)
+                               auto=FLAGS.distributed, timeout_s=FLAGS.distributed_timeout,
+                               local_device_ids=local_device_ids(FLAGS.local_device_ids))
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except UserError as error:
         sys.exit(f"error: {error}")

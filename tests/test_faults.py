@@ -412,3 +412,24 @@ def test_evaluate_with_a_hostile_runs_zip_is_one_line(trained_omniglot, tmp_path
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"error: {archive} holds a member whose path leaves the archive's folder")
     assert not (tmp_path / "eval.json").exists() and not (tmp_path.parent / "outside").exists()
+
+
+def test_a_step_another_process_cannot_read_is_skipped_by_every_process(synthetic_data_dir, cache_dir, tmp_path,
+                                                                        monkeypatch, capsys):
+    import types
+
+    from siamese_jax import checkpointing
+
+    train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2), str(tmp_path))
+    newest, older = sorted(_latest_steps(tmp_path), reverse=True)
+    # This process reads both steps; another one (simulated) cannot read the newest: all must resume the older.
+    votes = []
+    monkeypatch.setattr(checkpointing, "distributed", types.SimpleNamespace(
+        on_every_process=lambda flag: votes.append(flag) or (flag and len(votes) > 1), from_primary=list))
+    capsys.readouterr()
+    result = train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=3), str(tmp_path))
+    out, err = capsys.readouterr()
+    assert votes[:2] == [True, True]  # This process read the newest step, and then the older one.
+    assert f"resuming from step {older} " in out
+    assert f"warning: checkpoint step {newest} in " in err and "cannot be read on another process" in err
+    assert result["training"]["steps"] == 9 and [r["epoch"] for r in metrics(tmp_path)] == [1, 2, 3]

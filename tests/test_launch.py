@@ -37,17 +37,23 @@ def test_slurm_one_process_per_gpu_lets_jax_read_slurm():
 
 
 @pytest.mark.slow
-def test_slurm_one_process_per_node_names_the_coordinator():
-    out = _dry_run("slurm_gpu.sh", "--nodes=2", "--per=node", "--port=4321", "--workdir=/shared/run",
-                   "--", "--config.batch_size=512")
-    assert "#SBATCH --ntasks-per-node=1" in out
-    srun = out.splitlines()[-2]
-    assert shlex.split(srun)[:3] == ["srun", "bash", "-c"]
-    assert shlex.split(shlex.split(srun)[3]) == [
-        "python", "-m", "siamese_jax.train", "--config=configs/omniglot.py", "--workdir=/shared/run",
-        "--config.batch_size=512", "--coordinator_address=$COORDINATOR:4321", "--num_processes=$SLURM_NTASKS",
-        "--process_id=$SLURM_PROCID",
+def test_slurm_one_process_per_node_drives_every_gpu_of_its_node():
+    out = _dry_run("slurm_gpu.sh", "--nodes=2", "--per=node", "--gpus_per_node=4", "--port=4321",
+                   "--workdir=/shared/run", "--", "--config.batch_size=512")
+    assert "#SBATCH --ntasks-per-node=1" in out and "export JAX_COORDINATOR_PORT=4321" in out.splitlines()
+    # JAX's Slurm detection alone would give each node's one process GPU SLURM_LOCALID, which is 0.
+    assert shlex.split(out.splitlines()[-2]) == [
+        "srun", "python", "-m", "siamese_jax.train", "--config=configs/omniglot.py", "--workdir=/shared/run",
+        "--distributed", "--local_device_ids=0,1,2,3", "--config.batch_size=512",
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("per", ["gpu", "node"])
+def test_slurm_passes_train_flags_with_spaces_and_quotes_through(per):
+    flags = ["--config.validation.metric=a b", "--config.note=it's \"quoted\" $HOME"]
+    out = _dry_run("slurm_gpu.sh", "--nodes=1", f"--per={per}", "--workdir=/shared/run", "--", *flags)
+    assert shlex.split(out.splitlines()[-2])[-2:] == flags  # As srun's batch shell will read them.
 
 
 @pytest.mark.slow

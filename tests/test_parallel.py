@@ -149,3 +149,47 @@ def test_bad_process_flags(flags, message, tmp_path):
     )
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_local_device_ids_reach_jax_and_bad_ones_are_one_line(monkeypatch):
+    from siamese_jax import distributed, train
+
+    seen = {}
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *args, **kwargs: seen.update(kwargs))
+    distributed.initialize(auto=True, local_device_ids=train.local_device_ids(["0", "1", "2", "3"]))
+    assert seen["local_device_ids"] == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="--local_device_ids must be comma-separated device numbers, got 'a,1'"):
+        train.local_device_ids(["a", "1"])
+    with pytest.raises(ConfigError, match=r"--local_device_ids must be device numbers >= 0, got \[-1\]"):
+        distributed.initialize(auto=True, local_device_ids=[-1])
+
+
+def _ended_together(processes, timeout_s=90):
+    """Each process's (returncode, last stderr line); fails if any is still waiting after `timeout_s`."""
+    outputs = [p.communicate(timeout=timeout_s) for p in processes]
+    return [(p.returncode, err.strip().splitlines()[-1] if err.strip() else "") for p, (_, err) in zip(processes, outputs)]
+
+
+def test_a_refused_lock_stops_every_process_not_only_process_0(synthetic_data_dir, cache_dir, tmp_path):
+    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=1)
+    workdir, port = tmp_path / "run", _free_port()
+    workdir.mkdir()  # Held by this (live) test process, as by a training that is running.
+    (workdir / "train.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": "now"}))
+    # Before, process 1 waited at its first collective for the heartbeat timeout (100 s) after process 0 left.
+    (zero, zero_line), (one, one_line) = _ended_together([_train_process(config_file, workdir, i, 2, port)
+                                                          for i in range(2)])
+    assert zero == one == 1
+    assert zero_line.startswith("error: ") and f"is in use by process {os.getpid()}" in zero_line
+    assert one_line == f"error: process 0 could not take the lock of {workdir} (its message says why): every process stops"
+
+
+def test_processes_that_read_different_data_stop_with_one_line(synthetic_data_dir, cache_dir, tmp_path):
+    same = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=1)
+    workdir, port = tmp_path / "run", _free_port()
+    # Process 1 trains on fewer drawers: other images, as a stale copy of the data folder would give.
+    processes = [_train_process(same, workdir, 0, 2, port),
+                 _train_process(same, workdir, 1, 2, port, "--config.train.drawers=(1,2,3,4,5,6,7,8,9,10,11)")]
+    for code, line in _ended_together(processes):
+        assert code == 1
+        assert line == ("error: processes [1] read other training data than process 0: give every process the same "
+                        "config and data folder (on a file system all hosts see, or identical copies)")
