@@ -57,6 +57,15 @@ def test_slurm_passes_train_flags_with_spaces_and_quotes_through(per):
 
 
 @pytest.mark.slow
+def test_slurm_cpu_tasks_ask_for_no_gpu_and_see_their_cpu_devices():
+    out = _dry_run("slurm_gpu.sh", "--nodes=1", "--per=cpu", "--gpus_per_node=2", "--cpu_devices=4",
+                   "--workdir=/shared/run")
+    assert "--gpus-per-node" not in out and "#SBATCH --ntasks-per-node=2" in out.splitlines()
+    assert "export JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES=4" in out.splitlines()
+    assert out.splitlines()[-2].endswith("--workdir=/shared/run --distributed")
+
+
+@pytest.mark.slow
 def test_tpu_pod_runs_the_same_command_on_every_worker():
     out = _dry_run("tpu_pod.sh", "--tpu=pod", "--zone=us-central2-b", "--project=p", "--workdir=gs://bucket/run")
     words = shlex.split(out)
@@ -72,6 +81,7 @@ def test_tpu_pod_runs_the_same_command_on_every_worker():
     ("multi_gpu.sh", ["--workdir=w", "--gpus=a,b"], "--gpus must be"),
     ("slurm_gpu.sh", ["--workdir=w", "--nodes=0"], "--nodes must be a positive integer"),
     ("slurm_gpu.sh", ["--workdir=w", "--nodes=1", "--per=socket"], "--per must be"),
+    ("slurm_gpu.sh", ["--workdir=w", "--nodes=1", "--per=cpu", "--cpu_devices=0"], "--cpu_devices must be"),
     ("tpu_pod.sh", ["--zone=z", "--workdir=w"], "--tpu=NAME is required"),
     ("tpu_pod.sh", ["--tpu=t", "--zone=z", "--workdir=w", "--bogus"], "unknown flag --bogus"),
 ])

@@ -1,0 +1,140 @@
+"""launch/slurm_gpu.sh under a real Slurm: a one-node cluster on localhost (munged, slurmctld, slurmd; no
+systemd), whose CPUs stand in for GPUs through --per=cpu, and training through --distributed."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import pytest
+
+from siamese_jax import train
+from tests.conftest import REPO, tiny_config, tiny_config_file
+from tests.conftest import metrics as _metrics
+
+pytestmark = pytest.mark.slow  # Each test trains in two processes under the scheduler.
+
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """The environment of a running one-node Slurm cluster on localhost; stopped after the module."""
+    missing = [name for name in DAEMONS if not shutil.which(name) and not os.path.exists(f"/usr/sbin/{name}")]
+    if missing:
+        pytest.skip(f"Slurm is not installed ({', '.join(missing)} missing): .ci/run installs slurm-wlm with apt")
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("two Slurm tasks need two CPUs")
+    if os.geteuid() != 0:
+        pytest.skip("slurmd must run as root to start tasks")
+    # munged refuses a socket in a folder that not everyone may enter, as pytest's temporary folders are.
+    root = Path(tempfile.mkdtemp(prefix="siamese_jax_slurm_"))
+    root.chmod(0o755)
+    for folder in ("state", "spool"):
+        (root / folder).mkdir()
+    (root / "munge.key").write_bytes(os.urandom(1024))
+    (root / "munge.key").chmod(0o600)
+    host = socket.gethostname()
+    (root / "slurm.conf").write_text("\n".join([
+        "ClusterName=siamese_jax_test", f"SlurmctldHost={host}(127.0.0.1)", "SlurmUser=root", "SlurmdUser=root",
+        "AuthType=auth/munge", f"AuthInfo=socket={root}/munge.sock", "CredType=cred/munge",
+        f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
+        f"StateSaveLocation={root}/state", f"SlurmdSpoolDir={root}/spool",
+        f"SlurmctldPidFile={root}/slurmctld.pid", f"SlurmdPidFile={root}/slurmd.pid",
+        f"SlurmctldLogFile={root}/slurmctld.log", f"SlurmdLogFile={root}/slurmd.log",
+        "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_CPU", "MpiDefault=none", "SwitchType=switch/none",
+        "JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none",
+        "ReturnToService=2", "KillWait=30",
+        # slurmd refuses to offer more CPUs than the machine has: two tasks need two.
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN",
+        "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP", ""]))
+    env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf")}
+    started = time.time()
+    subprocess.run(["munged", f"--socket={root}/munge.sock", f"--key-file={root}/munge.key",
+                    f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log", f"--seed-file={root}/munge.seed"],
+                   check=True, env=env)
+    subprocess.run(["slurmctld", "-c", "-f", str(root / "slurm.conf")], check=True, env=env)
+    subprocess.run(["slurmd", "-f", str(root / "slurm.conf"), "-N", host], check=True, env=env)
+    while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=env).stdout:
+        assert time.time() - started < 60, (root / "slurmctld.log").read_text()[-2000:]
+        time.sleep(0.2)
+    env["SLURM_TEST_STARTUP_S"] = f"{time.time() - started:.2f}"
+    yield env
+    subprocess.run(["scancel", "--user=root"], env=env)
+    for name in ("slurmd", "slurmctld", "munged"):
+        pid_file = root / f"{name}.pid"
+        if pid_file.exists():
+            subprocess.run(["kill", pid_file.read_text().strip()])
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _submit(slurm, workdir: Path, config_file: Path, *train_flags) -> str:
+    """Submits launch/slurm_gpu.sh --per=cpu with 2 tasks of 1 CPU device; the job id."""
+    env = {key: value for key, value in slurm.items() if key != "XLA_FLAGS"}  # Each task's devices: --cpu_devices.
+    done = subprocess.run(["bash", "launch/slurm_gpu.sh", "--nodes=1", "--per=cpu", "--gpus_per_node=2",
+                           "--cpu_devices=1", "--time=10", f"--python={sys.executable}", f"--config={config_file}",
+                           f"--workdir={workdir}", "--", *train_flags],
+                          cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.split()[-1]  # "Submitted batch job N"
+
+
+def _wait(slurm, job: str, until=lambda: False, timeout_s: float = 240) -> None:
+    """Waits until the job has left the queue, or `until()` holds."""
+    deadline = time.time() + timeout_s
+    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, env=slurm).stdout.strip():
+        if until():
+            return
+        assert time.time() < deadline, f"job {job} still queued after {timeout_s} s"
+        time.sleep(0.5)
+
+
+def test_two_tasks_through_distributed_follow_one_process_of_two_devices(slurm, synthetic_data_dir, cache_dir,
+                                                                           tmp_path):
+    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=2)
+    workdir = tmp_path / "run"
+    started = time.time()
+    job = _submit(slurm, workdir, config_file)
+    _wait(slurm, job)
+    log = (workdir / f"slurm-{job}.out").read_text()
+    assert "data parallel over 2 cpu devices" in log and "official runs" in log, log[-3000:]
+    result = json.loads((workdir / "eval.json").read_text())
+    assert result["provenance"]["device"].startswith("cpu:cpu x2 in 2 processes")
+    alone = tmp_path / "alone"
+    train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2), str(alone),
+                             devices=jax.devices()[:2])
+    under_slurm, here = _metrics(workdir), _metrics(alone)
+    assert [r["epoch"] for r in under_slurm] == [1, 2]
+    for a, b in zip(under_slurm, here):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    print(f"cluster start-up {slurm['SLURM_TEST_STARTUP_S']} s, 2-task job {time.time() - started:.1f} s")
+
+
+def test_a_cancelled_job_resubmitted_resumes_from_its_checkpoint(slurm, synthetic_data_dir, cache_dir, tmp_path):
+    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=40)
+    workdir = tmp_path / "run"
+    job = _submit(slurm, workdir, config_file)
+    _wait(slurm, job, until=lambda: (workdir / "metrics.jsonl").exists() and len(_metrics(workdir)) >= 2)
+    subprocess.run(["scancel", job], env=slurm, check=True)  # SIGTERM to every task, as at a time limit.
+    _wait(slurm, job)
+    done = len(_metrics(workdir))
+    started = time.time()
+    again = _submit(slurm, workdir, config_file, "--config.num_epochs=" + str(done + 1))
+    _wait(slurm, again)
+    log = (workdir / f"slurm-{again}.out").read_text()
+    assert "resuming from step" in log, log[-3000:]
+    records = _metrics(workdir)
+    assert [r["epoch"] for r in records] == list(range(1, done + 2))  # Nothing lost, nothing trained twice.
+    print(f"resumed job {time.time() - started:.1f} s")
