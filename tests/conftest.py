@@ -19,6 +19,14 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + f" --xla_force_host_platform_device_count={NUM_TEST_DEVICES}").strip()
 
+# Most of a tiny test run is XLA compiling the same small programs again: in each trial, fold,
+# subprocess and test. JAX's persistent compilation cache keeps them for every test process
+# (xdist workers and the subprocesses they start inherit the environment); a cached program is
+# the very executable a compile would give, so results are unchanged.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 
 def devices_env(count: int) -> dict[str, str]:
     """Environment variables for a subprocess that sees `count` forced CPU devices."""
