@@ -237,7 +237,8 @@ class Search:
 
         def report(epoch: int, scores: dict):
             trial.report(scores[self.metric], epoch)
-            return "pruned" if trial.should_prune() else None
+            # A trial that has trained all its epochs completes: pruned there, its value would not count.
+            return "pruned" if epoch < config.num_epochs and trial.should_prune() else None
 
         started = time.time()
         try:
