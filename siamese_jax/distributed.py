@@ -10,6 +10,7 @@ import collections
 import os
 import sys
 import threading
+import zlib
 from typing import Iterable, Iterator
 
 import jax
@@ -104,14 +105,15 @@ def from_primary(values: list[int]) -> list[int]:
     return [int(v) for v in multihost_utils.broadcast_one_to_all(padded)]
 
 
-def require_same_everywhere(fingerprint: Iterable[int], what: str) -> None:
-    """Raises UserError on every process unless every process computed the same `fingerprint` (small ints) of
-    `what`. Every process must call it."""
+def require_same_everywhere(arrays, what: str) -> None:
+    """Raises UserError on every process unless every process holds the same `arrays` (compared by shape and
+    CRC-32; computed only in a multi-process run) of `what`. Every process must call it."""
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils
 
-    mine = np.asarray(list(fingerprint), np.int32)
+    mine = np.asarray([v for array in arrays
+                       for v in (*np.shape(array), zlib.crc32(np.ascontiguousarray(array)) & 0x7FFFFFFF)], np.int32)
     everyone = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)
     differ = [i for i, theirs in enumerate(everyone) if not np.array_equal(theirs, everyone[0])]
     if differ:

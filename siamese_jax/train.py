@@ -19,11 +19,9 @@ import math
 import signal
 import sys
 import time
-import zlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -89,11 +87,6 @@ class _Diverged(Exception):
         self.step, self.loss, self.what = step, loss, what or f"loss {loss}"
 
 
-def data_fingerprint(*arrays) -> list[int]:
-    """Shape and CRC-32 of each array: what processes compare before they train on their copies."""
-    return [v for array in arrays for v in (*np.shape(array), zlib.crc32(np.ascontiguousarray(array)) & 0x7FFFFFFF)]
-
-
 def out_of_time(time_limit_s: float, elapsed_s: float, epoch_s: float | None) -> bool:
     """Whether another epoch of about `epoch_s` seconds would end past the training time limit (0: none)."""
     return bool(time_limit_s) and elapsed_s + (epoch_s or 0.0) > time_limit_s
@@ -139,7 +132,7 @@ class Trainer:
         # The dataset: training images and sampling tables on every device, fixed validation tasks.
         everywhere = distributed.replicated(self.mesh)
         training = experiment.training_set()
-        distributed.require_same_everywhere(data_fingerprint(training.images, training.labels), "training data")
+        distributed.require_same_everywhere((training.images, training.labels), "training data")
         tables = sampling.build_tables(training.groups, training.labels)
         sampler_settings = sampling.SamplerSettings.from_config(config)
         self.sampler, self.pairs_per_step = sampler_settings.sampler(tables), sampler_settings.pairs_per_step()
