@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,13 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + f" --xla_force_host_platform_device_count={NUM_TEST_DEVICES}").strip()
 
+REPO = Path(__file__).resolve().parent.parent
+
 # Most of a tiny test run is XLA compiling the same small programs again: in each trial, fold,
 # subprocess and test. JAX's persistent compilation cache keeps them for every test process
 # (xdist workers and the subprocesses they start inherit the environment); a cached program is
 # the very executable a compile would give, so results are unchanged.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -34,7 +37,13 @@ def devices_env(count: int) -> dict[str, str]:
                      if not f.startswith("--xla_force_host_platform_device_count"))
     return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={count}".strip(), "JAX_PLATFORMS": "cpu"}
 
-REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def load_config(name: str):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,10 @@ from PIL import Image
 
 from siamese_jax import predict
 from siamese_jax.data.omniglot import load_runs, locate_runs
-from tests.conftest import REPO, load_config
+from tests.conftest import REPO, free_port, load_config
 
 pytestmark = pytest.mark.slow  # A server, a client and a browser.
 gradio_client = pytest.importorskip("gradio_client")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +46,7 @@ def served(demo_workdir):
     workdir, _ = demo_workdir
     session = demo.Demo(str(workdir))
     blocks = demo.build_app(session)
-    port = _free_port()
+    port = free_port()
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                   max_file_size=demo.MAX_UPLOAD_BYTES)
     yield f"http://127.0.0.1:{port}/", session
@@ -244,7 +237,7 @@ def test_a_long_run_of_uploads_leaves_the_cache_bounded(served, tmp_path):
 
     _, session = served
     blocks = demo.build_app(session, keep_uploads_s=1)
-    port = _free_port()
+    port = free_port()
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)

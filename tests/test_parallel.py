@@ -14,7 +14,7 @@ import pytest
 
 from siamese_jax import train
 from siamese_jax.errors import ConfigError
-from tests.conftest import NUM_TEST_DEVICES, REPO, devices_env, tiny_config, tiny_config_file
+from tests.conftest import NUM_TEST_DEVICES, REPO, devices_env, free_port, tiny_config, tiny_config_file
 from tests.conftest import latest_params as _latest_params
 from tests.conftest import metrics as _metrics
 
@@ -80,12 +80,6 @@ def test_batch_that_the_devices_do_not_divide(synthetic_data_dir, cache_dir, tmp
     assert not (tmp_path / "checkpoints").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
-
-
 def _train_process(config_file, workdir, process_id, num_processes, port, *extra, timeout_s=60):
     """A `siamese_jax.train` process of a localhost multi-process run with 4 CPU devices."""
     command = [sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={workdir}",
@@ -98,7 +92,7 @@ def _train_process(config_file, workdir, process_id, num_processes, port, *extra
 def test_two_processes_of_four_devices_train_as_one_mesh(one_and_eight, synthetic_data_dir, cache_dir, tmp_path):
     _, _, eight = one_and_eight
     config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=3)
-    workdir, port = tmp_path / "run", _free_port()
+    workdir, port = tmp_path / "run", free_port()
     processes = [_train_process(config_file, workdir, i, 2, port) for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in processes]
     for process, (_, stderr) in zip(processes, outputs):
@@ -115,7 +109,7 @@ def test_two_processes_of_four_devices_train_as_one_mesh(one_and_eight, syntheti
 def test_unreachable_coordinator_gives_up_with_a_clear_message(synthetic_data_dir, cache_dir, tmp_path):
     config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir)
     started = time.time()
-    process = _train_process(config_file, tmp_path / "run", 1, 2, _free_port(), timeout_s=3)
+    process = _train_process(config_file, tmp_path / "run", 1, 2, free_port(), timeout_s=3)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1
     assert "did not form within 3s" in stderr and "--coordinator_address" in stderr
@@ -125,7 +119,7 @@ def test_unreachable_coordinator_gives_up_with_a_clear_message(synthetic_data_di
 
 def test_process_count_mismatch_is_refused(synthetic_data_dir, cache_dir, tmp_path):
     config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir)
-    port = _free_port()
+    port = free_port()
     coordinator = _train_process(config_file, tmp_path / "run", 0, 2, port)
     stray = _train_process(config_file, tmp_path / "run", 1, 3, port)
     try:
@@ -172,7 +166,7 @@ def _ended_together(processes, timeout_s=90):
 
 def test_a_refused_lock_stops_every_process_not_only_process_0(synthetic_data_dir, cache_dir, tmp_path):
     config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=1)
-    workdir, port = tmp_path / "run", _free_port()
+    workdir, port = tmp_path / "run", free_port()
     workdir.mkdir()  # Held by this (live) test process, as by a training that is running.
     (workdir / "train.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": "now"}))
     # Before, process 1 waited at its first collective for the heartbeat timeout (100 s) after process 0 left.
@@ -185,7 +179,7 @@ def test_a_refused_lock_stops_every_process_not_only_process_0(synthetic_data_di
 
 def test_processes_that_read_different_data_stop_with_one_line(synthetic_data_dir, cache_dir, tmp_path):
     same = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=1)
-    workdir, port = tmp_path / "run", _free_port()
+    workdir, port = tmp_path / "run", free_port()
     # Process 1 trains on fewer drawers: other images, as a stale copy of the data folder would give.
     processes = [_train_process(same, workdir, 0, 2, port),
                  _train_process(same, workdir, 1, 2, port, "--config.train.drawers=(1,2,3,4,5,6,7,8,9,10,11)")]
