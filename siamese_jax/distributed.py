@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import zlib
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NoReturn
 
 import jax
 import numpy as np
@@ -46,7 +46,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     where = coordinator_address or "the auto-detected coordinator"
     # XLA aborts the whole process with a C++ stack trace when the run does not form in time;
     # this watchdog ends it first, with a message that says what to check.
-    watchdog = threading.Timer(timeout_s, _give_up, args=(
+    watchdog = threading.Timer(timeout_s, leave_now, args=(
         f"error: the multi-process run did not form within {timeout_s}s: process "
         f"{'?' if process_id is None else process_id} could not meet all "
         f"{'the' if num_processes is None else num_processes} processes at {where}. Start every "
@@ -66,16 +66,48 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     if num_processes is not None and jax.process_count() != num_processes:
         # Not an exception: a normal exit would wait at JAX's shutdown barrier for peers that
         # are waiting for this process in turn.
-        _give_up(
+        leave_now(
             f"error: this process was started with --num_processes={num_processes} but the run at {where} "
             f"has {jax.process_count()} processes: give every process the same --num_processes"
         )
 
 
-def _give_up(message: str) -> None:
+def leave_now(message: str) -> NoReturn:
+    """Ends this process at once with `message` on stderr and exit code 1, past JAX's shutdown barrier.
+
+    That barrier waits for every peer, so a process that fails alone would hold its peers until the
+    heartbeat timeout (100 s) and then abort with a C++ stack; leaving at once, it closes its connections,
+    and a peer's next collective fails (lost_peer). Checkpoints are written synchronously: nothing saved is lost.
+    """
+    sys.stdout.flush()
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
     os._exit(1)
+
+
+# How a collective reports a peer process that is gone: Gloo (CPUs), NCCL (GPUs), JAX's coordination service.
+_PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe", "heartbeat timeout",
+              "nccl", "gloo", "coordination service")
+
+
+def lost_peer(error: BaseException) -> str | None:
+    """One line for an error by which a multi-process run says that another of its processes is gone; None
+    for any other error, or in a single-process run."""
+    text = str(error)
+    if not jax.distributed.is_initialized() or not any(word in text.lower() for word in _PEER_GONE):
+        return None
+    first = " ".join(text.split())[:200]
+    return (f"error: process {jax.process_index()} of {jax.process_count()} lost another process of the run "
+            f"({first}): it most likely died, and its log says why. Every process stops; the same command "
+            "resumes from the last checkpoint")
+
+
+def preempted_at(step: int) -> bool:
+    """Whether a multi-process run stops before `step` because some process got SIGTERM: JAX's preemption
+    notifier takes the signal and agrees with every process on one step. Every process must call it at every step."""
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.reached_preemption_sync_point(step))
 
 
 def is_primary() -> bool:

@@ -19,6 +19,7 @@ import math
 import signal
 import sys
 import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -64,15 +65,29 @@ class _StopRequest:
     """Signal handler that only records SIGTERM or Ctrl-C; the loop stops at the next step boundary.
 
     Raising from the handler instead could land anywhere, in the middle of a checkpoint write
-    or a thread start, and leave a traceback or a half-finished operation behind.
+    or a thread start, and leave a traceback or a half-finished operation behind. In a multi-process
+    run, SIGTERM is left to JAX's preemption notifier, which makes every process stop at one step
+    (`at`): processes stopping at their own steps would save with one collective while a peer still
+    steps with another, and hang.
     """
 
-    def __init__(self):
+    def __init__(self, agreed: bool):
+        self.agreed = agreed
         self.signal_name: str | None = None
 
     def __call__(self, signum, frame):
         del frame
         self.signal_name = signal.Signals(signum).name
+
+    def signals(self) -> tuple[signal.Signals, ...]:
+        """The signals this handler takes."""
+        return (signal.SIGINT,) if self.agreed else (signal.SIGTERM, signal.SIGINT)
+
+    def at(self, step: int) -> str | None:
+        """The signal that stops training before `step`, if any. Every process of a run must call it at every step."""
+        if self.agreed and distributed.preempted_at(step):
+            return "SIGTERM"
+        return self.signal_name
 
 
 class _Interrupted(Exception):
@@ -197,8 +212,8 @@ class Trainer:
         self.speed = progress.SpeedReport(jax.default_backend(), self.pairs_per_step,
                                           enabled=self.primary and self.step < self.total_steps)
         self.started = time.time() - self.meta["wall_time"]
-        stop = _StopRequest()
-        previous_term, previous_int = signal.signal(signal.SIGTERM, stop), signal.signal(signal.SIGINT, stop)
+        stop = _StopRequest(agreed=jax.process_count() > 1)
+        previous = {signum: signal.signal(signum, stop) for signum in stop.signals()}
         try:
             while self.meta["epoch"] < config.num_epochs:
                 if out_of_time(time_limit, time.time() - self.started, epoch_seconds):
@@ -226,8 +241,8 @@ class Trainer:
                 raise TrainingDiverged(self.divergence_message(stop)) from None
             raise TrainingInterrupted(f"interrupted ({stop}); saved step {self.step}. Run the same command to resume") from None
         finally:
-            signal.signal(signal.SIGTERM, previous_term)
-            signal.signal(signal.SIGINT, previous_int)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             self.progress_bar.close()
 
     def train_epoch(self, stop: "_StopRequest") -> None:
@@ -237,8 +252,8 @@ class Trainer:
         in_flight = distributed.InFlight()
         shown_loss, shown_step = None, None
         while self.step < epoch_end:
-            if stop.signal_name:
-                raise _Interrupted(stop.signal_name)
+            if signal_name := stop.at(self.step):
+                raise _Interrupted(signal_name)
             self.state, loss = self.dispatch(self.state, self.train_images, self.tables)
             in_flight.add(loss)  # Not the state: its buffers are donated to the next step.
             self.last_loss = loss
@@ -418,9 +433,18 @@ def main(argv):
                                local_device_ids=local_device_ids(FLAGS.local_device_ids))
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except UserError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {error}")  # Raised on every process alike: they pass the shutdown barrier together.
     except KeyboardInterrupt:  # Before or after the training loop, which handles its own.
         sys.exit("error: interrupted outside training; checkpoints already written are kept")
+    except Exception as error:
+        if not jax.distributed.is_initialized():
+            raise
+        # A process that fails leaves at once, so that its peers stop too (distributed.leave_now).
+        message = distributed.lost_peer(error)
+        if message is None:
+            traceback.print_exc()
+            message = f"error: process {jax.process_index()} failed ({type(error).__name__}, above): every process stops"
+        distributed.leave_now(message)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -187,3 +188,27 @@ def test_processes_that_read_different_data_stop_with_one_line(synthetic_data_di
         assert code == 1
         assert line == ("error: processes [1] read other training data than process 0: give every process the same "
                         "config and data folder (on a file system all hosts see, or identical copies)")
+
+
+def test_sigterm_to_one_process_stops_every_process_at_one_step(synthetic_data_dir, cache_dir, tmp_path):
+    # 60 steps an epoch, so that the signal lands between steps, not at an epoch's end.
+    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=20,
+                                   pairs_per_epoch=60 * 56, checkpoint_every_steps=1000)
+    workdir, port = tmp_path / "run", free_port()
+    processes = [_train_process(config_file, workdir, i, 2, port) for i in range(2)]
+    while not (workdir / "metrics.jsonl").exists():
+        assert all(p.poll() is None for p in processes), processes[0].communicate()[1][-3000:]
+        time.sleep(0.2)
+    processes[1].send_signal(signal.SIGTERM)  # Process 1 alone, as a scheduler preempting one task first would.
+    # Before, process 1 stopped at its own step and saved, a collective that process 0, still stepping, never
+    # joined: both hung.
+    ended = _ended_together(processes, timeout_s=60)
+    steps = set()
+    for code, line in ended:
+        assert code == 1, ended
+        assert line.startswith("error: interrupted (SIGTERM); saved step "), ended
+        steps.add(line.split("saved step ")[1].split(".")[0])
+    assert len(steps) == 1, ended
+    again = [_train_process(config_file, workdir, i, 2, port, "--config.num_epochs=2") for i in range(2)]
+    assert [code for code, _ in _ended_together(again, timeout_s=120)] == [0, 0]
+    assert [r["epoch"] for r in _metrics(workdir)] == [1, 2]

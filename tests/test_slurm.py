@@ -4,6 +4,7 @@ systemd), whose CPUs stand in for GPUs through --per=cpu, and training through -
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -132,3 +133,30 @@ def test_a_cancelled_job_resubmitted_resumes_from_its_checkpoint(slurm, syntheti
     records = _metrics(workdir)
     assert [r["epoch"] for r in records] == list(range(1, done + 2))  # Nothing lost, nothing trained twice.
     print(f"resumed job {time.time() - started:.1f} s")
+
+
+def _task_pids(slurm, job: str, task: int) -> list[int]:
+    """The process ids of one task of the job's first step (scontrol listpids: PID JOBID STEPID LOCALID GLOBALID)."""
+    rows = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True, env=slurm).stdout.splitlines()
+    return [int(row.split()[0]) for row in rows[1:] if row.split()[2:5:2] == ["0", str(task)]]
+
+
+def test_a_killed_task_stops_the_other_within_seconds_with_one_line(slurm, synthetic_data_dir, cache_dir, tmp_path):
+    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=40)
+    workdir = tmp_path / "run"
+    job = _submit(slurm, workdir, config_file)
+    _wait(slurm, job, until=lambda: (workdir / "metrics.jsonl").exists() and _task_pids(slurm, job, 1))
+    for pid in _task_pids(slurm, job, 1):
+        os.kill(pid, signal.SIGKILL)  # As the kernel's OOM killer or a dead node would.
+    killed = time.time()
+    _wait(slurm, job, timeout_s=120)
+    ended_s = time.time() - killed
+    log = (workdir / f"slurm-{job}.out").read_text()
+    # Before, task 0 failed in its next collective with a traceback, then waited at JAX's shutdown barrier for
+    # the heartbeat timeout (100 s) and aborted with a C++ stack trace.
+    ours = [line for line in log.splitlines() if line.startswith("error: ")]
+    assert ours and ours[0].startswith("error: process 0 of 2 lost another process of the run ("), log[-3000:]
+    assert len(ours) == 1 and "the same command resumes from the last checkpoint" in ours[0]
+    assert "Traceback" not in log and "Check failure" not in log
+    assert ended_s < 30, log[-3000:]
+    print(f"task 0 ended {ended_s:.1f} s after task 1 was killed")
