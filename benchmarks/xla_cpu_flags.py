@@ -1,7 +1,7 @@
 """The training step under XLA:CPU flag settings, each in a fresh process, each beside PyTorch.
 
     python benchmarks/xla_cpu_flags.py [--config=configs/omniglot.py] [--batch=32] [--rounds=1]
-        [--settings=project,xla,...] [--output=results/xla_cpu_flags.json]
+        [--settings='project;;xla;;XLA_FLAGS value;;...'] [--output=results/xla_cpu_flags.json]
 
 XLA reads XLA_FLAGS once, when the backend starts, so every setting runs benchmarks/train_throughput.py
 in a subprocess of its own: the real training step at --batch pairs, alternated with PyTorch eager in
@@ -28,6 +28,14 @@ sys.path.insert(0, str(REPO))
 FLAGS = flags.FLAGS
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type="
+DEFAULT_SETTINGS = (
+    "project",
+    "xla",
+    YNN,  # YNNPACK off.
+    YNN + "-individual_dot",
+    YNN + "-individual_convolution,-individual_dot",
+)
+SEPARATOR = ";;"
 
 
 def define_flags() -> None:
@@ -38,13 +46,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("repeats", 2, "Alternating (JAX, PyTorch) repetitions per setting; the best counts.")
     flags.DEFINE_integer("rounds", 1, "Times to run the whole list of settings, interleaved.")
     flags.DEFINE_list("frameworks", ["jax", "torch"], "Passed to train_throughput.py (jax alone skips PyTorch).")
-    flags.DEFINE_list("settings", [
-        "project",
-        "xla",
-        YNN,  # YNNPACK off.
-        YNN + "-individual_dot",
-        YNN + "-individual_convolution,-individual_dot",
-    ], "XLA flag settings to compare: project, xla, or an XLA_FLAGS value.")
+    flags.DEFINE_string("settings", SEPARATOR.join(DEFAULT_SETTINGS),
+                        f"XLA flag settings to compare, separated by '{SEPARATOR}' (an XLA_FLAGS value may hold commas): "
+                        "project, xla, or an XLA_FLAGS value.")
     flags.DEFINE_integer("timeout_s", 1800, "Seconds one setting may take.")
     flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
 
@@ -99,7 +103,7 @@ def main(argv):
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for round_index in range(FLAGS.rounds):
-            for index, setting in enumerate(FLAGS.settings):
+            for index, setting in enumerate(s for s in FLAGS.settings.split(SEPARATOR) if s):
                 row = {"round": round_index, **run_setting(setting, Path(scratch) / f"{round_index}_{index}.json")}
                 rows.append(row)
                 print(row, flush=True)

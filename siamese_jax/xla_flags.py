@@ -15,15 +15,17 @@ import sys
 import warnings
 
 DEFAULTS = {
-    # YNNPACK off: XLA:CPU hands each 2-D float32 NHWC convolution (and some dots and elementwise
-    # fusions) to YNNPACK, whose kernels ran the paper network's training step at 0.55x PyTorch
-    # eager on 2 cores where XLA's own ran it at about 1.0x, and the CPU config's 1.16x faster
-    # than with YNNPACK (results/xla_cpu_flags.json).
+    # YNNPACK off: jaxlib 0.10's XLA:CPU hands each 2-D float32 NHWC convolution (and some dots and
+    # elementwise fusions) to YNNPACK, whose kernels ran the paper network's training step at 0.49-0.55x
+    # PyTorch eager on 2 cores where XLA's own ran it at 0.95-1.08x, and the CPU config 1.11-1.16x
+    # faster than with YNNPACK (results/xla_cpu_flags.json).
     "xla_cpu_experimental_ynn_fusion_type": "",
 }
-# An XLA that does not know a flag named in XLA_FLAGS aborts at start-up, so the defaults go only
-# to the jaxlib releases (major, minor) they were measured on.
-MEASURED_ON = ((0, 10), (0, 11))
+# The jaxlib releases (major, minor) on which the defaults measured faster; an XLA that does not know
+# a flag named in XLA_FLAGS aborts at start-up, so no other release gets them. Under jaxlib 0.11.2
+# XLA's own path was as fast (the paper network 5-7% faster, the CPU config within noise), so 0.11
+# keeps XLA's defaults (results/xla_cpu_flags.json, "jax_0.11.2").
+MEASURED_ON = ((0, 10),)
 OPT_OUT = "SIAMESE_JAX_XLA_DEFAULTS"
 
 # What apply_defaults() added to XLA_FLAGS in this process, for the run's provenance.
