@@ -81,12 +81,12 @@ def test_batch_that_the_devices_do_not_divide(synthetic_data_dir, cache_dir, tmp
     assert not (tmp_path / "checkpoints").exists()
 
 
-def _train_process(config_file, workdir, process_id, num_processes, port, *extra, timeout_s=60):
-    """A `siamese_jax.train` process of a localhost multi-process run with 4 CPU devices."""
+def _train_process(config_file, workdir, process_id, num_processes, port, *extra, timeout_s=60, devices=4):
+    """A `siamese_jax.train` process of a localhost multi-process run with `devices` CPU devices."""
     command = [sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={workdir}",
                f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
                f"--process_id={process_id}", f"--distributed_timeout={timeout_s}", *extra]
-    env = {**os.environ, **devices_env(4)}
+    env = {**os.environ, **devices_env(devices)}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -195,20 +195,18 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(synthetic_data_d
     config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=20,
                                    pairs_per_epoch=60 * 56, checkpoint_every_steps=1000)
     workdir, port = tmp_path / "run", free_port()
-    processes = [_train_process(config_file, workdir, i, 2, port) for i in range(2)]
-    while not (workdir / "metrics.jsonl").exists():
+    processes = [_train_process(config_file, workdir, i, 2, port, devices=1) for i in range(2)]
+    while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
         assert all(p.poll() is None for p in processes), processes[0].communicate()[1][-3000:]
         time.sleep(0.2)
     processes[1].send_signal(signal.SIGTERM)  # Process 1 alone, as a scheduler preempting one task first would.
     # Before, process 1 stopped at its own step and saved, a collective that process 0, still stepping, never
-    # joined: both hung.
+    # joined: both failed.
     ended = _ended_together(processes, timeout_s=60)
     steps = set()
     for code, line in ended:
         assert code == 1, ended
         assert line.startswith("error: interrupted (SIGTERM); saved step "), ended
-        steps.add(line.split("saved step ")[1].split(".")[0])
+        steps.add(int(line.split("saved step ")[1].split(".")[0]))
     assert len(steps) == 1, ended
-    again = [_train_process(config_file, workdir, i, 2, port, "--config.num_epochs=2") for i in range(2)]
-    assert [code for code, _ in _ended_together(again, timeout_s=120)] == [0, 0]
-    assert [r["epoch"] for r in _metrics(workdir)] == [1, 2]
+    assert 60 < steps.pop() < 120, ended  # Mid-epoch 2 (the first epoch's end saved step 60).
