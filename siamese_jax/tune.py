@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -147,14 +148,21 @@ def make_pruner(section):
     raise ConfigError(f"config.tune.pruner must be one of {PRUNERS}, got {section.pruner!r}")
 
 
+def make_sampler(section, worker: int = 0):
+    """The TPE sampler of the study's `worker`-th worker process: seeded config.tune.seed + worker, since workers
+    of one seed would draw the same values for the trials they start together."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=section.seed + worker, n_startup_trials=section.startup_trials)
+
+
 def load_study(config, storage: str):
     """The study in `storage`, created on first use; refuses one whose space is not the config's."""
     import optuna
 
     space, section = parse_space(config), config.tune
-    sampler = optuna.samplers.TPESampler(seed=section.seed, n_startup_trials=section.startup_trials)
     study = optuna.create_study(storage=open_storage(storage), study_name=STUDY_NAME, direction="maximize",
-                                sampler=sampler, pruner=make_pruner(section), load_if_exists=True)
+                                sampler=make_sampler(section), pruner=make_pruner(section), load_if_exists=True)
     mine = json.loads(json.dumps({"space": space, "metric": metric_name(config)}))
     recorded = study.user_attrs.get("search")
     if recorded is None:
@@ -205,7 +213,11 @@ class Search:
         self.space = parse_space(config)
         make_pruner(config.tune)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.study = load_study(config, storage)
+        with exclusive(self.workdir / "start.lock"):
+            self.study = load_study(config, storage)
+            worker = self.study.user_attrs.get("workers", 0)  # Every run of the command counts as one more.
+            self.study.set_user_attr("workers", worker + 1)
+        self.study.sampler = make_sampler(config.tune, worker)
 
     def run(self) -> None:
         """Runs trials until the study has enough; writes the tables and plots after each."""
@@ -245,12 +257,12 @@ class Search:
             trainer = train.Trainer(upgrade_config(config), workdir, epoch_callback=report)
             record = trainer.run(evaluate=False)["training"]
             best = trainer.meta["best_score"]
-        except TrainingInterrupted:
+        except (TrainingInterrupted, KeyboardInterrupt):  # In training, or outside its loop (setting up, say).
             # Its checkpoint is kept: the next run of the command gives its values to a new trial in the same workdir.
             self.study.enqueue_trial(params, user_attrs={"workdir": workdir})
             trial.set_user_attr("reason", INTERRUPTED)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
+            raise TrainingInterrupted(f"trial {trial.number} interrupted") from None
         except UserError as error:  # Diverged, or a value of the space that cannot work: the study goes on.
             trial.set_user_attr("reason", str(error))
             trial.set_user_attr("seconds", time.time() - started)
@@ -347,6 +359,9 @@ def main(argv):
     if FLAGS.config is None or not FLAGS.workdir:
         sys.exit("error: --config=FILE and --workdir=DIR are both required")
     workdir = Path(FLAGS.workdir)
+    # SIGTERM (a scheduler's time limit, the GPU suite's deadline) stops a worker as Ctrl-C does, wherever it
+    # lands: in training, the trial saves its state; elsewhere the trial is marked interrupted, never left running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         config = upgrade_config(FLAGS.config)
         if "tune" not in config:

@@ -9,7 +9,7 @@ import sys
 import optuna
 import pytest
 
-from siamese_jax import tune
+from siamese_jax import train, tune
 from siamese_jax.config_files import load_config_file, tune_block
 from siamese_jax.errors import ConfigError, UserError
 from tests.conftest import REPO, devices_env, load_config, tiny_config, tiny_config_file
@@ -141,6 +141,24 @@ def test_an_interrupted_study_keeps_its_trials_and_resumes_the_interrupted_one(s
     assert [t.state.name for t in again.study.get_trials()].count("COMPLETE") == 2
 
 
+def test_an_interrupt_while_a_trial_sets_up_marks_it_interrupted_not_running(synthetic_data_dir, cache_dir, tmp_path,
+                                                                              monkeypatch):
+    from siamese_jax.errors import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # SIGTERM and Ctrl-C raise it in a worker outside the training loop.
+
+    monkeypatch.setattr(train, "Trainer", interrupted)
+    config = tiny_study_config(synthetic_data_dir, cache_dir, pruner="none", epochs=1)
+    worker = search(config, tmp_path, 2)
+    with pytest.raises(TrainingInterrupted):
+        worker.run()
+    (trial, waiting) = sorted(worker.study.get_trials(), key=lambda t: t.number)
+    # Before, the trial stayed RUNNING in the study for good, its values never tried again.
+    assert trial.state.name == "FAIL" and trial.user_attrs["reason"] == "interrupted"
+    assert waiting.state.name == "WAITING" and waiting.system_attrs["fixed_params"] == trial.params
+
+
 @pytest.mark.slow
 def test_two_workers_finish_n_trials_between_them(synthetic_data_dir, cache_dir, tmp_path):
     config_file = tmp_path / "study_config.py"
@@ -162,6 +180,8 @@ def test_two_workers_finish_n_trials_between_them(synthetic_data_dir, cache_dir,
     trials = study.get_trials()
     assert states(study) == ["COMPLETE"] * 4
     assert len({t.user_attrs["workdir"] for t in trials}) == 4  # None ran twice.
+    # Each worker's sampler has a seed of its own: with one seed, the trials they started together had equal values.
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
     started = [line for out, _ in outputs for line in out.splitlines() if line.startswith("trial ") and " in " in line]
     assert len(started) == 4 and all(any(line.startswith("trial ") for line in out.splitlines()) for out, _ in outputs)
 
