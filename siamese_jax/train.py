@@ -237,6 +237,8 @@ class Trainer:
                     stop = diverged
             # A diverged state is never saved: the checkpoints keep the last finite one.
             self.checkpoints.close()
+            # Now, not at exit, where Python 3.12 refuses the thread tensorboardX's cleanup starts (a traceback).
+            self.tensorboard.close()
             if isinstance(stop, _Diverged):
                 raise TrainingDiverged(self.divergence_message(stop)) from None
             raise TrainingInterrupted(f"interrupted ({stop}); saved step {self.step}. Run the same command to resume") from None

@@ -177,9 +177,10 @@ class TensorBoard:
         self.writer.flush()
 
     def close(self) -> None:
-        """Closes the event file."""
+        """Closes the event file; again is a no-op."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 class TrainingLock:
