@@ -106,6 +106,8 @@ JOBS = {
     # The sweep that chooses configs/omniglot.py's per-layer SGD defaults: 4 at once.
     "paper_sgd": {"variants": ["paper", "paper_eta_1e-2", "paper_eta_3e-2", "paper_eta_1e-2_l2_0"],
                   "benchmark": False, "budget_s": 570},
+    # The paper's search for those values (siamese_jax.tune): 4 workers of one study, trials side by side.
+    "tune": {"variants": [], "benchmark": False, "budget_s": 570, "tune_workers": 4},
 }
 
 # The paper network's training step (bfloat16, batch 128) on one H100: 14,545 pairs/s
@@ -143,6 +145,10 @@ def define_flags(values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float("startup_s", 60.0, "Seconds a run needs before its first step (imports, data, compilation).",
                        flag_values=values)
     flags.DEFINE_float("eval_s", 45.0, "Seconds kept after training for each run's evaluation.", flag_values=values)
+    flags.DEFINE_integer("tune_workers", 0, "After the variants, this many siamese_jax.tune workers of one study "
+                         "(a journal file) share the device until the budget ends (0: none).", flag_values=values)
+    flags.DEFINE_string("tune_config", "configs/omniglot_sgd_search.py", "The config whose tune block they search.",
+                        flag_values=values)
     flags.DEFINE_float("assumed_pairs_per_s", REFERENCE_PAIRS_PER_S,
                        "Training pairs/s (paper network's batch of 2 x 128 images) assumed for one run alone on the "
                        "device, to check that the budget fits one epoch before starting.", flag_values=values)
@@ -276,6 +282,60 @@ def summarize_run(name: str, config_path: str, overrides: list[str], command: li
     return record
 
 
+def run_tune_workers(overrides: list[str], root: Path, cache_dir: Path, output: Path, deadline: float,
+                     env: dict, log: Log) -> dict:
+    """--tune_workers siamese_jax.tune processes of one study until `deadline`; the study's record.
+
+    Their lines go to OUTPUT/tune.log; trials.md and best_config.py are copied beside it. A worker stopped
+    at the deadline keeps its finished trials (tune's Ctrl-C handling); the unfinished one is marked so.
+    """
+    study_dir = root / "tune"
+    storage = study_dir / "study.log"  # A journal file: Optuna's storage for several processes on one machine.
+    command = [sys.executable, "-m", "siamese_jax.tune", f"--config={REPO / FLAGS.tune_config}",
+               f"--workdir={study_dir}", f"--storage={storage}", f"--config.data_dir={FLAGS.data_dir}",
+               f"--config.cache_dir={cache_dir}", *overrides]
+    log(f"tune: {FLAGS.tune_workers} workers of {shlex.join(command)}")
+    # Trials compile the same programs: each after the first reads them from JAX's persistent cache.
+    worker_env = dict(env, PYTHONUNBUFFERED="1",
+                      JAX_COMPILATION_CACHE_DIR=env.get("JAX_COMPILATION_CACHE_DIR", str(root / "jax_cache")),
+                      XLA_PYTHON_CLIENT_MEM_FRACTION=os.environ.get(
+                          "XLA_PYTHON_CLIENT_MEM_FRACTION", f"{min(0.45, 0.9 / FLAGS.tune_workers):.2f}"))
+    with (output / "tune.log").open("a") as out:
+        workers = {f"tune worker {i}": subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=worker_env,
+                                                        cwd=REPO, start_new_session=True)
+                   for i in range(FLAGS.tune_workers)}
+        codes = run_with_deadline(workers, deadline - 30.0, log)  # 30 s for the workers to save and stop.
+    record = {"command": shlex.join(command), "workers": FLAGS.tune_workers, "returncodes": list(codes.values()),
+              "trials": study_trials(str(storage))}
+    for name in ("trials.md", "best_config.py"):
+        if (study_dir / name).exists():
+            (output / name).write_text((study_dir / name).read_text())
+    complete = [t for t in record["trials"] if t["state"] == "complete"]
+    record["best"] = max(complete, key=lambda t: t["value"]) if complete else None
+    log(f"tune: {len(record['trials'])} trials, {len(complete)} complete" + (
+        f", best validation {100 * record['best']['value']:.1f}% (trial {record['best']['number']})"
+        if complete else ""))
+    return record
+
+
+def study_trials(storage: str) -> list[dict]:
+    """Every trial of the study in `storage`: number, state, value, epochs, seconds, values and reason."""
+    import optuna
+
+    from siamese_jax import tune
+    from siamese_jax.errors import UserError
+
+    try:
+        study = optuna.load_study(study_name=tune.STUDY_NAME, storage=tune.open_storage(storage))
+    except (KeyError, UserError) as error:  # No worker got as far as creating the study.
+        return [{"error": str(error)}]
+    return [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
+             **{key: t.user_attrs[key] for key in ("best", "epochs", "best_epoch", "seconds", "reason")
+                if key in t.user_attrs},
+             "curve": [t.intermediate_values[step] for step in sorted(t.intermediate_values)]}
+            for t in study.get_trials(deepcopy=False)]
+
+
 def main(argv):
     """Runs the suite; exits non-zero with one line when something is wrong before device work."""
     del argv
@@ -303,8 +363,15 @@ def run_suite() -> None:
     if (Path(FLAGS.data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
         overrides_for_all.append("--config.test.mnist_tasks=2000")  # The paper's transfer test, in each evaluation.
     names = [name for name, _, _ in variants]
-    if len(set(names)) != len(names) or (not names and not FLAGS.benchmark):
-        raise SuiteError(f"--variants must name distinct variants (or none, with the benchmark), got {names}")
+    if len(set(names)) != len(names) or (not names and not FLAGS.benchmark and not FLAGS.tune_workers):
+        raise SuiteError(f"--variants must name distinct variants (or none, with the benchmark or tune workers), "
+                         f"got {names}")
+    if FLAGS.tune_workers < 0 or (FLAGS.tune_workers and names):
+        raise SuiteError(f"--tune_workers={FLAGS.tune_workers} must be 0 or more, and runs in place of --variants "
+                         f"(got {names}): give one or the other")
+    tune_config = load_variant_config(str(REPO / FLAGS.tune_config), overrides_for_all) if FLAGS.tune_workers else None
+    if tune_config is not None and "tune" not in tune_config:
+        raise SuiteError(f"--tune_config={FLAGS.tune_config} has no tune block (docs/tuning.md)")
     parallel = FLAGS.parallel or max(1, len(variants))
     waves = -(-len(variants) // parallel)
     configs = {name: load_variant_config(str(REPO / path), overrides + overrides_for_all)
@@ -313,16 +380,21 @@ def run_suite() -> None:
 
     training_s = FLAGS.budget_s - (FLAGS.benchmark_s if FLAGS.benchmark else 0.0) - waves * (FLAGS.startup_s + FLAGS.eval_s)
     share = 2 * FLAGS.assumed_pairs_per_s / parallel
+    if tune_config is not None:  # In place of the variants: the workers share the device as variants would.
+        share = 2 * FLAGS.assumed_pairs_per_s / FLAGS.tune_workers
+        training_s = FLAGS.budget_s - (FLAGS.benchmark_s if FLAGS.benchmark else 0.0) - FLAGS.startup_s
+        configs = {f"{FLAGS.tune_workers} tune workers' trials": tune_config}
     for name, config in configs.items():
+        share_of_time = training_s / max(waves, 1)
         try:
             needed = first_epoch_s(config, share)
         except UserError as error:
             raise SuiteError(f"variant {name}: {error}") from None
-        if needed > training_s / waves:
+        if needed > share_of_time:
             raise SuiteError(
                 f"--budget_s={FLAGS.budget_s:g} is too small: variant {name} needs about {needed:.0f} s for one epoch "
                 f"({parallel} run(s) sharing {FLAGS.assumed_pairs_per_s:,.0f} pairs/s) but gets "
-                f"{training_s / waves:.0f} s of training after the benchmark, start-up and evaluation; raise "
+                f"{share_of_time:.0f} s of training after the benchmark, start-up and evaluation; raise "
                 "--budget_s, or lower --parallel or the variants' pairs_per_epoch")
 
     log = Log(output / "suite.log")
@@ -390,6 +462,10 @@ def run_suite() -> None:
                                f"{record['training']['epochs']} epochs in {record['training']['wall_time_s']:.0f} s"
                                if runs else "no evaluation (see its log)"))
             write_summary()
+    if tune_config is not None:
+        summary["tune"] = run_tune_workers(shlex.split(FLAGS.overrides), root, cache_dir, output,
+                                           deadline, child_env, log)
+        write_summary()
     summary["wall_s"] = time.time() - started
     write_summary()
     log(f"done in {summary['wall_s']:.0f} s: {summary_path}")
