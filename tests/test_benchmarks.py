@@ -192,23 +192,23 @@ def test_gpu_suite_runs_benchmark_and_variants_and_writes_few_files(synthetic_da
 @pytest.mark.slow
 def test_gpu_suite_tune_job_runs_workers_of_one_study(synthetic_data_dir, suite_config, tmp_path):
     output = tmp_path / "out"
+    # One worker here: tests/test_tune.py runs two on one journal file.
     done = _run("benchmarks/gpu_suite.py", f"--data_dir={synthetic_data_dir}", f"--output_dir={output}", "--job=tune",
-                "--tune_workers=2", f"--tune_config={suite_config}", f"--workdir_root={tmp_path / 'runs'}",
-                "--overrides=--config.tune.epochs=1 --config.tune.trials=3 --config.validation.one_shot_trials=20",
+                "--tune_workers=1", f"--tune_config={suite_config}", f"--workdir_root={tmp_path / 'runs'}",
+                "--overrides=--config.tune.epochs=1 --config.tune.trials=2 --config.validation.one_shot_trials=20",
                 "--budget_s=300", "--startup_s=5")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in output.iterdir()) == ["best_config.py", "suite.log", "summary.json", "trials.md",
                                                        "tune.log"]
     tune = json.loads((output / "summary.json").read_text())["tune"]
-    assert tune["workers"] == 2 and tune["returncodes"] == [0, 0]
-    # The two workers ran the study's 3 trials between them, each of the config's space and one epoch.
-    assert sorted(t["number"] for t in tune["trials"]) == [0, 1, 2]
-    for trial in tune["trials"]:
+    assert tune["workers"] == 1 and tune["returncodes"] == [0]
+    assert sorted(t["number"] for t in tune["trials"]) == [0, 1]
+    for trial in tune["trials"]:  # Each of the config's space, one epoch.
         assert trial["state"] == "complete" and len(trial["curve"]) == 1 and set(trial["params"]) == {
             "learning_rate", "model.dropout", "augment.probability"}
     assert tune["best"]["value"] == max(t["value"] for t in tune["trials"])
     assert f"trial {tune['best']['number']} " in (output / "best_config.py").read_text().replace("Trial", "trial")
-    assert "tune: 3 trials, 3 complete" in (output / "suite.log").read_text()
+    assert "tune: 2 trials, 2 complete" in (output / "suite.log").read_text()
 
 
 @pytest.mark.slow
