@@ -102,12 +102,14 @@ def lost_peer(error: BaseException) -> str | None:
             "resumes from the last checkpoint")
 
 
-def preempted_at(step: int) -> bool:
-    """Whether a multi-process run stops before `step` because some process got SIGTERM: JAX's preemption
-    notifier takes the signal and agrees with every process on one step. Every process must call it at every step."""
+def preempted_at(call: int) -> bool:
+    """Whether a multi-process run stops at this `call` because some process got SIGTERM: JAX's preemption
+    notifier takes the signal and agrees with every process on one call. Every process must call it with
+    the same numbers, one up each time: the agreed one is the fastest process's last number + 1, so numbers
+    that skip (training steps with steps_per_dispatch > 1) would never reach it."""
     from jax.experimental import multihost_utils
 
-    return bool(multihost_utils.reached_preemption_sync_point(step))
+    return bool(multihost_utils.reached_preemption_sync_point(call))
 
 
 def is_primary() -> bool:

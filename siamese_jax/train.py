@@ -83,9 +83,10 @@ class _StopRequest:
         """The signals this handler takes."""
         return (signal.SIGINT,) if self.agreed else (signal.SIGTERM, signal.SIGINT)
 
-    def at(self, step: int) -> str | None:
-        """The signal that stops training before `step`, if any. Every process of a run must call it at every step."""
-        if self.agreed and distributed.preempted_at(step):
+    def at(self, dispatch: int) -> str | None:
+        """The signal that stops training before dispatch number `dispatch`, if any. Every process of a run must
+        call it before every dispatch, counting one up each time."""
+        if self.agreed and distributed.preempted_at(dispatch):
             return "SIGTERM"
         return self.signal_name
 
@@ -254,7 +255,7 @@ class Trainer:
         in_flight = distributed.InFlight()
         shown_loss, shown_step = None, None
         while self.step < epoch_end:
-            if signal_name := stop.at(self.step):
+            if signal_name := stop.at(self.step // spd):
                 raise _Interrupted(signal_name)
             self.state, loss = self.dispatch(self.state, self.train_images, self.tables)
             in_flight.add(loss)  # Not the state: its buffers are donated to the next step.
