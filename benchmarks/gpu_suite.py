@@ -145,8 +145,8 @@ def define_flags(values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float("startup_s", 60.0, "Seconds a run needs before its first step (imports, data, compilation).",
                        flag_values=values)
     flags.DEFINE_float("eval_s", 45.0, "Seconds kept after training for each run's evaluation.", flag_values=values)
-    flags.DEFINE_integer("tune_workers", 0, "After the variants, this many siamese_jax.tune workers of one study "
-                         "(a journal file) share the device until the budget ends (0: none).", flag_values=values)
+    flags.DEFINE_integer("tune_workers", 0, "In place of the variants, this many siamese_jax.tune workers of one "
+                         "study (a journal file) share the device until the budget ends (0: none).", flag_values=values)
     flags.DEFINE_string("tune_config", "configs/omniglot_sgd_search.py", "The config whose tune block they search.",
                         flag_values=values)
     flags.DEFINE_float("assumed_pairs_per_s", REFERENCE_PAIRS_PER_S,
@@ -378,23 +378,23 @@ def run_suite() -> None:
                for name, path, overrides in variants}
     from siamese_jax.errors import UserError
 
-    training_s = FLAGS.budget_s - (FLAGS.benchmark_s if FLAGS.benchmark else 0.0) - waves * (FLAGS.startup_s + FLAGS.eval_s)
-    share = 2 * FLAGS.assumed_pairs_per_s / parallel
-    if tune_config is not None:  # In place of the variants: the workers share the device as variants would.
-        share = 2 * FLAGS.assumed_pairs_per_s / FLAGS.tune_workers
-        training_s = FLAGS.budget_s - (FLAGS.benchmark_s if FLAGS.benchmark else 0.0) - FLAGS.startup_s
-        configs = {f"{FLAGS.tune_workers} tune workers' trials": tune_config}
+    after_benchmark_s = FLAGS.budget_s - (FLAGS.benchmark_s if FLAGS.benchmark else 0.0)
+    if tune_config is None:
+        at_once, training_s = parallel, (after_benchmark_s - waves * (FLAGS.startup_s + FLAGS.eval_s)) / max(waves, 1)
+    else:  # In place of the variants, one wave that evaluates nothing on the test set.
+        at_once, training_s = FLAGS.tune_workers, after_benchmark_s - FLAGS.startup_s
+        configs = {"the tune workers' trials": tune_config}
+    share = 2 * FLAGS.assumed_pairs_per_s / at_once
     for name, config in configs.items():
-        share_of_time = training_s / max(waves, 1)
         try:
             needed = first_epoch_s(config, share)
         except UserError as error:
             raise SuiteError(f"variant {name}: {error}") from None
-        if needed > share_of_time:
+        if needed > training_s:
             raise SuiteError(
                 f"--budget_s={FLAGS.budget_s:g} is too small: variant {name} needs about {needed:.0f} s for one epoch "
-                f"({parallel} run(s) sharing {FLAGS.assumed_pairs_per_s:,.0f} pairs/s) but gets "
-                f"{share_of_time:.0f} s of training after the benchmark, start-up and evaluation; raise "
+                f"({at_once} run(s) sharing {FLAGS.assumed_pairs_per_s:,.0f} pairs/s) but gets "
+                f"{training_s:.0f} s of training after the benchmark, start-up and evaluation; raise "
                 "--budget_s, or lower --parallel or the variants' pairs_per_epoch")
 
     log = Log(output / "suite.log")
