@@ -51,10 +51,9 @@ def _cpu_features() -> str:
     return hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12]
 
 
-def _kernel_flags() -> str:
-    """The XLA flags that choose kernels (and so roundings) in this process: XLA_FLAGS less the device count."""
-    return " ".join(sorted(f for f in os.environ.get("XLA_FLAGS", "").split()
-                           if not f.startswith("--xla_force_host_platform_device_count")))
+def _kernel_flags(xla_flags: str) -> str:
+    """The XLA flags that choose kernels (and so roundings): `xla_flags` less the device count."""
+    return " ".join(sorted(f for f in xla_flags.split() if not f.startswith("--xla_force_host_platform_device_count")))
 
 
 def _within_noise(actual, expected, rel: float = 1e-3, abs_: float = 1e-3) -> bool:
@@ -98,20 +97,21 @@ def test_tiny_run_matches_its_record(name, synthetic_data_dir, synthetic_lfw_dir
     code = ("from pathlib import Path; from siamese_jax import train; from tests.test_golden import golden_config; "
             f"train.train_and_evaluate(golden_config({name!r}, Path({str(synthetic_data_dir)!r}), "
             f"Path({str(synthetic_lfw_dir)!r}), Path({str(cache_dir)!r})), {str(tmp_path)!r})")
+    env = {**os.environ, **devices_env(8, optimized=True)}
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **devices_env(8)})
+                          env=env)
     assert done.returncode == 0, done.stderr
     numbers = _numbers(tmp_path)
     path = GOLDEN / f"tiny_{name}.json"
     if WRITE:
         path.write_text(json.dumps({"jax_version": jax.__version__, "host": host_processor(),
-                                    "cpu_features": _cpu_features(), "xla_flags": _kernel_flags(),
+                                    "cpu_features": _cpu_features(), "xla_flags": _kernel_flags(env["XLA_FLAGS"]),
                                     **numbers}, indent=1) + "\n")
         pytest.skip(f"wrote {path}")
     recorded = json.loads(path.read_text())
     written_under = (recorded.pop("jax_version"), recorded.pop("host"), recorded.pop("cpu_features", None),
                      recorded.pop("xla_flags", ""))
-    if written_under == (jax.__version__, host_processor(), _cpu_features(), _kernel_flags()):
+    if written_under == (jax.__version__, host_processor(), _cpu_features(), _kernel_flags(env["XLA_FLAGS"])):
         assert _within_noise(numbers["metrics"], recorded["metrics"], rel=1e-6, abs_=1e-9), numbers["metrics"]
         assert _within_noise(numbers["eval"], recorded["eval"], rel=1e-6, abs_=1e-9), numbers["eval"]
     else:  # Another XLA or processor rounds differently: the same structure, every number within float noise.
