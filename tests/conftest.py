@@ -43,16 +43,20 @@ def pytest_configure(config):
         os.environ["XLA_FLAGS"] += " " + FAST_COMPILE
 
 
-def xla_flags_less(*prefixes: str) -> str:
-    """This process's XLA_FLAGS without the flags that start with any of `prefixes`."""
-    return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(prefixes))
+DEVICE_COUNT = "--xla_force_host_platform_device_count"
+
+
+def xla_flags_less(*prefixes: str, xla_flags: str | None = None) -> str:
+    """`xla_flags` (by default this process's XLA_FLAGS) without the flags that start with any of `prefixes`."""
+    flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+    return " ".join(f for f in flags.split() if not f.startswith(prefixes))
 
 
 def devices_env(count: int, optimized: bool = False) -> dict[str, str]:
     """Environment variables for a subprocess that sees `count` forced CPU devices; `optimized`: XLA at a
     user's optimisation level instead of the tests' FAST_COMPILE."""
-    flags = xla_flags_less("--xla_force_host_platform_device_count", *([FAST_COMPILE] if optimized else []))
-    return {"XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={count}".strip(), "JAX_PLATFORMS": "cpu"}
+    flags = xla_flags_less(DEVICE_COUNT, *([FAST_COMPILE] if optimized else []))
+    return {"XLA_FLAGS": f"{flags} {DEVICE_COUNT}={count}".strip(), "JAX_PLATFORMS": "cpu"}
 
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from siamese_jax import flops, xla_flags
 from tests import synthetic
-from tests.conftest import REPO, load_config, tiny_config_file
+from tests.conftest import DEVICE_COUNT, REPO, load_config, tiny_config_file, xla_flags_less
 
 TINY_MODEL = ["--config.image_size=16", "--config.model.features=(8,8)", "--config.model.kernel_sizes=(3,3)",
               "--config.model.embedding_dim=16"]
@@ -288,7 +288,7 @@ def test_xla_cpu_flags_benchmark_runs_each_setting_in_its_own_process(suite_conf
     # The child saw the project's defaults; tests/test_xla_flags.py shows that a user's value wins.
     measured = xla_flags.jaxlib_release() in xla_flags.MEASURED_ON
     # Less the device count that importing tests.conftest (for the tiny config) adds.
-    seen = " ".join(f for f in project["xla_flags"].split() if not f.startswith("--xla_force_host_platform_device_count"))
+    seen = xla_flags_less(DEVICE_COUNT, xla_flags=project["xla_flags"])
     assert seen == (" ".join(f"--{k}={v}" for k, v in xla_flags.DEFAULTS.items()) if measured else "")
     assert bad["setting"] == "--xla_no_such_flag=1,--xla_nor_this=2" and "error" in bad  # A setting XLA rejects is recorded, not fatal.
 

@@ -22,7 +22,7 @@ import pytest
 
 from siamese_jax.provenance import host_processor
 
-from tests.conftest import REPO, devices_env, metrics, tiny_config, tiny_lfw_config
+from tests.conftest import DEVICE_COUNT, REPO, devices_env, metrics, tiny_config, tiny_lfw_config, xla_flags_less
 
 GOLDEN = Path(__file__).parent / "golden"
 WRITE = os.environ.get("SIAMESE_JAX_WRITE_GOLDEN") == "1"
@@ -53,7 +53,7 @@ def _cpu_features() -> str:
 
 def _kernel_flags(xla_flags: str) -> str:
     """The XLA flags that choose kernels (and so roundings): `xla_flags` less the device count."""
-    return " ".join(sorted(f for f in xla_flags.split() if not f.startswith("--xla_force_host_platform_device_count")))
+    return " ".join(sorted(xla_flags_less(DEVICE_COUNT, xla_flags=xla_flags).split()))
 
 
 def _within_noise(actual, expected, rel: float = 1e-3, abs_: float = 1e-3) -> bool:

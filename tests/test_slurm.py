@@ -16,7 +16,7 @@ import jax
 import pytest
 
 from siamese_jax import train
-from tests.conftest import REPO, free_port, tiny_config, tiny_config_file, xla_flags_less
+from tests.conftest import DEVICE_COUNT, REPO, free_port, tiny_config, tiny_config_file, xla_flags_less
 from tests.conftest import metrics as _metrics
 
 pytestmark = pytest.mark.slow  # Each test trains in two processes under the scheduler.
@@ -79,7 +79,7 @@ def slurm():
 def _submit(slurm, workdir: Path, config_file: Path, *train_flags) -> str:
     """Submits launch/slurm_gpu.sh --per=cpu with 2 tasks of 1 CPU device; the job id."""
     # Each task's devices: --cpu_devices, which a device count in XLA_FLAGS would override.
-    env = {**slurm, "XLA_FLAGS": xla_flags_less("--xla_force_host_platform_device_count")}
+    env = {**slurm, "XLA_FLAGS": xla_flags_less(DEVICE_COUNT)}
     done = subprocess.run(["bash", "launch/slurm_gpu.sh", "--nodes=1", "--per=cpu", "--gpus_per_node=2",
                            "--cpu_devices=1", "--time=10", f"--python={sys.executable}", f"--config={config_file}",
                            f"--workdir={workdir}", "--", *train_flags],
