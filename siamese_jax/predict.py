@@ -76,9 +76,7 @@ class Predictor:
         self.convert = experiment.image_converter()  # Any image file -> model input, as training saw it.
         # A Euclidean head's probability, sigmoid(margin/2 - distance), ranks pairs but is not calibrated:
         # the threshold the run's evaluation chose on pairs for these parameters tells same from different.
-        path = workdir_files.evaluation_path(workdir)
-        report = json.loads(path.read_text()) if path.exists() else {}
-        self.threshold = experiment.verification_threshold(report) if report.get("checkpoint") == checkpoint else None
+        self.threshold = experiment.verification_threshold(workdir_files.evaluation_of(workdir, checkpoint) or {})
 
     def embed(self, images: np.ndarray) -> jax.Array:
         """Embeddings [M, D] of model-input images [M, S, S(, C)], in batches no larger than needed (one query is
@@ -99,14 +97,19 @@ class Predictor:
         [D], `support` the embeddings [M, D] of the classes' images ([V, D] and [V, M, D] with V test-time
         turns), `counts[i]` images of class names[i] in order.
 
-        Classes are ranked by the log of that mean, computed stably (scoring.mean_log_probability),
-        so that probabilities that round to 1.0 still rank as the evaluation ranks them.
+        A class scores as the evaluation scores a trial's candidate (scoring.combined_log_probability over its
+        images and the turns), ranked by the log of that mean, so that probabilities that round to 1.0 still
+        rank as the evaluation ranks them.
         """
+        images = support.shape[-2]
+        if sum(counts) != images:
+            raise ValueError(f"counts add up to {sum(counts)} images, but the support holds {images}")
         embeddings = jax.numpy.concatenate([query[..., None, :], support], axis=-2)
-        logits = self.embedded_pair_logits(embeddings, np.zeros(len(support)), np.arange(1, len(support) + 1))
+        pairs = Pairs(np.zeros(images, np.int32), np.arange(1, images + 1, dtype=np.int32), np.zeros(images, bool))
+        logits = scoring.view_pair_logits(self.model, self.variables, embeddings, pairs)  # [V, M]
         ranking, start = [], 0
         for name, count in zip(names, counts):
-            log_score = float(scoring.mean_log_probability(logits[start : start + count]))
+            log_score = float(scoring.combined_log_probability(logits[:, start : start + count]))
             ranking.append({"class": name, "score": float(np.exp(log_score)), "log_score": log_score,
                             "images": count})
             start += count

@@ -41,20 +41,26 @@ def png_bytes(ink: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def prototypes(alphabets, first_character: int, seed: int) -> dict:
+    """{(alphabet, character number): prototype} of alphabets whose characters are numbered from `first_character`."""
+    numbers = iter(range(first_character, first_character + len(alphabets) * CHARACTERS))
+    return {(alphabet, c): glyph(seed * 1000 + next(numbers)) for alphabet in alphabets
+            for c in range(1, CHARACTERS + 1)}
+
+
 def write_image_zip(path: Path, root: str, alphabets, first_character: int, seed: int) -> dict:
     """Writes images_<root>.zip; returns {(alphabet, character number): prototype}."""
     rng = np.random.default_rng(seed)
-    prototypes = {}
+    drawn_prototypes = prototypes(alphabets, first_character, seed)
     number = first_character
     with zipfile.ZipFile(path, "w") as archive:
         for alphabet in alphabets:
             for c in range(1, CHARACTERS + 1):
-                prototypes[(alphabet, c)] = prototype = glyph(seed * 1000 + number)
                 for d in range(1, DRAWERS + 1):
                     name = f"{root}/{alphabet}/character{c:02d}/{number:04d}_{d:02d}.png"
-                    archive.writestr(name, png_bytes(drawn(prototype, rng)))
+                    archive.writestr(name, png_bytes(drawn(drawn_prototypes[(alphabet, c)], rng)))
                 number += 1
-    return prototypes
+    return drawn_prototypes
 
 
 def write_runs_zip(path: Path, prototypes: dict, alphabets, way: int = 4, seed: int = 7) -> None:
@@ -72,16 +78,24 @@ def write_runs_zip(path: Path, prototypes: dict, alphabets, way: int = 4, seed: 
             archive.writestr(f"{run}/class_labels.txt", "\n".join(lines) + "\n")
 
 
+EVALUATION_SEED = 2  # images_evaluation.zip's, whose characters are numbered after the background's.
+
+
 def make_omniglot(data_dir: Path) -> Path:
     """Builds DATA_DIR/omniglot/{images_background,images_evaluation,all_runs}.zip; returns DATA_DIR."""
     folder = data_dir / "omniglot"
     folder.mkdir(parents=True, exist_ok=True)
     write_image_zip(folder / "images_background.zip", "images_background", BACKGROUND, 1, seed=1)
-    prototypes = write_image_zip(
-        folder / "images_evaluation.zip", "images_evaluation", VALIDATION + TEST, 1 + len(BACKGROUND) * CHARACTERS, seed=2
-    )
+    prototypes = write_image_zip(folder / "images_evaluation.zip", "images_evaluation", VALIDATION + TEST,
+                                 1 + len(BACKGROUND) * CHARACTERS, seed=EVALUATION_SEED)
     write_runs_zip(folder / "all_runs.zip", prototypes, TEST)
     return data_dir
+
+
+def write_runs_of_way(path: Path, way: int) -> Path:
+    """An all_runs-layout archive of the test alphabets' characters with `way` (at most CHARACTERS) classes a run."""
+    write_runs_zip(path, prototypes(VALIDATION + TEST, 1 + len(BACKGROUND) * CHARACTERS, EVALUATION_SEED), TEST, way)
+    return path
 
 
 # A synthetic LFW: 40 people in 10 View 2 folds of 4; the first 24 are View 1's training people.

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from siamese_jax import predict
+from siamese_jax import experiments, predict
 from siamese_jax.data.omniglot import load_runs, locate_runs
+from siamese_jax.experiments.omniglot import runs_trials
 from tests.conftest import REPO, free_port, load_config
 
 pytestmark = pytest.mark.slow  # A server, a client and a browser.
@@ -25,16 +26,17 @@ gradio_client = pytest.importorskip("gradio_client")
 
 @pytest.fixture(scope="module")
 def demo_workdir(trained_omniglot, tmp_path_factory):
-    """The tiny trained run, looking at the real official runs (20-way) when they are there, else the synthetic
-    ones: (workdir, runs archive)."""
+    """The tiny trained run scored under four test-time turns, as the CPU configs score, looking at the real
+    official runs (20-way) when they are there, else the synthetic ones: (workdir, runs archive)."""
     _, workdir, _ = trained_omniglot
     copy = tmp_path_factory.mktemp("demo") / "run"
     shutil.copytree(workdir, copy)
     real = Path(os.environ.get("SIAMESE_JAX_DATA_DIR", "/nonexistent")) / "omniglot" / "all_runs.zip"
     config = json.loads((copy / "config.json").read_text())
+    config["model"]["test_time_turns"] = 4
     if real.exists():
         config["data_dir"] = str(real.parent.parent)
-        (copy / "config.json").write_text(json.dumps(config))
+    (copy / "config.json").write_text(json.dumps(config))
     return copy, locate_runs(config["data_dir"])
 
 
@@ -69,10 +71,19 @@ def test_classify_api_on_a_real_query_agrees_with_predict_classify_on_the_same_f
     query = _png(tmp_path / "query.png", runs.images[runs.query[0, 0]])
     client = gradio_client.Client(url, verbose=False)
     by_name = client.predict(gradio_client.handle_file(str(query)), "run01", api_name="/classify")
-    expected = predict.Predictor(str(workdir)).classify(query, support)
+    predictor = predict.Predictor(str(workdir))
+    expected = predictor.classify(query, support)
     assert list(by_name) == [r["class"] for r in expected]  # Ranked alike, best first.
     assert list(by_name.values()) == pytest.approx([r["score"] for r in expected], rel=1e-5, abs=1e-7)
     assert len(by_name) == runs.support.shape[1] and all(0.0 <= p <= 1.0 for p in by_name.values())
+    # Every candidate scored as the evaluation scores run 1's first trial, under the model's four turns.
+    assert predictor.model.test_time_turns == 4
+    trials = runs_trials(runs)
+    assert trials.query[0] == runs.query[0, 0] and list(trials.support[0, :, 0]) == list(runs.support[0])
+    log_scores = experiments.build(predictor.config).runs_scores(predictor.model, predictor.variables, runs)[0]
+    evaluated = {f"candidate_{n + 1:02d}": float(np.exp(score)) for n, score in enumerate(log_scores)}
+    assert by_name == pytest.approx(evaluated, rel=1e-4, abs=1e-7)
+    assert list(by_name) == sorted(evaluated, key=lambda name: -evaluated[name])
     by_folder = client.predict(gradio_client.handle_file(str(query)), str(support), api_name="/classify")
     assert by_folder == pytest.approx(by_name, rel=1e-5, abs=1e-7)
     compared = client.predict(gradio_client.handle_file(str(query)), gradio_client.handle_file(str(query)),
@@ -247,9 +258,12 @@ def test_a_long_run_of_uploads_leaves_the_cache_bounded(served, tmp_path):
             client.predict(gradio_client.handle_file(str(image)), gradio_client.handle_file(str(image)),
                            api_name="/compare")
             cached.append(len({f for files in blocks.temp_file_sets for f in files if Path(f).exists()}))
-            time.sleep(0.5)
-        time.sleep(2.5)  # Past the age and one deletion pass.
-        left = [f for files in blocks.temp_file_sets for f in files if Path(f).exists()]
+            time.sleep(0.5)  # Paces the uploads over six seconds, past the age of the first ones.
+        # Then every upload goes, once past the age, at the next deletion pass: waited for, within a deadline.
+        deadline = time.monotonic() + 60
+        while (left := [f for files in blocks.temp_file_sets for f in files if Path(f).exists()]) and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         blocks.close()
     assert max(cached) <= 6  # Never all 12 at once: the old ones went while new ones came (Gradio keeps all).

@@ -61,8 +61,9 @@ def test_compare_is_symmetric_and_identical_images_score_higher(predictor, run01
     assert "same" not in predictor.compare(a, b)  # Omniglot runs choose no verification threshold.
 
 
-def test_classify_agrees_with_the_evaluation_trial_scores(predictor, trained_omniglot, run01):
-    config = trained_omniglot[0]
+def _assert_classify_ranks_as_the_evaluation_scores(predictor, config, run01):
+    """predict classify of each query of run01 against its candidates gives every candidate the score the
+    evaluation gives it in that trial, and ranks them by it."""
     runs = load_runs(run01.parent)
     log_scores = experiments.build(config).runs_scores(predictor.model, predictor.variables, runs)
     trials = runs_trials(runs)
@@ -76,6 +77,24 @@ def test_classify_agrees_with_the_evaluation_trial_scores(predictor, trained_omn
             assert scores[name] == pytest.approx(float(value), abs=1e-5)
         assert [r["log_score"] for r in ranking] == sorted(scores.values(), reverse=True)
         assert all(r["score"] == pytest.approx(np.exp(r["log_score"])) for r in ranking)
+
+
+def test_classify_agrees_with_the_evaluation_trial_scores(predictor, trained_omniglot, run01):
+    _assert_classify_ranks_as_the_evaluation_scores(predictor, trained_omniglot[0], run01)
+
+
+def test_a_model_of_four_turns_scores_every_candidate_as_the_evaluation_does(trained_omniglot, tmp_path):
+    """Five candidates, more than the four turns: each is scored over its turns exactly as a trial scores it."""
+    workdir = tmp_path / "turned"
+    shutil.copytree(trained_omniglot[1], workdir)
+    saved = json.loads((workdir / "config.json").read_text())
+    saved["model"]["test_time_turns"] = 4
+    (workdir / "config.json").write_text(json.dumps(saved))
+    turned = predict.Predictor(str(workdir))
+    assert turned.model.test_time_turns == 4
+    with zipfile.ZipFile(synthetic.write_runs_of_way(tmp_path / "runs5.zip", 5)) as archive:
+        archive.extractall(tmp_path / "runs5", members=[n for n in archive.namelist() if n.startswith("run01/")])
+    _assert_classify_ranks_as_the_evaluation_scores(turned, turned.config, tmp_path / "runs5" / "run01")
 
 
 def _name_of(runs, image_id: int) -> str:

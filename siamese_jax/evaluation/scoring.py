@@ -60,7 +60,7 @@ def used_images(images: np.ndarray, used: list[np.ndarray], prepare=None):
 def encode(model: SiameseNet, variables: dict, images: np.ndarray, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
     """Embeddings [M, D] of uint8 images [M, S, S(, C)], in fixed-size batches split over the mesh's devices;
     [V, M, D] for a model with V = test_time_turns > 1: the images turned by each of V even steps of a full
-    turn (trial_scores and pair_logits average over V).
+    turn (trial_scores and pair_logits combine the V views: combined_log_probability).
 
     The batch size is rounded up to a multiple of the device count; the embeddings come back
     replicated on every device. `mesh` defaults to every device.
@@ -127,11 +127,31 @@ def _trial_score_fn(model: SiameseNet):
         turns = as_turns(embeddings)
         h_query = turns[:, query][:, :, None, None, :]  # [V, T, 1, 1, D]
         logits = model.apply(variables, h_query, turns[:, support], method=SiameseNet.score)  # [V, T, N, K]
-        # Each turn's K shots are K more shots: the mean probability runs over all V * K of them.
-        logits = jnp.moveaxis(logits, 0, -1)
-        return mean_log_probability(logits.reshape(*logits.shape[:-2], -1))
+        return combined_log_probability(logits)
 
     return score
+
+
+def combined_log_probability(logits: jax.Array) -> jax.Array:
+    """The one rule that combines test-time views and shots: logits [V, ..., K] of V views (turns) and K shots
+    -> log of the mean same-class probability over all V * K of them [...].
+
+    Trials, predict's rankings and the demo score a class with it; verification (K = 1) takes the logit of
+    the same mean (combined_logit).
+    """
+    logits = jnp.moveaxis(jnp.asarray(logits), 0, -1)  # [..., K, V]
+    return mean_log_probability(logits.reshape(*logits.shape[:-2], -1))
+
+
+def combined_logit(logits: jax.Array) -> jax.Array:
+    """Logits [V, P] of P pairs under V views -> the logit [P] of their mean same-class probability
+    (combined_log_probability's rule); one view's logits unchanged."""
+    logits = jnp.asarray(logits)
+    if logits.shape[0] == 1:
+        return logits[0].astype(jnp.float32)
+    same = combined_log_probability(logits[..., None])
+    different = combined_log_probability(-logits[..., None])  # log(1 - sigmoid(x)) = log_sigmoid(-x).
+    return same - different
 
 
 def mean_log_probability(logits: jax.Array) -> jax.Array:
@@ -146,8 +166,8 @@ def mean_log_probability(logits: jax.Array) -> jax.Array:
 def trial_scores(model: SiameseNet, variables: dict, embeddings: jax.Array, trials: Trials,
                  mesh: Mesh | None = None) -> np.ndarray:
     """Score [T, N] of each trial's support classes for its query: the log of the mean same-class
-    probability over the class's K shots (exp() gives the probability), and over the V turns of
-    embeddings [V, M, D] (query and support turned alike)."""
+    probability over the class's K shots and the V turns of embeddings [V, M, D] (query and support turned
+    alike; combined_log_probability); exp() gives the probability."""
     score = _trial_score_fn(model)
     count = len(trials.query)
     pad = -count % TRIAL_CHUNK
@@ -165,8 +185,14 @@ def pair_logits(model: SiameseNet, variables: dict, embeddings: jax.Array, pairs
                 mesh: Mesh | None = None) -> np.ndarray:
     """Logit [P] that each pair shows one class (sigmoid() gives the probability; ranking by logits
     never ties where float32 probabilities round to 1.0); for embeddings [V, M, D] of V turns, the
-    mean of the V logits of the pair turned alike."""
-    return np.asarray(_pair_score_fn(model)(*replicated_inputs(mesh, variables, embeddings, pairs.left, pairs.right)))
+    logit of the mean probability of the pair turned alike (combined_logit)."""
+    return np.asarray(combined_logit(view_pair_logits(model, variables, embeddings, pairs, mesh)))
+
+
+def view_pair_logits(model: SiameseNet, variables: dict, embeddings: jax.Array, pairs: Pairs,
+                     mesh: Mesh | None = None) -> jax.Array:
+    """Logits [V, P] of each pair under each of the V views of embeddings [V, M, D] ([1, P] for [M, D])."""
+    return _pair_score_fn(model)(*replicated_inputs(mesh, variables, embeddings, pairs.left, pairs.right))
 
 
 def eval_set_pair_logits(model: SiameseNet, variables: dict, eval_set: EvalSet, batch_size: int,
@@ -180,8 +206,7 @@ def eval_set_pair_logits(model: SiameseNet, variables: dict, eval_set: EvalSet, 
 def _pair_score_fn(model: SiameseNet):
     def score(variables, embeddings, left, right):
         turns = as_turns(embeddings)
-        logits = model.apply(variables, turns[:, left], turns[:, right], method=SiameseNet.score)
-        return logits.astype(jnp.float32).mean(axis=0)
+        return model.apply(variables, turns[:, left], turns[:, right], method=SiameseNet.score).astype(jnp.float32)
 
     return jax.jit(score)
 
