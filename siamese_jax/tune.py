@@ -7,7 +7,9 @@ The search space, metric and pruner are the config's `tune` block (docs/tuning.m
 ordinary training run of the config with the trial's values, in DIR/trials/NNNN: locked, resumable, with
 its own metrics.jsonl and TensorBoard, validated after each epoch and never evaluated on the test set. The
 training loop reports each epoch's validation metrics through its epoch callback; a trial the pruner stops,
-or one that diverges or fails, is recorded with its reason and the study goes on. The study lives in
+or one that fails for its own values (it diverges, they make the config invalid, its model runs out of memory),
+is recorded with its reason and the study goes on. Any other failure (data missing, the storage, a full disk)
+would fail every trial alike: it marks its trial failed and stops the study at once, with a non-zero exit. The study lives in
 DIR/study.db (SQLite) unless --storage names another: any storage URL Optuna takes (an RDB server for
 several machines), or a file ending in .log for Optuna's journal file, its choice for several worker
 processes on one machine or a shared file system. Running the same command again continues the study;
@@ -28,13 +30,14 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from siamese_jax import train
+from siamese_jax import experiments, train
 from siamese_jax import workdir as workdir_files
 from siamese_jax.config_files import upgrade_config
-from siamese_jax.errors import ConfigError, TrainingInterrupted, UserError
+from siamese_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted, UserError
 from siamese_jax.evaluation import evaluators
 
 STUDY_NAME = "siamese_jax"
@@ -180,6 +183,15 @@ def metric_name(config) -> str:
     return config.tune.metric or config.validation.metric
 
 
+def trial_fault(error: BaseException) -> bool:
+    """Whether a trial failed for its own values, so that the study goes on: it diverged, its values make the
+    config invalid, or its model does not fit in memory. Anything else (data missing, the storage, a full disk, a
+    bug) would fail every trial alike."""
+    if isinstance(error, (TrainingDiverged, ConfigError)):
+        return True
+    return "RESOURCE_EXHAUSTED" in str(error) or isinstance(error, MemoryError)
+
+
 def counted(trial) -> bool:
     """Whether a trial takes one of the study's --trials: every trial but one interrupted (it runs again)."""
     import optuna
@@ -212,6 +224,11 @@ class Search:
                               f"{evaluators.metric_names(config.validation)}")
         self.space = parse_space(config)
         make_pruner(config.tune)
+        # The base config must work: a ConfigError in a trial is then one its values caused (trial_fault).
+        base = config.copy_and_resolve_references()
+        base.num_epochs = config.tune.epochs or config.num_epochs
+        train.validate_config(base, len(jax.devices()))
+        experiments.build(base)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with exclusive(self.workdir / "start.lock"):
             self.study = load_study(config, storage)
@@ -254,19 +271,24 @@ class Search:
 
         started = time.time()
         try:
-            trainer = train.Trainer(upgrade_config(config), workdir, epoch_callback=report)
-            record = trainer.run(evaluate=False)["training"]
-            best = trainer.meta["best_score"]
+            finished = workdir_files.finished(workdir)  # Trained to its end before an interrupt: not again.
+            if finished is None:
+                train.Trainer(upgrade_config(config), workdir, epoch_callback=report).run(evaluate=False)
+                finished = workdir_files.finished(workdir)
+            record, best = finished["training"], finished["best_score"]
         except (TrainingInterrupted, KeyboardInterrupt):  # In training, or outside its loop (setting up, say).
             # Its checkpoint is kept: the next run of the command gives its values to a new trial in the same workdir.
             self.study.enqueue_trial(params, user_attrs={"workdir": workdir})
             trial.set_user_attr("reason", INTERRUPTED)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise TrainingInterrupted(f"trial {trial.number} interrupted") from None
-        except UserError as error:  # Diverged, or a value of the space that cannot work: the study goes on.
-            trial.set_user_attr("reason", str(error))
+        except BaseException as error:
+            trial.set_user_attr("reason", f"{type(error).__name__}: {error}" if not isinstance(error, UserError)
+                                else str(error))
             trial.set_user_attr("seconds", time.time() - started)
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)  # Never left RUNNING, however it failed.
+            if not trial_fault(error):  # No trial could escape it: the study stops at once.
+                raise
             print(f"trial {trial.number} failed: {error}", flush=True)
             return
         trial.set_user_attr("seconds", time.time() - started)

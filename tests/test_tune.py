@@ -11,7 +11,7 @@ import pytest
 
 from siamese_jax import train, tune
 from siamese_jax.config_files import load_config_file, tune_block
-from siamese_jax.errors import ConfigError, UserError
+from siamese_jax.errors import ConfigError, DataError, UserError
 from tests.conftest import REPO, devices_env, load_config, tiny_config, tiny_config_file
 
 LR = "learning_rate"
@@ -157,6 +157,48 @@ def test_an_interrupt_while_a_trial_sets_up_marks_it_interrupted_not_running(syn
     # Before, the trial stayed RUNNING in the study for good, its values never tried again.
     assert trial.state.name == "FAIL" and trial.user_attrs["reason"] == "interrupted"
     assert waiting.state.name == "WAITING" and waiting.system_attrs["fixed_params"] == trial.params
+
+
+def test_missing_data_stops_the_study_at_once_with_its_one_trial_failed(synthetic_data_dir, cache_dir, tmp_path):
+    config = tiny_study_config(synthetic_data_dir, cache_dir, pruner="none")
+    config.data_dir = str(tmp_path / "empty")  # No archives there, and no network to download them.
+    (tmp_path / "empty").mkdir()
+    worker = search(config, tmp_path, 30)
+    with pytest.raises(DataError):
+        worker.run()
+    (trial,) = worker.study.get_trials()  # Not 30 failed trials and a study that 'finished'.
+    assert trial.state.name == "FAIL" and "empty" in trial.user_attrs["reason"]
+
+
+def test_an_unexpected_error_marks_its_trial_failed_and_stops_the_study(synthetic_data_dir, cache_dir, tmp_path,
+                                                                      monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the training code")
+
+    monkeypatch.setattr(train, "Trainer", broken)
+    worker = search(tiny_study_config(synthetic_data_dir, cache_dir, pruner="none"), tmp_path, 3)
+    with pytest.raises(RuntimeError, match="a bug"):
+        worker.run()
+    (trial,) = worker.study.get_trials()
+    assert trial.state.name == "FAIL" and trial.user_attrs["reason"] == "RuntimeError: a bug in the training code"
+
+
+@pytest.mark.slow
+def test_a_trial_out_of_memory_fails_alone_and_the_study_goes_on(synthetic_data_dir, cache_dir, tmp_path,
+                                                                monkeypatch):
+    real_trainer, calls = train.Trainer, []
+
+    def first_too_big(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # What XLA raises when a trial's model does not fit on the device.
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 81.00GiB.")
+        return real_trainer(*args, **kwargs)
+
+    monkeypatch.setattr(train, "Trainer", first_too_big)
+    worker = search(tiny_study_config(synthetic_data_dir, cache_dir, pruner="none"), tmp_path, 2)
+    worker.run()
+    assert states(worker.study) == ["FAIL", "COMPLETE"]
+    assert worker.study.get_trials()[0].user_attrs["reason"].startswith("RuntimeError: RESOURCE_EXHAUSTED")
 
 
 @pytest.mark.slow
