@@ -47,6 +47,13 @@ class OneShotEvaluator:
         """How many tasks the metrics average over."""
         return {"one_shot_trials": len(self.tasks.query)}
 
+    @staticmethod
+    def describe(val: dict) -> str | None:
+        """These metrics of a validation result, for a summary line; None when it has none of them."""
+        if "one_shot_accuracy" not in val:
+            return None
+        return f"one-shot {100 * val['one_shot_accuracy']:.2f}% ({val.get('one_shot_trials', '?')} trials)"
+
 
 class VerificationEvaluator:
     """Fixed pairs from a split, half same class: accuracy at probability 0.5 (logit 0) and ROC AUC.
@@ -72,6 +79,15 @@ class VerificationEvaluator:
     def sizes(self) -> dict[str, int]:
         """How many pairs the metrics average over."""
         return {f"{self.prefix}_pairs": len(self.tasks.same)}
+
+    @classmethod
+    def describe(cls, val: dict) -> str | None:
+        """These metrics of a validation result, for a summary line; None when it has none of them."""
+        if f"{cls.prefix}_accuracy" not in val:
+            return None
+        where = "within a group" if cls.within_group else "from anywhere"
+        return (f"verification {100 * val[f'{cls.prefix}_accuracy']:.2f}% (AUC {val[f'{cls.prefix}_auc']:.4f}; "
+                f"{val.get(f'{cls.prefix}_pairs', '?')} pairs, different ones {where})")
 
 
 class AnyGroupVerificationEvaluator(VerificationEvaluator):
@@ -101,6 +117,12 @@ EVALUATORS = {
     "verification_any_group": (AnyGroupVerificationEvaluator, lambda split, v: AnyGroupVerificationEvaluator(
         split, v.verification_pairs, v.seed + 2)),
 }
+
+
+def validation_line(val: dict, label: str = "validation") -> str:
+    """One line of the validation metrics a result holds, whichever evaluators reported them."""
+    parts = [part for evaluator, _ in EVALUATORS.values() if (part := evaluator.describe(val))]
+    return f"{label}: " + (", ".join(parts) or "no metrics")
 
 
 def evaluator_names(section) -> tuple[str, ...]:

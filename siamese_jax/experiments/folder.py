@@ -103,12 +103,7 @@ class Experiment(base.Experiment):
             f"test: {t['way']}-way {t['shots']}-shot tasks: {100 * t['accuracy']:.2f}% over {t['trials']} "
             f"(95% CI {100 * lo:.1f}-{100 * hi:.1f})",
         ]
-        parts = []
-        if "one_shot_accuracy" in v:
-            parts.append(f"one-shot {100 * v['one_shot_accuracy']:.2f}% ({v['one_shot_trials']} trials)")
-        if "verification_auc" in v:
-            parts.append(f"verification AUC {v['verification_auc']:.4f}")
-        return "\n".join(lines + ["validation: " + ", ".join(parts)])
+        return "\n".join(lines + [evaluators.validation_line(v)])
 
     def image_converter(self):
         """Any image -> strokes (style 'strokes') or a centre-cropped photo (style 'photo')."""

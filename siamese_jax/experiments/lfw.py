@@ -103,11 +103,7 @@ def format_lfw(result: dict) -> str:
             f"{ident['trials']} tasks (95% CI {100 * lo:.1f}-{100 * hi:.1f}; {ident['people']} people)"
         )
     if "validation" in result:
-        val = result["validation"]
-        lines.append(
-            f"validation (held-out training people): verification AUC {val['verification_auc']:.4f}, "
-            f"{100 * val['one_shot_accuracy']:.1f}% one-shot over {val['one_shot_trials']} trials"
-        )
+        lines.append(evaluators.validation_line(result["validation"], "validation (held-out training people)"))
     return "\n".join(lines)
 
 

@@ -123,7 +123,7 @@ class Experiment(base.Experiment):
         lo, hi = tasks["ci95"]
         lines.append(f"random {tasks['way']}-way {tasks['shots']}-shot tasks: {100 * tasks['accuracy']:.2f}% over "
                      f"{tasks['trials']} (95% CI {100 * lo:.1f}-{100 * hi:.1f})")
-        lines.append(validation_line(val))
+        lines.append(evaluators.validation_line(val))
         if "mnist" in result:
             lines.append(transfer.format_mnist(result["mnist"]))
         return "\n".join(lines)
@@ -187,17 +187,3 @@ class Experiment(base.Experiment):
                                f"One-shot trials of {Path(workdir).name} ({checkpoint} checkpoint)",
                                out / "trials.html"),
         ]
-
-
-def validation_line(val: dict) -> str:
-    """One line of validation metrics, whichever evaluators produced them."""
-    parts = []
-    if "one_shot_accuracy" in val:
-        parts.append(f"one-shot {100 * val['one_shot_accuracy']:.2f}% ({val.get('one_shot_trials', '?')} trials)")
-    if "verification_accuracy" in val:
-        parts.append(f"verification {100 * val['verification_accuracy']:.2f}% "
-                     f"({val.get('verification_pairs', '?')} pairs within alphabets)")
-    if "verification_any_group_accuracy" in val:
-        parts.append(f"verification {100 * val['verification_any_group_accuracy']:.2f}% "
-                     f"({val.get('verification_any_group_pairs', '?')} pairs across alphabets)")
-    return "validation: " + ", ".join(parts)
