@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any, Callable
 
@@ -76,10 +77,12 @@ class Checkpoints:
         A damaged or partial step is skipped with a warning naming it, and the one before it restored;
         when none is readable, a UserError says so (never a silent fresh start).
         """
-        return _newest_readable(self.latest, lambda step: self.latest.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()),
-        ), lambda restored: (restored["state"], restored["meta"]))
+        def restore(step):
+            _check_same_state(self.latest.item_metadata(step)["state"], like)
+            return self.latest.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()))
+
+        return _newest_readable(self.latest, restore, lambda restored: (restored["state"], restored["meta"]))
 
     def restore_variables(self, which: str, like: dict):
         """Model variables from the 'best' checkpoint or the 'latest' state, laid out like `like`, or None.
@@ -113,6 +116,31 @@ class Checkpoints:
         self.best.close()
 
 
+class _OtherState(Exception):
+    """A checkpoint step holds a training state of another structure than the one to restore (another optimiser,
+    say): not damage, and no older step will differ."""
+
+
+def _check_same_state(metadata, like) -> None:
+    """Raises _OtherState unless a step's state metadata holds arrays of the shapes `like` holds."""
+    tree = getattr(metadata, "tree", metadata)
+    saved = jax.tree.leaves(tree, is_leaf=lambda node: isinstance(node, ocp.metadata.ArrayMetadata))
+    expected = jax.tree.leaves(like)
+    shapes = lambda leaves: sorted(tuple(getattr(leaf, "shape", ())) for leaf in leaves)  # noqa: E731
+    if len(saved) != len(expected):
+        raise _OtherState(f"{len(saved)} arrays where this config's training state has {len(expected)}")
+    if shapes(saved) != shapes(expected):
+        raise _OtherState("arrays of other shapes than this config's training state")
+
+
+# Words of errors that say a read failed for this machine's state at the time (memory, a mount, a network), not
+# for the step's files: such an error is raised, never taken for damage (which would fall back to an older step).
+NOT_DAMAGE = ("RESOURCE_EXHAUSTED", "out of memory", "Out of memory", "Input/output error", "UNAVAILABLE",
+              "DEADLINE_EXCEEDED", "Connection", "Stale file handle")
+# OS errors that do mean a step's files are missing or malformed.
+DAMAGE_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+
+
 def _newest_readable(manager: ocp.CheckpointManager, restore: Callable[[int], Any], result: Callable[[Any], Any]):
     """result(restore(step)) for the newest step that restores, warning about each damaged one on the way;
     None without steps; a DataError when every step is damaged."""
@@ -123,9 +151,19 @@ def _newest_readable(manager: ocp.CheckpointManager, restore: Callable[[int], An
     for step in steps:
         try:
             restored, reason = result(restore(step)), None
+        except _OtherState as error:
+            raise DataError(
+                f"checkpoint step {step} in {manager.directory} holds another training state ({error}): the run was "
+                "trained under another config. Resume with that config (WORKDIR/configs.jsonl), or pass a new "
+                "--workdir") from None
         except Exception as error:  # noqa: BLE001 - a damaged checkpoint fails in orbax, tensorstore or JSON.
-            restored = None
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            if isinstance(error, MemoryError) or any(word in str(error) for word in NOT_DAMAGE) or (
+                    isinstance(error, OSError) and error.errno not in DAMAGE_ERRNOS):
+                raise UserError(
+                    f"cannot read checkpoint step {step} in {manager.directory} ({type(error).__name__}: {message}); "
+                    "it was not skipped, and nothing is lost: run the same command again once that is mended") from error
+            restored, reason = None, message
         if distributed.on_every_process(reason is None):
             return restored
         failures.append(step)
