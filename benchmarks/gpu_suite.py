@@ -32,6 +32,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,8 +141,8 @@ def define_flags(values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float("benchmark_s", 150.0, "Seconds the benchmark may take out of the budget.", flag_values=values)
     flags.DEFINE_string("overrides", "", "Config overrides added to every variant, as shell words, e.g. "
                         "'--config.num_epochs=2 --config.model.features=(8,8,8,8)'.", flag_values=values)
-    flags.DEFINE_string("workdir_root", "/tmp/siamese_jax_suite", "Where the runs' workdirs and shared cache go.",
-                        flag_values=values)
+    flags.DEFINE_string("workdir_root", "/tmp/siamese_jax_suite", "Where the shared dataset cache goes, and each "
+                        "suite run's workdirs, in a new folder of their own (suite_DATE_*).", flag_values=values)
     flags.DEFINE_float("startup_s", 60.0, "Seconds a run needs before its first step (imports, data, compilation).",
                        flag_values=values)
     flags.DEFINE_float("eval_s", 45.0, "Seconds kept after training for each run's evaluation.", flag_values=values)
@@ -399,7 +400,11 @@ def run_suite() -> None:
 
     log = Log(output / "suite.log")
     root = Path(FLAGS.workdir_root)
-    cache_dir = root / "cache"
+    cache_dir = root / "cache"  # Shared by every suite run: the decoded dataset.
+    root.mkdir(parents=True, exist_ok=True)
+    # Each suite run's workdirs are new: a fixed folder would resume (or re-evaluate) an earlier suite's runs.
+    runs_root = Path(tempfile.mkdtemp(prefix=time.strftime("suite_%Y%m%d-%H%M%S_"), dir=root))
+    log(f"workdirs in {runs_root}")
     log(f"suite: {len(variants)} variant(s) {names}, {parallel} at a time, budget {FLAGS.budget_s:.0f} s")
     from siamese_jax.data.omniglot import load_omniglot
 
@@ -441,7 +446,7 @@ def run_suite() -> None:
         train_limit = max(1.0, wave_end - time.time() - FLAGS.startup_s - FLAGS.eval_s)
         processes, commands = {}, {}
         for name, path, overrides in batch:
-            workdir = root / name
+            workdir = runs_root / name
             command = [sys.executable, "-m", "siamese_jax.train", f"--config={REPO / path}", f"--workdir={workdir}",
                        f"--config.data_dir={FLAGS.data_dir}", f"--config.cache_dir={cache_dir}",
                        f"--config.max_train_seconds={train_limit:.0f}", *overrides, *overrides_for_all]
@@ -454,16 +459,18 @@ def run_suite() -> None:
             commands[name] = command
         codes = run_with_deadline(processes, wave_end, log)
         for name, path, overrides in batch:
-            record = summarize_run(name, path, overrides + overrides_for_all, commands[name], root / name, codes[name])
+            record = summarize_run(name, path, overrides + overrides_for_all, commands[name], runs_root / name,
+                                   codes[name])
             summary["runs"].append(record)
             runs = record.get("runs")
+            best_val = record.get("best_val_one_shot_accuracy")
             log(f"{name}: " + (f"official runs {100 * runs['accuracy']:.2f}% ({runs['correct']}/{runs['trials']}), "
-                               f"best validation {100 * record['best_val_one_shot_accuracy']:.1f}%, "
-                               f"{record['training']['epochs']} epochs in {record['training']['wall_time_s']:.0f} s"
+                               + (f"best validation {100 * best_val:.1f}%, " if best_val is not None else "")
+                               + f"{record['training']['epochs']} epochs in {record['training']['wall_time_s']:.0f} s"
                                if runs else "no evaluation (see its log)"))
             write_summary()
     if tune_config is not None:
-        summary["tune"] = run_tune_workers(shlex.split(FLAGS.overrides), root, cache_dir, output,
+        summary["tune"] = run_tune_workers(shlex.split(FLAGS.overrides), runs_root, cache_dir, output,
                                            deadline, child_env, log)
         write_summary()
     summary["wall_s"] = time.time() - started

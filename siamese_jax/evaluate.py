@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from absl import app, flags, logging
+from etils import epath
 
 from siamese_jax import experiments
 from siamese_jax import workdir as workdir_files
@@ -46,7 +47,8 @@ def define_flags() -> None:
     """The command's flags; defined only when run as a command, so the module imports anywhere."""
     flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/).")
     flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to evaluate.")
-    flags.DEFINE_string("output", None, "Where to write the JSON result (default: WORKDIR/eval.json).")
+    flags.DEFINE_string("output", None, "Where to write the JSON result (default: WORKDIR/eval_CHECKPOINT[_SETTINGS].json, "
+                        "named after what was evaluated; WORKDIR/eval.json stays the training's record).")
     flags.DEFINE_string("data_dir", None, "Data directory (default: the training config's, else $SIAMESE_JAX_DATA_DIR).")
     flags.DEFINE_integer("way", None, "N of the random N-way test tasks (default: the config's test.way).")
     flags.DEFINE_integer("shots", None, "K of the random K-shot tasks (default: the config's test.shots).")
@@ -117,6 +119,16 @@ def evaluate_folds(workdirs: list[str], checkpoint: str = "best", model_override
     return result, experiment.summarize(result)
 
 
+def evaluation_output(output: str | None, workdir: str | None, checkpoint: str, settings: dict) -> epath.Path:
+    """Where the report goes: `output`, by default a file in the workdir named after the checkpoint and the
+    settings given (workdir.evaluation_file_name). Never a training's record (a workdir's eval.json)."""
+    path = epath.Path(output) if output else epath.Path(workdir) / workdir_files.evaluation_file_name(checkpoint, settings)
+    if path.name == workdir_files.EVALUATION and "training" in workdir_files.read_json(path, default={}):
+        raise UserError(f"--output={path} would replace the training's record of {path.parent}: leave --output "
+                        "out (the report goes to a file of its own in the workdir) or name another file")
+    return path
+
+
 def main(argv):
     """Evaluates a workdir's checkpoint (or the fold runs of a cross-validation) and writes the JSON report."""
     del argv
@@ -129,6 +141,9 @@ def main(argv):
         given = lambda names: {n: getattr(FLAGS, n) for n in names if getattr(FLAGS, n) is not None}
         evaluation_overrides = {EVALUATION_OVERRIDES[name][0]: EVALUATION_OVERRIDES[name][1](value)
                                 for name, value in given(EVALUATION_OVERRIDES).items()}
+        output = evaluation_output(FLAGS.output, FLAGS.workdir, FLAGS.checkpoint, {
+            **given(TEST_OVERRIDES), **given(OPTIONS), **given(MODEL_OVERRIDES), **given(EVALUATION_OVERRIDES),
+            **given(("data_dir",))})
         if FLAGS.fold_workdirs:
             result, summary = evaluate_folds(FLAGS.fold_workdirs, FLAGS.checkpoint, given(MODEL_OVERRIDES),
                                              evaluation_overrides)
@@ -136,7 +151,6 @@ def main(argv):
             result, summary = evaluate_workdir(FLAGS.workdir, FLAGS.checkpoint, FLAGS.data_dir,
                                                given(TEST_OVERRIDES), given(OPTIONS), given(MODEL_OVERRIDES),
                                                evaluation_overrides)
-        output = FLAGS.output or workdir_files.evaluation_path(FLAGS.workdir)
         workdir_files.write_json(result, output)
     except (UserError, OSError) as error:
         sys.exit(f"error: {error}")

@@ -4,7 +4,8 @@
 
 Fold K trains in WORKDIR/fold_K on the people of the other nine folds (the config with
 lfw.protocol='view2' and lfw.fold=K). Running the same command again continues where it stopped:
-a fold whose workdir holds eval.json is done, a half-trained one resumes from its checkpoint. When
+a fold whose training ended and evaluated its best checkpoint (its finished.json says so) is done, any
+other resumes from its checkpoint. When
 all ten are done, each fold's model scores its own fold's pairs with the threshold chosen on the
 other nine folds' pairs, and WORKDIR/view2.json gets the mean accuracy with its standard error.
 How the folds are evaluated (config.lfw.threshold, test_crops and cohort_norm) comes from this command's config,
@@ -48,9 +49,10 @@ def run_view2(config, workdir: str, devices=None, checkpoint: str = "best") -> d
     fold_dirs = [str(Path(workdir) / f"fold_{k}") for k in range(NUM_FOLDS)]
     started, trained = time.time(), 0
     for k, fold_dir in enumerate(fold_dirs):
-        if workdir_files.evaluation_path(fold_dir).exists():
+        done = workdir_files.finished(fold_dir)
+        if done is not None and done.get("evaluation"):
             if primary:
-                print(f"fold {k}: done ({fold_dir}/eval.json)", flush=True)
+                print(f"fold {k}: done ({fold_dir}/{workdir_files.FINISHED})", flush=True)
             continue
         if primary:
             left = "" if not trained else (f"; about {(time.time() - started) / trained * (NUM_FOLDS - k) / 60:.0f} "

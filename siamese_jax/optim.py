@@ -173,6 +173,13 @@ def create_optimizer(config, params, steps_per_epoch: int, total_steps: int | No
     return transform, schedules
 
 
+def skipped_updates(opt_state) -> int:
+    """How many updates an optimiser state made with on_nonfinite='skip' has skipped in all (0 for any other)."""
+    if isinstance(opt_state, optax.ApplyIfFiniteState):
+        return int(opt_state.total_notfinite)
+    return 0
+
+
 def check_config(config) -> None:
     """Rejects an unknown optimiser or schedule, and negative warm-up or weight decay."""
     if config.optimizer not in OPTIMIZERS:

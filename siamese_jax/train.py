@@ -115,10 +115,12 @@ class Trainer:
     results.
     """
 
-    def __init__(self, config, workdir: str, devices=None, epoch_callback=None):
+    def __init__(self, config, workdir: str, devices=None, epoch_callback=None, allow_config_change: bool = False):
         """`epoch_callback(epoch, scores)`, if given, runs after each epoch's validation on every process, with
-        the epoch's validation metrics; a string it returns ends training there, as the reason it stopped."""
+        the epoch's validation metrics; a string it returns ends training there, as the reason it stopped.
+        `allow_config_change`: resume a workdir that trained under another config (workdir.prepare)."""
         self.config, self.workdir, self.epoch_callback = config, workdir, epoch_callback
+        self.allow_config_change = allow_config_change
         self.mesh = distributed.data_mesh(devices)
         self.primary = distributed.is_primary()
         validate_config(config, self.mesh.size)
@@ -143,7 +145,9 @@ class Trainer:
 
     def set_up(self, config, workdir: str, experiment) -> None:
         """Reads the data, builds the model, optimiser and step, and restores the workdir's latest state."""
-        workdir_files.prepare(workdir, config, save_config=self.primary)
+        workdir_files.prepare(workdir, config, save_config=self.primary, allow_config_change=self.allow_config_change)
+        if self.primary:
+            workdir_files.clear_finished(workdir)  # Until this training ends, the workdir holds no finished run.
 
         # The dataset: training images and sampling tables on every device, fixed validation tasks.
         everywhere = distributed.replicated(self.mesh)
@@ -199,7 +203,7 @@ class Trainer:
         if self.meta["epochs_without_improvement"] >= config.patience:
             return "patience"
         time_limit = float(config.max_train_seconds)
-        # Seconds of the last epoch, to tell whether one more fits the time limit.
+        # Seconds of the last epoch, its validation included, to tell whether one more fits the time limit.
         epoch_seconds = self.meta.get("last_epoch_s",
                                       self.meta["wall_time"] / self.meta["epoch"] if self.meta["epoch"] else None)
         if self.primary:
@@ -221,8 +225,8 @@ class Trainer:
                     return "time_limit"
                 epoch_start = time.time()
                 self.train_epoch(stop)
-                epoch_seconds = time.time() - epoch_start
-                scores = self.end_epoch(epoch_seconds)
+                scores = self.end_epoch(epoch_start)
+                epoch_seconds = self.meta["last_epoch_s"]
                 reason = self.epoch_callback(self.meta["epoch"], scores) if self.epoch_callback else None
                 if reason:
                     return reason
@@ -293,11 +297,15 @@ class Trainer:
         rate = f"learning rate {rates[0]:.3g}" if len(rates) == 1 else f"learning rates {rates[0]:.3g}-{rates[-1]:.3g}"
         kept = self.checkpoints.latest.latest_step()
         return (f"training diverged at step {diverged.step}: {diverged.what}, {rate}. Nothing after step "
-                f"{kept or 0} was saved ({'its checkpoint is kept' if kept else 'no checkpoint yet'}): run again with a "
-                "lower learning rate to resume from it, or with --config.on_nonfinite=skip to skip such steps")
+                f"{kept or 0} was saved ({'its checkpoint is kept' if kept else 'no checkpoint yet'}): to resume from it, "
+                "run again with --allow_config_change and a lower learning rate, or with --config.on_nonfinite=skip to "
+                "skip such steps")
 
-    def end_epoch(self, epoch_seconds: float) -> dict:
-        """Validates, logs the epoch, keeps the best parameters and saves the state; returns the validation metrics."""
+    def end_epoch(self, epoch_start: float) -> dict:
+        """Validates, logs the epoch, keeps the best parameters and saves the state; returns the validation metrics.
+
+        The epoch's seconds (meta's last_epoch_s, what the time limit expects of the next one) run from
+        `epoch_start` to the end of its validation."""
         epoch = self.meta["epoch"] + 1
         self.check_finite()  # Before validating or saving anything of this epoch.
         state = self.state
@@ -310,6 +318,9 @@ class Trainer:
         if broken:
             raise _Diverged(self.step, train_loss, f"validation {', '.join(broken)} not finite (train loss {train_loss:.4g})")
         improved = scores[self.metric] > self.meta["best_score"]
+        # What the optimiser applied at the epoch's first step: updates it skipped before (on_nonfinite='skip') did
+        # not advance its schedules.
+        hyperparameters = self.schedules.at((epoch - 1) * self.steps_per_epoch - self.meta.get("skipped_updates", 0))
         self.meta = dict(
             self.meta,
             epoch=epoch,
@@ -317,9 +328,9 @@ class Trainer:
             best_epoch=epoch if improved else self.meta["best_epoch"],
             epochs_without_improvement=0 if improved else self.meta["epochs_without_improvement"] + 1,
             wall_time=time.time() - self.started,
-            last_epoch_s=epoch_seconds,
+            last_epoch_s=time.time() - epoch_start,
+            skipped_updates=optim.skipped_updates(state["opt_state"]),
         )
-        hyperparameters = self.schedules.at((epoch - 1) * self.steps_per_epoch)
         self.history.append({
             "epoch": epoch,
             "step": self.step,
@@ -383,15 +394,21 @@ class Trainer:
         if self.primary and stopped_by == "time_limit":
             print(f"stopped after epoch {self.meta['epoch']}: another epoch (about {self.meta.get('last_epoch_s', 0):.0f}"
                   f" s) would pass config.max_train_seconds={float(self.config.max_train_seconds):g}", flush=True)
-        return self.evaluate_best(stopped_by) if evaluate else {"training": self.training_record(stopped_by)}
+        result = self.evaluate_best(stopped_by) if evaluate else {"training": self.training_record(stopped_by)}
+        if self.primary:
+            workdir_files.mark_finished(self.workdir, {
+                "training": result["training"], "metric": self.metric, "best_score": self.meta["best_score"],
+                "evaluation": workdir_files.EVALUATION if evaluate else None})
+        return result
 
 
-def train_and_evaluate(config, workdir: str, devices=None) -> dict:
+def train_and_evaluate(config, workdir: str, devices=None, allow_config_change: bool = False) -> dict:
     """Trains (resuming from WORKDIR if possible), then evaluates the best checkpoint into WORKDIR/eval.json.
 
-    Data parallel over `devices` (default: every device of every process).
+    Data parallel over `devices` (default: every device of every process). A workdir that trained under
+    another config resumes only with `allow_config_change` (workdir.prepare).
     """
-    return Trainer(upgrade_config(config), workdir, devices).run()
+    return Trainer(upgrade_config(config), workdir, devices, allow_config_change=allow_config_change).run()
 
 
 FLAGS = flags.FLAGS
@@ -402,6 +419,9 @@ def define_flags() -> None:
     config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/omniglot.py.", lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and eval.json; reused to resume. "
                         "With several hosts it must be shared by all (NFS, or gs:// on TPU VMs).")
+    flags.DEFINE_bool("allow_config_change", False, "Resume a workdir that trained under another config (by default "
+                      "refused, naming the keys that differ, unless they only set the run's length, its logging or "
+                      "its evaluation). configs.jsonl keeps every config the workdir trained under.")
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0 in a multi-process run; needs "
                         "--num_processes and --process_id too (see launch/).")
     flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process run.")
@@ -434,7 +454,7 @@ def main(argv):
         distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                auto=FLAGS.distributed, timeout_s=FLAGS.distributed_timeout,
                                local_device_ids=local_device_ids(FLAGS.local_device_ids))
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        train_and_evaluate(FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change)
     except UserError as error:
         sys.exit(f"error: {error}")  # Raised on every process alike: they pass the shutdown barrier together.
     except KeyboardInterrupt:  # Before or after the training loop, which handles its own.

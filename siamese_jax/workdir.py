@@ -1,15 +1,21 @@
-"""A training run's workdir: config.json, metrics.jsonl, eval.json, tensorboard/ and checkpoints/.
+"""A training run's workdir: config.json, configs.jsonl, metrics.jsonl, eval.json, finished.json, tensorboard/
+and checkpoints/.
 
 Every command reads and writes workdirs through this module; paths may be local or gs://
-(etils.epath), and every file is written atomically, so a crash never leaves half a file.
+(etils.epath), and every file is written atomically, so a crash never leaves half a file. Its records are
+append-only: `train` alone writes eval.json and finished.json, `evaluate` writes a file of its own named after
+what it evaluated, and each config the run trained under stays in configs.jsonl (docs/faults.md).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import socket
 import time
+import zlib
 
 import jax
 import ml_collections
@@ -25,19 +31,35 @@ from siamese_jax.models import build_model, init_variables, input_shape
 CONFIG = "config.json"
 LOCK = "train.lock"
 METRICS = "metrics.jsonl"
+# The evaluation of the best checkpoint that training wrote when it ended, with its training record.
 EVALUATION = "eval.json"
+# Written last by a training that ended (not interrupted, not diverged): its record. Removed when training
+# starts again, so it is there exactly when the checkpoints hold a finished run.
+FINISHED = "finished.json"
+# Every config the workdir has trained under, in order, one JSON line each.
+CONFIG_HISTORY = "configs.jsonl"
 TENSORBOARD = "tensorboard"
 # Config entries that fix the parameters' shapes: a workdir's checkpoints only fit these.
 MODEL_KEYS = ("model", "image_size", "channels")
-# Entries of config.model that change how the network computes, not its parameters: a run may
-# resume with another compute dtype or dropout rate, or be evaluated with test-time flipping.
+# Entries of config.model that change how the network computes, not its parameters: a run's checkpoints
+# fit a model with others, and evaluation may set them (load_config's model_overrides).
 NOT_SHAPE_KEYS = ("dtype", "dropout", "first_layer_as_matmul", "test_time_flip", "test_time_turns")
 # Config entries (dotted paths) that only change how a trained run is evaluated.
 EVALUATION_KEYS = ("lfw.cohort_norm.images", "lfw.threshold", "lfw.test_crops")
 
 
-def prepare(workdir: str, config, save_config: bool = True) -> None:
-    """Creates the workdir, checks it is writable and that its checkpoints fit this model; saves the config."""
+# Config entries (dotted paths, and everything under them) a run may resume with changed: how long it trains,
+# where it reads its data, how often it logs and saves, and how it is evaluated. Any other change would mix
+# two recipes in one run, and is refused unless allowed (train --allow_config_change).
+RESUMABLE_KEYS = ("num_epochs", "patience", "max_train_seconds", "data_dir", "cache_dir", "log_every_steps",
+                  "checkpoint_every_steps", "eval_batch_size", "test", "tune", "model.test_time_flip",
+                  "model.test_time_turns", *EVALUATION_KEYS)
+
+
+def prepare(workdir: str, config, save_config: bool = True, allow_config_change: bool = False) -> None:
+    """Creates the workdir, checks it is writable and, if it holds checkpoints, that they fit this model and were
+    trained under this config (but for RESUMABLE_KEYS; any config with `allow_config_change`); saves the config,
+    and appends it to configs.jsonl when it is new there."""
     path = epath.Path(workdir)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -47,36 +69,71 @@ def prepare(workdir: str, config, save_config: bool = True) -> None:
     except OSError as error:
         raise UserError(f"cannot write to workdir {workdir}: {error.strerror or error}") from None
     saved_path = path / CONFIG
-    if saved_path.exists():
-        saved = upgrade_config(ml_collections.ConfigDict(json.loads(saved_path.read_text())))
-        changed = changed_model_keys(json.loads(saved.to_json()), json.loads(config.to_json()))
+    current = json.loads(config.to_json())
+    saved = None
+    if saved_path.exists() and has_checkpoints(workdir):
+        saved = json.loads(upgrade_config(ml_collections.ConfigDict(json.loads(saved_path.read_text()))).to_json())
+        changed = changed_model_keys(saved, current)
         if changed:
             raise UserError(
                 f"{workdir} holds checkpoints of a different model ({', '.join(changed)} differ from this "
                 "config): pass a new --workdir, or delete that one to start over"
             )
+        changed = changed_keys(saved, current, RESUMABLE_KEYS)
+        if changed and not allow_config_change:
+            raise UserError(
+                f"{workdir} trained under another config ({', '.join(changed)}): resuming would mix two recipes in "
+                "one run. Pass a new --workdir, or --allow_config_change to resume anyway (configs.jsonl keeps "
+                "each config the run trained under)")
     if save_config:
+        history = path / CONFIG_HISTORY
+        entries = [json.loads(line) for line in history.read_text().splitlines()] if history.exists() else []
+        if not entries and saved is not None:  # A run from before configs.jsonl: the config it trained under first.
+            entries.append({"config": saved, "after_epoch": None})
+        if not entries or entries[-1]["config"] != current:
+            entries.append({"config": current, "after_epoch": len(read_metrics(workdir)),
+                            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            write_atomically(history, "".join(json.dumps(e) + "\n" for e in entries))
         write_atomically(saved_path, config.to_json(indent=2) + "\n")
 
 
-def changed_model_keys(saved: dict, current: dict) -> list[str]:
-    """The entries under MODEL_KEYS whose values differ between two configs (as dicts), as dotted keys with both
-    values (e.g. "model.features: (8, 8) -> (16, 16)"), ignoring NOT_SHAPE_KEYS."""
+def has_checkpoints(workdir: str) -> bool:
+    """Whether the workdir holds a training state (a step of checkpoints/latest)."""
+    latest = epath.Path(workdir) / "checkpoints" / "latest"
+    return latest.exists() and any(step.name.isdigit() for step in latest.iterdir())
 
-    def shape_entries(entries: dict) -> dict:
-        flat = {}
-        for key in MODEL_KEYS:
-            value = entries.get(key)
-            if isinstance(value, dict):
-                flat.update({f"{key}.{k}": v for k, v in value.items() if k not in NOT_SHAPE_KEYS})
+
+def changed_keys(saved: dict, current: dict, ignored: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys whose values differ between two configs (as dicts), each with both values (e.g.
+    "learning_rate: 0.003 -> 0.01"), but for `ignored` keys and everything under them."""
+
+    def flat(entries: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in entries.items():
+            if isinstance(value, dict) and value:
+                out.update(flat(value, f"{prefix}{key}."))
             else:
-                flat[key] = value
-        return flat
+                out[f"{prefix}{key}"] = value
+        return out
 
-    saved, current = shape_entries(saved), shape_entries(current)
-    fmt = lambda v: str(tuple(v)) if isinstance(v, list) else repr(v)  # noqa: E731
-    return [f"{key}: {fmt(saved.get(key))} -> {fmt(current.get(key))}" for key in sorted(set(saved) | set(current))
-            if saved.get(key) != current.get(key)]
+    saved, current = flat(saved), flat(current)
+    kept = lambda key: not any(key == i or key.startswith(i + ".") for i in ignored)  # noqa: E731
+
+    def fmt(entries: dict, key: str) -> str:
+        if key not in entries:
+            return "(none)"
+        value = entries[key]
+        return str(tuple(value)) if isinstance(value, list) else repr(value)
+
+    return [f"{key}: {fmt(saved, key)} -> {fmt(current, key)}"
+            for key in sorted(set(saved) | set(current)) if kept(key) and saved.get(key) != current.get(key)]
+
+
+def changed_model_keys(saved: dict, current: dict) -> list[str]:
+    """The entries under MODEL_KEYS whose values differ between two configs (as dicts), as in changed_keys (e.g.
+    "model.features: (8, 8) -> (16, 16)"), ignoring NOT_SHAPE_KEYS."""
+    shape = lambda entries: {key: entries.get(key) for key in MODEL_KEYS}  # noqa: E731
+    return changed_keys(shape(saved), shape(current), tuple(f"model.{key}" for key in NOT_SHAPE_KEYS))
 
 
 def load_config(workdir: str, model_overrides: dict | None = None,
@@ -125,8 +182,53 @@ def write_metrics(workdir: str, records: list[dict]) -> None:
 
 
 def evaluation_path(workdir: str) -> epath.Path:
-    """Where training writes the evaluation of the best checkpoint, and `evaluate` by default."""
+    """Where training writes the evaluation of the best checkpoint, with its training record (train's alone)."""
     return epath.Path(workdir) / EVALUATION
+
+
+def evaluation_file_name(checkpoint: str, settings: dict | None = None) -> str:
+    """The file `evaluate` writes in a workdir for a checkpoint evaluated with `settings` (flag -> value), e.g.
+    eval_latest.json or eval_best_test_time_turns-4.json: never train's eval.json."""
+    parts = [f"eval_{checkpoint}"]
+    for name, value in sorted((settings or {}).items()):
+        value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        if "/" in value:  # A path: its last part, and a digest of the whole to keep names apart.
+            value = f"{value.rstrip('/').rsplit('/', 1)[-1]}-{zlib.crc32(value.encode()):08x}"
+        parts.append(f"{name}-{re.sub(r'[^A-Za-z0-9.,=+-]', '-', value)}")
+    return "_".join(parts) + ".json"
+
+
+def evaluation_of(workdir: str, checkpoint: str) -> dict:
+    """The newest plain evaluation of a workdir's checkpoint: train's eval.json when it evaluated that checkpoint,
+    else what `evaluate` wrote for it without other settings; {} when neither exists."""
+    for path in (evaluation_path(workdir), epath.Path(workdir) / evaluation_file_name(checkpoint)):
+        report = read_json(path, default={})
+        if report.get("checkpoint") == checkpoint:
+            return report
+    return {}
+
+
+def finished(workdir: str) -> dict | None:
+    """The record a training that ended left (finished.json), or None while it has not ended."""
+    return read_json(epath.Path(workdir) / FINISHED)
+
+
+def mark_finished(workdir: str, record: dict) -> None:
+    """Leaves finished.json: written after everything else the training writes."""
+    write_json(record, epath.Path(workdir) / FINISHED)
+
+
+def clear_finished(workdir: str) -> None:
+    """Removes finished.json: a training (re)starts, and its checkpoints are no longer a finished run's."""
+    (epath.Path(workdir) / FINISHED).unlink(missing_ok=True)
+
+
+def read_json(path: epath.PathLike, default=None):
+    """A JSON file's value; `default` when it does not exist or is not JSON."""
+    try:
+        return json.loads(epath.Path(path).read_text())
+    except (OSError, ValueError):
+        return default
 
 
 def write_json(result: dict, path: epath.PathLike) -> None:
@@ -186,15 +288,18 @@ class TensorBoard:
 class TrainingLock:
     """WORKDIR/train.lock, held while a training runs, so that a second training of the same workdir refuses.
 
-    The lock names the host and process that hold it. A lock whose process is gone (killed on this
-    host) is taken over, with a line saying so. Evaluation and reports do not lock: they may read while
-    training runs. Bucket workdirs (gs://) have no exclusive create and are not locked.
+    The holder keeps an exclusive flock(2) on the file, which the kernel drops when the process ends however it
+    ends, so a lock left by a killed process is free to take, and of two processes racing for it one alone wins.
+    The file names the host and process that hold it; taking over one a dead process left says so in a line.
+    Evaluation and reports do not lock: they may read while training runs. Bucket workdirs (gs://) have no file
+    locks and are not locked.
     """
 
     def __init__(self, workdir: str, enabled: bool = True):
         self.workdir, self.path = workdir, epath.Path(workdir) / LOCK
         self.enabled = enabled and "://" not in str(workdir)
         self.held = False
+        self._descriptor: int | None = None
 
     def acquire(self) -> None:
         """Takes the lock, or raises UserError naming its holder."""
@@ -203,35 +308,38 @@ class TrainingLock:
         mine = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
             epath.Path(self.workdir).mkdir(parents=True, exist_ok=True)
+            while True:
+                descriptor = os.open(str(self.path), os.O_CREAT | os.O_RDWR, 0o644)
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(descriptor)
+                    holder = _current_holder(self.path)
+                    raise UserError(
+                        f"{self.workdir} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                        f"(since {holder.get('since', '?')}; {self.path}): wait for it to end or stop it, or pass "
+                        "another --workdir") from None
+                # The file may have been released and removed between open and flock: lock the one at the path.
+                if _same_file(descriptor, self.path):
+                    break
+                os.close(descriptor)
+            previous = _parse_holder(os.pread(descriptor, 4096, 0))
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, json.dumps(mine).encode(), 0)
         except OSError as error:
             raise UserError(f"cannot write to workdir {self.workdir}: {error.strerror or error}") from None
-        for _ in range(2):
-            try:
-                descriptor = os.open(str(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = _lock_holder(self.path)
-                if holder.get("host") == mine["host"] and not _running(holder.get("pid")):
-                    print(f"taking over {self.path}: its process {holder.get('pid')} on {holder.get('host')} is no "
-                          "longer running", flush=True)
-                    self.path.unlink(missing_ok=True)
-                    continue
-                raise UserError(
-                    f"{self.workdir} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
-                    f"(since {holder.get('since', '?')}; {self.path}): wait for it to end or stop it, or pass another "
-                    "--workdir. If that process is gone, delete the lock file") from None
-            except OSError as error:
-                raise UserError(f"cannot write to workdir {self.workdir}: {error.strerror or error}") from None
-            with os.fdopen(descriptor, "w") as f:
-                f.write(json.dumps(mine))
-            self.held = True
-            return
-        raise UserError(f"cannot take {self.path}: another training took it first")
+        if previous:
+            print(f"taking over {self.path}: its process {previous.get('pid')} on {previous.get('host')} is no "
+                  "longer running", flush=True)
+        self._descriptor, self.held = descriptor, True
 
     def release(self) -> None:
-        """Removes the lock file if this process holds it."""
-        if self.held and _lock_holder(self.path).get("pid") == os.getpid():
-            self.path.unlink(missing_ok=True)
-        self.held = False
+        """Removes the lock file and drops the lock, if this process holds it."""
+        if self.held:
+            if _same_file(self._descriptor, self.path):  # Not a file someone put in its place.
+                self.path.unlink(missing_ok=True)  # Before unlocking: a waiter then finds the file gone and retries.
+            os.close(self._descriptor)
+        self._descriptor, self.held = None, False
 
     def __enter__(self) -> "TrainingLock":
         self.acquire()
@@ -241,13 +349,36 @@ class TrainingLock:
         self.release()
 
 
-def _lock_holder(path: epath.Path) -> dict:
-    """What a lock file says of its holder ({} when it is unreadable, e.g. half written)."""
+def _same_file(descriptor: int, path: epath.Path) -> bool:
+    """Whether an open file is the one at `path` now."""
     try:
-        holder = json.loads(path.read_text())
+        return os.path.samestat(os.fstat(descriptor), os.stat(str(path)))
+    except FileNotFoundError:
+        return False
+
+
+def _parse_holder(text: bytes | str) -> dict:
+    """What a lock file's text says of its holder ({} when it says nothing readable, e.g. half written)."""
+    try:
+        holder = json.loads(text)
         return holder if isinstance(holder, dict) else {}
-    except (OSError, ValueError):
+    except ValueError:
         return {}
+
+
+def _current_holder(path: epath.Path, wait_s: float = 1.0) -> dict:
+    """The holder a held lock file names. A holder that has just won the lock writes its name a moment after
+    taking it: until then the file is empty or names the process that left it, which is waited out."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            holder = _parse_holder(path.read_bytes())
+        except OSError:
+            holder = {}
+        alive = holder and (holder.get("host") != socket.gethostname() or _running(holder.get("pid")))
+        if alive or time.monotonic() > deadline:
+            return holder
+        time.sleep(0.02)
 
 
 def _running(pid) -> bool:

@@ -43,6 +43,44 @@ def pytest_configure(config):
         os.environ["XLA_FLAGS"] += " " + FAST_COMPILE
 
 
+# In CI (CI=true) a test may skip only where tests/allowed_skips.txt names it, with its reason; any other skip
+# fails the run, so that a package CI could not install never turns the suite green unseen.
+ALLOWED_SKIPS = Path(__file__).parent / "allowed_skips.txt"
+_skipped: list[str] = []
+
+
+def allowed_skips() -> dict[str, str]:
+    """tests/allowed_skips.txt: test id (a parametrised test's id without its parameters matches them all) ->
+    why it may skip in CI."""
+    entries = {}
+    for line in ALLOWED_SKIPS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            test_id, _, reason = line.partition(" ")
+            entries[test_id] = reason.strip()
+    return entries
+
+
+def pytest_runtest_logreport(report):
+    """Notes each skipped test (under xdist, the controller sees every worker's reports)."""
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI, fails the run on a skip that tests/allowed_skips.txt does not name."""
+    if os.environ.get("CI") != "true" or hasattr(session.config, "workerinput"):
+        return
+    allowed = allowed_skips()
+    unexpected = [test for test in _skipped if test.split("[")[0] not in allowed and test not in allowed]
+    if unexpected:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"error: {len(unexpected)} test(s) skipped in CI that tests/allowed_skips.txt does not "
+                            "allow (install what they need in .ci/run, or name them there with the reason):", red=True)
+        for test in unexpected:
+            reporter.write_line(f"  {test}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 DEVICE_COUNT = "--xla_force_host_platform_device_count"
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from siamese_jax import flops, xla_flags
 from tests import synthetic
-from tests.conftest import DEVICE_COUNT, REPO, load_config, tiny_config_file, xla_flags_less
+from tests.conftest import DEVICE_COUNT, REPO, load_config, metrics, tiny_config_file, xla_flags_less
 
 TINY_MODEL = ["--config.image_size=16", "--config.model.features=(8,8)", "--config.model.kernel_sizes=(3,3)",
               "--config.model.embedding_dim=16"]
@@ -185,6 +185,9 @@ def test_gpu_suite_runs_benchmark_and_variants_and_writes_few_files(synthetic_da
         # Table 1's measure beside ours: different pairs from anywhere in the split, and from one alphabet.
         assert {"verification_accuracy", "verification_any_group_accuracy"} <= set(run["validation"])
     assert "--config.lr_schedule=cosine" in runs["cosine"]["overrides"]
+    # The runs' workdirs are this suite's own, in a new folder: a second suite would not resume them.
+    (plain,) = (tmp_path / "runs").glob("suite_*/plain")
+    assert (plain / "finished.json").exists() and f"--workdir={plain}" in runs["plain"]["command"]
     log = (output / "suite.log").read_text()
     assert "done in" in log and "1 device(s), batch 16, repeat 1: jax" in log  # The benchmark's lines too.
 
@@ -295,15 +298,29 @@ def test_xla_cpu_flags_benchmark_runs_each_setting_in_its_own_process(suite_conf
 
 @pytest.mark.slow
 def test_compare_runs_tool(trained_omniglot, tmp_path):
+    import shutil
+
     _, workdir, _ = trained_omniglot
+    other = tmp_path / "other"  # The same run with epoch 2's loss 10% higher, epoch 1's 5% lower, another result.
+    shutil.copytree(workdir, other)
+    records = metrics(other)
+    losses = [r["train_loss"] for r in records]
+    records[0]["train_loss"], records[1]["train_loss"] = losses[0] * 0.95, losses[1] * 1.1
+    (other / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = json.loads((other / "eval.json").read_text())
+    result["runs"]["accuracy"] = 0.123
+    (other / "eval.json").write_text(json.dumps(result))
     output = tmp_path / "cmp.json"
-    done = _run("benchmarks/compare_runs.py", f"--workdirs={workdir},{workdir}", f"--output={output}",
+    done = _run("benchmarks/compare_runs.py", f"--workdirs={workdir},{other}", f"--output={output}",
                 "--commands=a;;b")
     assert done.returncode == 0, done.stderr
     report = json.loads(output.read_text())
-    assert report["epochs_compared"] == 2 and report["train_loss_relative_difference"]["max"] == 0
-    assert report["final"][0]["runs"]["accuracy"] == report["final"][1]["runs"]["accuracy"]
-    assert "val_verification_auc" in report["per_epoch"][0]
+    difference = report["train_loss_relative_difference"]
+    assert report["epochs_compared"] == 2
+    assert (difference["epoch_1"], difference["last"], difference["max"]) == pytest.approx((0.05, 0.1, 0.1))
+    assert report["per_epoch"][1]["train_loss"] == pytest.approx([losses[1], losses[1] * 1.1])
+    assert report["final"][1]["runs"]["accuracy"] == 0.123 != report["final"][0]["runs"]["accuracy"]
+    assert "per_run" not in report["final"][0]["runs"] and "val_verification_auc" in report["per_epoch"][0]
     assert report["commands"] == ["a", "b"]
 
 
@@ -321,3 +338,38 @@ def test_every_gpu_suite_variant_parses_to_a_config_that_builds():
     paper_adam = gpu_suite.load_variant_config(str(REPO / "configs/omniglot.py"), gpu_suite.VARIANTS["paper_adam"][1])
     assert (paper_adam.optimizer, paper_adam.learning_rate, paper_adam.model.init) == ("adam", 1e-4, "paper")
     assert tuple(paper_adam.train.drawers) == tuple(range(1, 21)) and paper_adam.num_epochs == 20
+
+
+def test_ci_fails_on_a_skip_that_the_allowed_list_does_not_name(tmp_path):
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "conftest.py").write_text(
+        "import sys\nfrom pathlib import Path\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "import tests.conftest as project\n"
+        "project.ALLOWED_SKIPS = Path(__file__).parent / 'allowed.txt'\n"
+        "from tests.conftest import pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401\n")
+    (tmp_path / "test_probe.py").write_text(
+        "import pytest\n\n\ndef test_runs():\n    pass\n\n\ndef test_needs_a_package():\n"
+        "    pytest.skip('the package is not installed')\n")
+
+    def pytest_in_ci(allowed: str):
+        (tmp_path / "allowed.txt").write_text(allowed)
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "CI": "true"})
+
+    refused = pytest_in_ci("# nothing may skip\n")
+    assert refused.returncode == 1, refused.stdout
+    assert "1 test(s) skipped in CI that tests/allowed_skips.txt does not allow" in refused.stdout
+    assert "  test_probe.py::test_needs_a_package" in refused.stdout.splitlines()
+    allowed = pytest_in_ci("test_probe.py::test_needs_a_package it needs a package CI cannot have\n")
+    assert allowed.returncode == 0, allowed.stdout
+
+
+def test_every_allowed_skip_names_a_test_with_a_reason():
+    from tests.conftest import allowed_skips
+
+    for test_id, reason in allowed_skips().items():
+        path, _, name = test_id.partition("::")
+        assert f"def {name.split('[')[0]}(" in (REPO / path).read_text(), test_id
+        assert len(reason.split()) >= 4, test_id

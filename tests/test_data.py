@@ -185,6 +185,27 @@ def test_real_split_sizes(real_data_dir, cache_dir):
     assert not set(dataset.character[val]) & set(dataset.character[test])
 
 
+@pytest.mark.parametrize("name", ["omniglot", "omniglot_cpu", "omniglot_cpu_hour"])
+def test_no_image_or_alphabet_of_the_official_runs_is_trained_or_validated_on(real_data_dir, name):
+    from tests.conftest import load_config
+
+    config = load_config(name)
+    dataset = omniglot.load_omniglot(str(real_data_dir), None)
+    runs = omniglot.load_runs(omniglot.locate_runs(str(real_data_dir)))
+    digest = lambda image: np.packbits(image).tobytes()  # noqa: E731 - equal pixels, equal digest.
+    run_images = {digest(image) for image in runs.images}
+    evaluation = dataset.select("evaluation", (), range(1, 21))
+    assert run_images <= {digest(dataset.images[i]) for i in evaluation}  # Each found where it came from.
+    split_alphabets = set(config.test.alphabets)
+    for section in (config.train, config.validation):
+        ids = dataset.select(section.set, section.alphabets, section.drawers)
+        assert not run_images & {digest(dataset.images[i]) for i in ids}, section
+        assert not split_alphabets & {dataset.alphabet_names[a] for a in np.unique(dataset.alphabet[ids])}, section
+    # The run alphabets are the test alphabets: every run image's alphabet is one of them.
+    by_digest = {digest(dataset.images[i]): dataset.alphabet_names[dataset.alphabet[i]] for i in evaluation}
+    assert {by_digest[d] for d in run_images} == split_alphabets
+
+
 def test_cached_arrays_builds_once_and_rebuilds_a_damaged_cache(tmp_path):
     from siamese_jax.data.sources import cached_arrays
 

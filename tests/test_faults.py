@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -55,12 +56,12 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoin
     diverging = tiny_config(synthetic_data_dir, cache_dir, num_epochs=5, learning_rate=1e30,
                             checkpoint_every_steps=1000)
     with pytest.raises(UserError) as raised:
-        train.train_and_evaluate(diverging, str(tmp_path))
+        train.train_and_evaluate(diverging, str(tmp_path), allow_config_change=True)
     kept = _latest_steps(tmp_path)
     assert re.fullmatch(
         rf"training diverged at step (\d+): loss nan, learning rate \d\.\d+e\+(29|30)\. Nothing after step {kept[-1]} was "
-        r"saved \(its checkpoint is kept\): run again with a lower learning rate to resume from it, or with "
-        r"--config.on_nonfinite=skip to skip such steps", str(raised.value))
+        r"saved \(its checkpoint is kept\): to resume from it, run again with --allow_config_change and a lower "
+        r"learning rate, or with --config.on_nonfinite=skip to skip such steps", str(raised.value))
     assert kept == good_steps
     # Nothing non-finite was written: every kept state and the best parameters are finite; the metrics and the
     # good run's checkpoint are as they were.
@@ -74,7 +75,8 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoin
     assert _all_finite(best)
     assert not (tmp_path / workdir_files.LOCK).exists()
     # And the workdir resumes from the last good checkpoint with a sane learning rate.
-    result = train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=4), str(tmp_path))
+    result = train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=4), str(tmp_path),
+                                      allow_config_change=True)
     assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2, 3, 4] and result["training"]["steps"] == 12
 
 
@@ -172,9 +174,9 @@ def test_skipping_non_finite_steps_keeps_training(synthetic_data_dir, cache_dir,
     real_call = losses.Objective.__call__
 
     def poisoned(self, model, variables, embeddings, left, right, same):
-        # NaN on about half the steps, decided by the step's random batch.
+        # NaN on about half the steps, decided by the step's random batch, in the loss and its gradients alike.
         loss = real_call(self, model, variables, embeddings, left, right, same)
-        return jnp.where(jnp.argmax(embeddings[:, 0]) % 2 == 0, jnp.nan, loss)
+        return loss * jnp.where(jnp.argmax(embeddings[:, 0]) % 2 == 0, jnp.nan, 1.0)
 
     monkeypatch.setattr(losses.Objective, "__call__", poisoned)
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=2, on_nonfinite="skip")
@@ -185,6 +187,14 @@ def test_skipping_non_finite_steps_keeps_training(synthetic_data_dir, cache_dir,
     assert _all_finite(latest_params(tmp_path, config))
     out = capsys.readouterr().out
     assert any(f"({n} steps skipped: loss not finite)" in out for n in skipped if n)
+    # Each epoch logs the learning rate the optimiser applied at its first step: skipped updates do not advance
+    # its schedule.
+    from siamese_jax import optim
+
+    _, schedules = optim.create_optimizer(config, latest_params(tmp_path, config), steps_per_epoch=3)
+    assert skipped[0] > 0  # So that the applied and the nominal learning rates of epoch 2 differ.
+    for epoch, record in enumerate(metrics(tmp_path)):
+        assert record["hyperparameters"] == schedules.at(3 * epoch - sum(skipped[:epoch]))
 
 
 # Two writers.
@@ -214,7 +224,7 @@ def test_a_second_training_of_a_running_workdir_refuses_and_a_killed_ones_lock_i
         (line,) = second.stderr.strip().splitlines()
         assert line == (f"error: {workdir} is in use by process {first.pid} on {socket.gethostname()} (since "
                         f"{json.loads(lock.read_text())['since']}; {lock}): wait for it to end or stop it, or pass "
-                        "another --workdir. If that process is gone, delete the lock file")
+                        "another --workdir")
         # The first run goes on, its files untouched by the second: it finishes an epoch.
         while not (workdir / "metrics.jsonl").exists() or not metrics(workdir):
             assert time.time() < deadline and first.poll() is None
@@ -232,6 +242,48 @@ def test_a_second_training_of_a_running_workdir_refuses_and_a_killed_ones_lock_i
                                             "is no longer running")
     assert "resuming from step" in third.stdout and not lock.exists()
     assert [r["epoch"] for r in metrics(workdir)] == list(range(1, epochs_before + 2))
+
+
+def _race_for_the_lock(workdir: str, pause_s: float, start, results) -> None:
+    """In a forked process: waits for `start`, then takes the workdir's lock, pausing `pause_s` after each read of
+    the lock file (as a busy machine may, between reading the file and acting on it), and holds it for a second;
+    puts ('held', pid) or ('refused', pid, message) on `results`."""
+    from etils import epath
+
+    path_type = type(epath.Path(workdir))
+    for name in ("read_text", "read_bytes"):
+        real = getattr(path_type, name)
+        setattr(path_type, name, lambda self, *a, _real=real, **k: (_real(self, *a, **k), time.sleep(pause_s))[0])
+    start.wait()
+    try:
+        with workdir_files.TrainingLock(workdir):
+            results.put(("held", os.getpid()))
+            time.sleep(1.0)
+    except UserError as error:
+        results.put(("refused", os.getpid(), str(error)))
+
+
+def test_two_processes_racing_for_a_dead_processs_lock_cannot_both_take_it(tmp_path):
+    import multiprocessing
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / workdir_files.LOCK).write_text(json.dumps(
+        {"host": socket.gethostname(), "pid": int(dead.stdout), "since": "then"}))
+    context = multiprocessing.get_context("fork")  # The children touch files only, never JAX.
+    start, results = context.Event(), context.Queue()
+    racers = [context.Process(target=_race_for_the_lock, args=(str(tmp_path), pause_s, start, results))
+              for pause_s in (0.2, 0.5)]
+    for racer in racers:
+        racer.start()
+    start.set()
+    outcomes = [results.get(timeout=60) for _ in racers]
+    for racer in racers:
+        racer.join(timeout=60)
+    held = [o for o in outcomes if o[0] == "held"]
+    refused = [o for o in outcomes if o[0] == "refused"]
+    assert len(held) == 1 and len(refused) == 1, outcomes
+    assert f"is in use by process {held[0][1]} on {socket.gethostname()}" in refused[0][2]
+    assert not (tmp_path / workdir_files.LOCK).exists()  # The winner removed it when it let go.
 
 
 def test_evaluation_reads_a_workdir_while_it_is_locked(trained_omniglot):
@@ -314,6 +366,79 @@ def test_resuming_with_other_parameter_shapes_names_the_keys(synthetic_data_dir,
     with pytest.raises(UserError, match=r"different model \(image_size: 16 -> 20, model.features: \(8, 8\) -> "
                                         r"\(8, 12\) differ from this config\)"):
         train.train_and_evaluate(wider, str(tmp_path))
+
+
+def test_resuming_with_another_recipe_is_refused_naming_the_keys_unless_allowed(synthetic_data_dir, cache_dir,
+                                                                               tmp_path):
+    train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=1), str(tmp_path))
+    faster = tiny_config(synthetic_data_dir, cache_dir, num_epochs=2, learning_rate=0.01, on_nonfinite="skip")
+    with pytest.raises(UserError) as raised:
+        train.train_and_evaluate(faster, str(tmp_path))
+    assert str(raised.value) == (
+        f"{tmp_path} trained under another config (learning_rate: 0.003 -> 0.01, on_nonfinite: 'stop' -> 'skip'): "
+        "resuming would mix two recipes in one run. Pass a new --workdir, or --allow_config_change to resume anyway "
+        "(configs.jsonl keeps each config the run trained under)")
+    assert [r["epoch"] for r in metrics(tmp_path)] == [1]
+    assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 0.003  # Not replaced either.
+    # Allowed, a checkpoint whose optimiser state is not the new optimiser's is named so, not called damaged.
+    sgd = tiny_config(synthetic_data_dir, cache_dir, num_epochs=2, optimizer="sgd_paper")
+    sgd.learning_rates = sgd.momenta = ml_collections.ConfigDict({"*": 0.01})
+    with pytest.raises(DataError, match=r"checkpoint step 3 in .* holds another training state \(\d+ arrays where "
+                                        r"this config's training state has \d+\): the run was trained under another "
+                                        r"config"):
+        train.train_and_evaluate(sgd, str(tmp_path), allow_config_change=True)
+    # Another learning rate, allowed, resumes; configs.jsonl holds each config in order.
+    faster.on_nonfinite = "stop"
+    assert train.train_and_evaluate(faster, str(tmp_path), allow_config_change=True)["training"]["epochs"] == 2
+    history = [json.loads(line) for line in (tmp_path / workdir_files.CONFIG_HISTORY).read_text().splitlines()]
+    assert [(h["config"]["learning_rate"], h["config"]["optimizer"], h["after_epoch"]) for h in history] == [
+        (0.003, "adam", 0), (0.003, "sgd_paper", 1), (0.01, "adam", 1)]
+    # Its length and evaluation alone may change without the flag.
+    longer = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3, learning_rate=0.01)
+    longer.test.tasks, longer.model.test_time_turns = 8, 2
+    assert train.train_and_evaluate(longer, str(tmp_path))["training"]["epochs"] == 3
+
+
+def test_a_read_error_on_the_newest_step_is_raised_not_taken_for_damage(synthetic_data_dir, cache_dir, tmp_path,
+                                                                          monkeypatch, capsys):
+    train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2), str(tmp_path))
+    newest = _latest_steps(tmp_path)[-1]
+    real_restore = ocp.CheckpointManager.restore
+
+    def failing_read(self, step, *args, **kwargs):
+        if step == newest:  # A mount that fails for a while: the step's files are whole.
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_restore(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "restore", failing_read)
+    capsys.readouterr()
+    with pytest.raises(UserError, match=rf"cannot read checkpoint step {newest} in .*checkpoints/latest \(OSError: "
+                                        r".*Input/output error\); it was not skipped, and nothing is lost"):
+        train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=3), str(tmp_path))
+    assert "skipping it" not in capsys.readouterr().err
+    monkeypatch.setattr(ocp.CheckpointManager, "restore", real_restore)
+    result = train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=3), str(tmp_path))
+    assert f"resuming from step {newest} " in capsys.readouterr().out and result["training"]["epochs"] == 3
+
+
+def test_the_time_limit_counts_each_epochs_validation(synthetic_data_dir, cache_dir, tmp_path, monkeypatch):
+    from siamese_jax.evaluation import evaluators
+
+    real_validation = evaluators.Validation.__call__
+
+    def slow_validation(self, *args, **kwargs):
+        time.sleep(2.0)  # Validation that takes far longer than the epoch's steps.
+        return real_validation(self, *args, **kwargs)
+
+    monkeypatch.setattr(evaluators.Validation, "__call__", slow_validation)
+    train.Trainer(train.upgrade_config(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2)),
+                  str(tmp_path)).run(evaluate=False)
+    wall_time = metrics(tmp_path)[-1]["wall_time"]
+    # 1.5 s left: enough for epoch 3's steps, not for its validation too.
+    limited = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3, max_train_seconds=wall_time + 1.5)
+    record = train.Trainer(train.upgrade_config(limited), str(tmp_path)).run(evaluate=False)["training"]
+    assert (record["stopped_by"], record["epochs"]) == ("time_limit", 2)
+    assert record["wall_time_s"] <= wall_time + 1.5
 
 
 # Hostile and odd files.

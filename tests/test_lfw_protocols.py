@@ -261,6 +261,38 @@ def test_one_command_view2_trains_every_fold_resumes_and_reports(synthetic_lfw_d
     assert plain["lfw"]["threshold_source"] == "protocol" and plain["lfw"]["per_fold"] != saved["lfw"]["per_fold"]
 
 
+def test_view2_trains_a_fold_that_holds_an_evaluation_but_no_finished_training(synthetic_lfw_dir, cache_dir, tmp_path,
+                                                                             monkeypatch):
+    from siamese_jax import lfw_view2
+
+    fold_0 = tmp_path / "fold_0"
+    fold_0.mkdir()
+    # What evaluate --checkpoint=latest wrote on a half-trained fold before its reports got names of their own.
+    (fold_0 / "eval.json").write_text(json.dumps({"checkpoint": "latest", "lfw": {"accuracy": 0.5}}))
+    asked = []
+
+    def train_fold(config, workdir, devices=None):
+        asked.append(config.lfw.fold)
+        raise KeyboardInterrupt  # Enough: which fold it trains first is what counts.
+
+    monkeypatch.setattr(train, "train_and_evaluate", train_fold)
+    with pytest.raises(KeyboardInterrupt):
+        lfw_view2.run_view2(tiny_lfw_config(synthetic_lfw_dir, cache_dir, num_epochs=1), str(tmp_path))
+    assert asked == [0]
+
+
+def test_a_summary_of_a_run_validated_by_verification_alone(trained_faces):
+    _, config, result = trained_faces
+    config = config.copy_and_resolve_references()
+    config.validation.evals, config.validation.metric = ("verification",), "verification_auc"
+    validation = {k: v for k, v in result["validation"].items() if k.startswith("verification")}
+    summary = faces.Experiment(config).summarize(dict(result, validation=validation))
+    (line,) = [line for line in summary.splitlines() if line.startswith("validation")]
+    assert line == (f"validation (held-out training people): verification "
+                    f"{100 * validation['verification_accuracy']:.2f}% (AUC {validation['verification_auc']:.4f}; "
+                    f"{validation['verification_pairs']} pairs, different ones within a group)")
+
+
 def test_cohort_holds_only_training_photos_of_the_fold(synthetic_lfw_dir, cache_dir):
     config = tiny_lfw_config(synthetic_lfw_dir, cache_dir)
     config.lfw.protocol, config.lfw.fold = "view2", 3

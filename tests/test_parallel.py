@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from siamese_jax import train
 from siamese_jax.errors import ConfigError
+from siamese_jax.workdir import TrainingLock
 from tests.conftest import NUM_TEST_DEVICES, REPO, devices_env, free_port, tiny_config, tiny_config_file
 from tests.conftest import latest_params as _latest_params
 from tests.conftest import metrics as _metrics
@@ -168,11 +168,11 @@ def _ended_together(processes, timeout_s=90):
 def test_a_refused_lock_stops_every_process_not_only_process_0(synthetic_data_dir, cache_dir, tmp_path):
     config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=1)
     workdir, port = tmp_path / "run", free_port()
-    workdir.mkdir()  # Held by this (live) test process, as by a training that is running.
-    (workdir / "train.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": "now"}))
+    # Held by this (live) test process, as by a training that is running.
     # Before, process 1 waited at its first collective for the heartbeat timeout (100 s) after process 0 left.
-    (zero, zero_line), (one, one_line) = _ended_together([_train_process(config_file, workdir, i, 2, port)
-                                                          for i in range(2)])
+    with TrainingLock(str(workdir)):
+        (zero, zero_line), (one, one_line) = _ended_together([_train_process(config_file, workdir, i, 2, port)
+                                                              for i in range(2)])
     assert zero == one == 1
     assert zero_line.startswith("error: ") and f"is in use by process {os.getpid()}" in zero_line
     assert one_line == f"error: process 0 could not take the lock of {workdir} (its message says why): every process stops"

@@ -34,6 +34,9 @@ def test_training_writes_metrics_checkpoints_and_eval(trained):
     assert records[1]["step"] == 6
     saved = json.loads((workdir / "eval.json").read_text())
     assert saved == json.loads(json.dumps(result))
+    finished = json.loads((workdir / "finished.json").read_text())  # Written last: the run ended.
+    assert finished["training"] == saved["training"] and finished["evaluation"] == "eval.json"
+    assert finished["best_score"] == max(r["val_one_shot_accuracy"] for r in records)
     runs = saved["runs"]
     assert runs["trials"] == 8 and 0 <= runs["accuracy"] <= 1
     assert runs["correct"] == round(runs["accuracy"] * 8)
@@ -108,7 +111,9 @@ def test_paper_sampling_and_sgd_run_with_turned_classes(synthetic_data_dir, cach
     config.learning_rates = {"*": 0.01}
     config.momenta = {"*": 0.9}
     config.l2 = {"*": 1e-4}
-    result = train.train_and_evaluate(config, str(tmp_path))
+    # One device: on two forced CPU devices this step's all-reduce deadlocks under the project's XLA:CPU default
+    # (YNNPACK fusions off, jaxlib 0.10) on some processors; left to the XLA:CPU flags issue.
+    result = train.train_and_evaluate(config, str(tmp_path), jax.devices()[:1])
     assert result["runs"]["trials"] == 8
     assert np.isfinite(_metrics(tmp_path)[0]["train_loss"])
 
@@ -165,18 +170,30 @@ def test_batch_size_not_divisible_by_devices(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_command_with_custom_runs(trained, synthetic_data_dir, tmp_path):
-    _, workdir, _ = trained
+def test_evaluate_command_with_custom_runs_keeps_the_training_record(trained, synthetic_data_dir, tmp_path):
+    import shutil
+
+    from siamese_jax import evaluate
+
+    workdir = tmp_path / "run"
+    shutil.copytree(trained[1], workdir)
+    record = (workdir / "eval.json").read_bytes()
     with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
         archive.extractall(tmp_path / "runs", members=[n for n in archive.namelist() if n.startswith("run02/")])
-    output = tmp_path / "eval.json"
-    done = _run_cli("siamese_jax.evaluate", f"--workdir={workdir}", f"--runs={tmp_path / 'runs'}", f"--output={output}",
-                    "--checkpoint=latest", "--tasks=10")
+    done = _run_cli("siamese_jax.evaluate", f"--workdir={workdir}", f"--runs={tmp_path / 'runs'}", "--checkpoint=latest",
+                    "--tasks=10")
     assert done.returncode == 0, done.stderr
+    # Written beside the training's record, under a name that says what was evaluated; the record is untouched.
+    (output,) = [p for p in workdir.glob("eval_*.json")]
+    assert output.name.startswith("eval_latest_runs-runs-") and output.name.endswith("_tasks-10.json")
+    assert done.stdout.strip().endswith(f"wrote {output}") and (workdir / "eval.json").read_bytes() == record
     result = json.loads(output.read_text())
     assert result["runs"]["trials"] == 4 and list(result["runs"]["per_run"]) == ["run02"]
-    assert result["random_tasks"]["trials"] == 10
+    assert result["random_tasks"]["trials"] == 10 and result["checkpoint"] == "latest"
     assert "run02" in done.stdout
+    assert evaluate.evaluation_output(None, str(workdir), "latest", {}) == workdir / "eval_latest.json"
+    with pytest.raises(UserError, match=r"--output=.*run/eval.json would replace the training's record of"):
+        evaluate.evaluation_output(str(workdir / "eval.json"), str(workdir), "best", {})
 
 
 def test_an_lfw_evaluation_setting_on_an_omniglot_run_is_refused(trained):
@@ -231,7 +248,8 @@ def test_sigterm_saves_and_the_same_command_resumes(synthetic_data_dir, cache_di
 
 
 @pytest.mark.slow
-def test_resuming_with_another_dtype_or_dropout_is_allowed(trained, synthetic_data_dir, cache_dir, tmp_path):
+def test_resuming_with_another_dtype_or_dropout_is_asked_for_and_then_resumes(trained, synthetic_data_dir, cache_dir,
+                                                                             tmp_path):
     import shutil
 
     _, workdir, _ = trained
@@ -240,7 +258,11 @@ def test_resuming_with_another_dtype_or_dropout_is_allowed(trained, synthetic_da
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3)
     config.model.dtype = "bfloat16"
     config.model.dropout = 0.1
-    result = train.train_and_evaluate(config, str(copy))  # Resumes: no 'different model' refusal.
+    with pytest.raises(UserError, match=r"trained under another config \(model.dropout: 0.0 -> 0.1, model.dtype: "
+                                        r"'auto' -> 'bfloat16'\)"):
+        train.train_and_evaluate(config, str(copy))
+    # The parameters fit (no 'different model' refusal): asked for, it resumes.
+    result = train.train_and_evaluate(config, str(copy), allow_config_change=True)
     assert result["training"]["epochs"] == 3 and [r["epoch"] for r in _metrics(copy)] == [1, 2, 3]
 
 
