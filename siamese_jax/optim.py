@@ -68,8 +68,12 @@ def rate_factor(schedule: str, decay: float, steps_per_epoch: int, warmup_steps:
 
 
 def ramped_momentum(final: float, start: float, ramp_epochs: int, epoch):
-    """Momentum at `epoch`: moves linearly from `start` to `final` over `ramp_epochs`, then stays."""
-    progress = jnp.minimum(epoch / max(ramp_epochs, 1), 1.0)
+    """Momentum in epoch `epoch` (0-based): `start` in the first, rising linearly each epoch to reach `final` in
+    epoch `ramp_epochs` and staying there (`final` throughout when `ramp_epochs` is 0). check_config keeps
+    `final` >= `start` and the ramp within the run, so momentum only rises and reaches `final`."""
+    if ramp_epochs <= 0:
+        return final + 0.0 * epoch
+    progress = jnp.minimum(epoch / ramp_epochs, 1.0)
     return start + (final - start) * progress
 
 
@@ -173,6 +177,35 @@ def create_optimizer(config, params, steps_per_epoch: int, total_steps: int | No
     return transform, schedules
 
 
+def check_momentum_schedule(config) -> None:
+    """The paper's momentum "start[s] at 0.5 in every layer, increasing linearly each epoch until reaching the value
+    mu_j": refuses a mu_j outside [momentum_start, 1), and a ramp that would not reach mu_j within the run."""
+    start, ramp, epochs = config.momentum_start, config.momentum_ramp_epochs, config.num_epochs
+    if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 <= start < 1:
+        raise ConfigError(f"config.momentum_start must be in [0, 1), got {start!r}")
+    falling = {layer: value for layer, value in dict(config.momenta).items() if not start <= value < 1}
+    if falling:
+        raise ConfigError(f"config.momenta {falling} lie outside [config.momentum_start={start:g}, 1): momentum rises "
+                          "from momentum_start to each mu_j, never falls")
+    if isinstance(ramp, bool) or not isinstance(ramp, int) or ramp < 0:
+        raise ConfigError(f"config.momentum_ramp_epochs must be an integer >= 0, got {ramp!r}")
+    if ramp > epochs - 1:
+        raise ConfigError(f"config.momentum_ramp_epochs={ramp} outlasts the run's {epochs} epochs: momentum reaches "
+                          f"config.momenta in epoch {ramp + 1}; use at most {epochs - 1}")
+
+
+# Config entries that an optimiser or learning-rate schedule does not read: setting (or searching) one of them
+# changes nothing.
+UNREAD_BY = {"sgd_paper": ("learning_rate", "weight_decay"),
+             "adam": ("learning_rates", "momenta", "momentum_start", "momentum_ramp_epochs"),
+             "exponential": ("warmup_epochs",), "cosine": ("lr_decay",)}
+
+
+def unread_keys(config) -> tuple[str, ...]:
+    """The config entries that config.optimizer and config.lr_schedule do not read."""
+    return UNREAD_BY.get(config.optimizer, ()) + UNREAD_BY.get(config.lr_schedule, ())
+
+
 def skipped_updates(opt_state) -> int:
     """How many updates an optimiser state made with on_nonfinite='skip' has skipped in all (0 for any other)."""
     if isinstance(opt_state, optax.ApplyIfFiniteState):
@@ -181,11 +214,14 @@ def skipped_updates(opt_state) -> int:
 
 
 def check_config(config) -> None:
-    """Rejects an unknown optimiser or schedule, and negative warm-up or weight decay."""
+    """Rejects an unknown optimiser or schedule, negative warm-up or weight decay, and for the paper's SGD a
+    momentum that would fall (a mu_j below momentum_start) or a ramp that outlasts the run."""
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(f"config.optimizer must be one of {tuple(OPTIMIZERS)}, got {config.optimizer!r}")
     if config.lr_schedule not in SCHEDULES:
         raise ConfigError(f"config.lr_schedule must be one of {SCHEDULES}, got {config.lr_schedule!r}")
+    if config.optimizer == "sgd_paper":
+        check_momentum_schedule(config)
     for name in ("warmup_epochs", "weight_decay"):
         value = config[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

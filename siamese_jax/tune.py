@@ -34,7 +34,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from siamese_jax import experiments, train
+from siamese_jax import experiments, optim, train
 from siamese_jax import workdir as workdir_files
 from siamese_jax.config_files import upgrade_config
 from siamese_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted, UserError
@@ -178,6 +178,23 @@ def load_study(config, storage: str):
     return study
 
 
+def check_space_acts(space: dict[str, tuple], config) -> None:
+    """Refuses a dimension that cannot act in the study's trials: a config entry the optimiser or schedule does not
+    read, or momenta below the momentum_start they rise from."""
+    unread = optim.unread_keys(config)
+    for key, (kind, *args) in space.items():
+        hit = next((name for name in unread if key == name or key.startswith(name + ".")), None)
+        if hit:
+            raise ConfigError(f"config.tune.space searches {key}, which cannot act: config.optimizer="
+                              f"{config.optimizer!r} with config.lr_schedule={config.lr_schedule!r} does not read "
+                              f"config.{hit}")
+        if key.startswith("momenta.") and kind in ("float", "log_float") and config.optimizer == "sgd_paper" and (
+                args[0] < config.momentum_start or args[1] >= 1):
+            raise ConfigError(f"config.tune.space searches {key} in [{args[0]:g}, {args[1]:g}], outside "
+                              f"[config.momentum_start={config.momentum_start:g}, 1): momentum rises from "
+                              "momentum_start to mu_j and never falls")
+
+
 def metric_name(config) -> str:
     """The validation metric trials are ranked by: config.tune.metric, or the run's own."""
     return config.tune.metric or config.validation.metric
@@ -224,11 +241,16 @@ class Search:
                               f"{evaluators.metric_names(config.validation)}")
         self.space = parse_space(config)
         make_pruner(config.tune)
-        # The base config must work: a ConfigError in a trial is then one its values caused (trial_fault).
+        # The base config must work for a trial's length: a ConfigError in a trial is then one its values caused
+        # (trial_fault); and every dimension of the space must be able to act.
         base = config.copy_and_resolve_references()
         base.num_epochs = config.tune.epochs or config.num_epochs
-        train.validate_config(base, len(jax.devices()))
+        try:
+            train.validate_config(base, len(jax.devices()))
+        except ConfigError as error:
+            raise ConfigError(f"the study's trials of {base.num_epochs} epochs: {error}") from None
         experiments.build(base)
+        check_space_acts(self.space, base)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with exclusive(self.workdir / "start.lock"):
             self.study = load_study(config, storage)

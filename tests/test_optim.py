@@ -144,3 +144,29 @@ def test_unknown_optimizer_and_schedule_are_config_errors():
         optim.create_optimizer(sgd_config(optimizer="lion"), PARAMS, steps_per_epoch=2)
     with pytest.raises(ConfigError, match="config.lr_schedule"):
         optim.create_optimizer(sgd_config(lr_schedule="step"), PARAMS, steps_per_epoch=2)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 5, 36])
+def test_the_ramp_reaches_each_mu_within_any_run_length(epochs):
+    config = sgd_config(num_epochs=epochs, momentum_ramp_epochs=epochs - 1)  # The longest ramp a run allows.
+    optim.check_config(config)
+    _, schedules = optim.create_optimizer(config, PARAMS, steps_per_epoch=3)
+    last_epoch = schedules.at((epochs - 1) * 3)
+    assert {layer: h["momentum"] for layer, h in last_epoch.items()} == pytest.approx(dict(config.momenta))
+    with pytest.raises(ConfigError, match=rf"config.momentum_ramp_epochs={epochs} outlasts the run's {epochs} "
+                                          rf"epochs: momentum reaches config.momenta in epoch {epochs + 1}"):
+        optim.check_config(sgd_config(num_epochs=epochs, momentum_ramp_epochs=epochs))
+
+
+def test_momentum_only_rises_from_its_start_to_each_mu():
+    config = sgd_config()
+    _, schedules = optim.create_optimizer(config, PARAMS, steps_per_epoch=3)
+    series = [schedules.at(step) for step in range(0, 3 * config.num_epochs)]
+    for layer, final in config.momenta.items():
+        values = [h[layer]["momentum"] for h in series]
+        assert values == sorted(values) and values[0] == 0.5 and values[-1] == pytest.approx(final)
+    with pytest.raises(ConfigError, match=r"config.momenta \{'alpha': 0.467\} lie outside "
+                                          r"\[config.momentum_start=0.5, 1\): momentum rises"):
+        optim.check_config(sgd_config(momenta={"conv_0": 0.9, "embed": 0.7, "alpha": 0.467}))
+    optim.check_config(sgd_config(optimizer="adam", momenta={"conv_0": 0.1}))  # Adam reads no momenta.
+

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import optuna
 import pytest
 
@@ -265,16 +266,55 @@ def test_apply_params_sets_dotted_keys_and_tuple_elements(synthetic_data_dir, ca
     assert changed.learning_rate == 0.5 and config.learning_rate != 0.5  # A copy.
 
 
-def test_the_shipped_spaces_fit_their_configs():
+def test_the_shipped_spaces_fit_their_configs_and_every_dimension_acts():
     paper = tune.parse_space(load_config("omniglot"))
     assert paper["learning_rates.conv_0"] == ("log_float", 1e-4, 1e-1)
-    assert paper["momenta.alpha"] == ("float", 0.0, 1.0) and paper["l2.embed"] == ("float", 0.0, 0.1)
+    assert paper["momenta.alpha"] == ("float", 0.5, 0.99) and paper["l2.embed"] == ("log_float", 1e-7, 0.1)
     assert paper["model.kernel_sizes.3"] == ("int", 3, 20, 1) and paper["model.features.0"] == ("int", 16, 256, 16)
     assert paper["model.embedding_dim"] == ("int", 128, 4096, 16) and len(paper) == 6 * 3 + 4 * 2 + 1
-    cpu = tune.parse_space(load_config("omniglot_cpu_sgd"))
-    assert len(cpu) == 6 * 3 and not any(key.startswith("model.") for key in cpu)
+    for name in ("omniglot_cpu_sgd", "omniglot_sgd_search"):  # Groups of layers: what a study can tell apart.
+        grouped = tune.parse_space(load_config(name))
+        assert set(grouped) == {"learning_rates.*", "learning_rates.embed", "learning_rates.alpha", "momenta.*", "l2.*"}
     for name in ("omniglot_cpu", "omniglot_fast", "folder", "omniglot_cpu_hour"):  # Adam: a space of its own.
         assert "learning_rate" in tune.parse_space(load_config(name))
+    # Each study can start: its trials' length fits the schedule, and no dimension is one its optimiser ignores.
+    for name in ("omniglot", "omniglot_sgd_search", "omniglot_cpu_sgd", "omniglot_cpu", "omniglot_fast",
+                 "omniglot_cpu_hour", "folder", "lfw", "lfw_cpu"):
+        config = load_config(name)
+        if "tune" not in config:
+            continue
+        config.num_epochs = config.tune.epochs or config.num_epochs
+        train.validate_config(config, 1)
+        tune.check_space_acts(tune.parse_space(config), config)
+
+
+def _tiny_sgd_config(data_dir, cache_dir, **settings):
+    config = tiny_study_config(data_dir, cache_dir, **settings)
+    config.optimizer = "sgd_paper"
+    config.learning_rates = ml_collections.ConfigDict({"*": 0.01})
+    config.momenta = ml_collections.ConfigDict({"*": 0.9})
+    config.momentum_ramp_epochs = 1
+    return config
+
+
+@pytest.mark.parametrize("space, settings, message", [
+    (((LR, "log_float", 1e-4, 1e-2),), {},
+     "config.tune.space searches learning_rate, which cannot act: config.optimizer='sgd_paper' with "
+     "config.lr_schedule='cosine' does not read config.learning_rate"),
+    ((("warmup_epochs", "float", 0.0, 2.0),), {"lr_schedule": "exponential"},
+     "searches warmup_epochs, which cannot act: config.optimizer='sgd_paper' with config.lr_schedule='exponential'"),
+    ((("momenta.*", "float", 0.0, 0.99),), {},
+     r"searches momenta.\* in \[0, 0.99\], outside \[config.momentum_start=0.5, 1\): momentum rises"),
+    ((("learning_rates.*", "log_float", 1e-3, 1e-1),), {"momentum_ramp_epochs": 4},
+     "the study's trials of 2 epochs: config.momentum_ramp_epochs=4 outlasts the run's 2 epochs"),
+])
+def test_a_dimension_that_cannot_act_is_one_line_at_the_start(space, settings, message, synthetic_data_dir, cache_dir,
+                                                              tmp_path):
+    config = _tiny_sgd_config(synthetic_data_dir, cache_dir, space=space, epochs=2)
+    config.update(settings)
+    with pytest.raises(ConfigError, match=message):
+        search(config, tmp_path, 2)
+    assert not (tmp_path / "study").exists()  # Refused before any trial or storage.
 
 
 def test_the_command_needs_a_tune_block(synthetic_data_dir, cache_dir, tmp_path):
