@@ -168,8 +168,8 @@ def _ended_together(processes, timeout_s=90):
 def test_a_refused_lock_stops_every_process_not_only_process_0(synthetic_data_dir, cache_dir, tmp_path):
     config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=1)
     workdir, port = tmp_path / "run", free_port()
-    # Held by this (live) test process, as by a training that is running.
-    # Before, process 1 waited at its first collective for the heartbeat timeout (100 s) after process 0 left.
+    # Held by this (live) test process, as by a training that is running. Process 1 must stop with process 0, not
+    # wait at its first collective for the heartbeat timeout (100 s).
     with TrainingLock(str(workdir)):
         (zero, zero_line), (one, one_line) = _ended_together([_train_process(config_file, workdir, i, 2, port)
                                                               for i in range(2)])
@@ -204,8 +204,8 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(synthetic_data_d
         assert all(p.poll() is None for p in processes), processes[0].communicate()[1][-3000:]
         time.sleep(0.2)
     processes[1].send_signal(signal.SIGTERM)  # Process 1 alone, as a scheduler preempting one task first would.
-    # Before, process 1 stopped at its own step and saved, a collective that process 0, still stepping, never
-    # joined: both failed.
+    # Both stop and save at one agreed step: a process that saved at its own step would run a collective that
+    # its peer, still stepping, never joins.
     ended = _ended_together(processes, timeout_s=60)
     steps = set()
     for code, line in ended:

@@ -155,7 +155,7 @@ def test_an_interrupt_while_a_trial_sets_up_marks_it_interrupted_not_running(syn
     with pytest.raises(TrainingInterrupted):
         worker.run()
     (trial, waiting) = sorted(worker.study.get_trials(), key=lambda t: t.number)
-    # Before, the trial stayed RUNNING in the study for good, its values never tried again.
+    # Never left RUNNING in the study for good: marked, and its values queued to run again.
     assert trial.state.name == "FAIL" and trial.user_attrs["reason"] == "interrupted"
     assert waiting.state.name == "WAITING" and waiting.system_attrs["fixed_params"] == trial.params
 
