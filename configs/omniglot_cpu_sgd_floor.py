@@ -24,4 +24,5 @@ def get_config(learning_rate="0.1"):
     config.learning_rates = ml_collections.ConfigDict({"*": float(learning_rate)})
     config.momenta = ml_collections.ConfigDict({"*": 0.9})
     config.l2 = ml_collections.ConfigDict({"*": 0.0})
+    del config["tune"]  # omniglot_cpu.py's searches Adam's learning rate; configs/omniglot_cpu_sgd.py searches this one.
     return config

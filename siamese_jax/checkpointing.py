@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from siamese_jax import distributed
-from siamese_jax.errors import DataError, UserError
+from siamese_jax.errors import DataError, UserError, is_out_of_memory
 
 # Latest states kept: when the newest is damaged (a full disk, a killed copy), the one before it is there.
 LATEST_TO_KEEP = 2
@@ -133,12 +133,27 @@ def _check_same_state(metadata, like) -> None:
         raise _OtherState("arrays of other shapes than this config's training state")
 
 
-# Words of errors that say a read failed for this machine's state at the time (memory, a mount, a network), not
-# for the step's files: such an error is raised, never taken for damage (which would fall back to an older step).
-NOT_DAMAGE = ("RESOURCE_EXHAUSTED", "out of memory", "Out of memory", "Input/output error", "UNAVAILABLE",
-              "DEADLINE_EXCEEDED", "Connection", "Stale file handle")
-# OS errors that do mean a step's files are missing or malformed.
-DAMAGE_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+# What a read error says when it failed for the machine at the time (a mount, a network, permissions), not for
+# the step's files: such an error is raised on every process, never taken for damage (which would fall back to an
+# older step and lose work). A missing or malformed file is damage.
+NOT_DAMAGE_ERRNOS = (errno.EIO, errno.ESTALE, errno.ENOMEM, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED,
+                     errno.EAGAIN, errno.EACCES, errno.EPERM)
+NOT_DAMAGE_WORDS = ("Input/output error", "UNAVAILABLE", "DEADLINE_EXCEEDED", "Stale file handle", "Permission denied")
+
+
+def _not_damage(error: Exception) -> bool:
+    """Whether a failed read of a checkpoint step is the machine's fault, not the step's (see NOT_DAMAGE_ERRNOS)."""
+    if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return False  # Orbax raises these without an errno for a missing file: a partial step.
+    if is_out_of_memory(error):
+        return True
+    if isinstance(error, OSError) and error.errno is not None:
+        return error.errno in NOT_DAMAGE_ERRNOS
+    return any(word in str(error) for word in NOT_DAMAGE_WORDS)
+
+
+# A step's outcome on one process; the run follows the worst over its processes.
+READ, DAMAGED, FAILED = 0, 1, 2
 
 
 def _newest_readable(manager: ocp.CheckpointManager, restore: Callable[[int], Any], result: Callable[[Any], Any]):
@@ -149,22 +164,28 @@ def _newest_readable(manager: ocp.CheckpointManager, restore: Callable[[int], An
     steps = distributed.from_primary(sorted(manager.all_steps(), reverse=True))
     failures = []
     for step in steps:
+        restored, reason, failure = None, None, None
         try:
-            restored, reason = result(restore(step)), None
-        except _OtherState as error:
+            restored = result(restore(step))
+        except _OtherState as error:  # Every process reads the same metadata, and so raises alike.
             raise DataError(
                 f"checkpoint step {step} in {manager.directory} holds another training state ({error}): the run was "
                 "trained under another config. Resume with that config (WORKDIR/configs.jsonl), or pass a new "
                 "--workdir") from None
         except Exception as error:  # noqa: BLE001 - a damaged checkpoint fails in orbax, tensorstore or JSON.
             message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            if isinstance(error, MemoryError) or any(word in str(error) for word in NOT_DAMAGE) or (
-                    isinstance(error, OSError) and error.errno not in DAMAGE_ERRNOS):
-                raise UserError(
-                    f"cannot read checkpoint step {step} in {manager.directory} ({type(error).__name__}: {message}); "
-                    "it was not skipped, and nothing is lost: run the same command again once that is mended") from error
-            restored, reason = None, message
-        if distributed.on_every_process(reason is None):
+            if _not_damage(error):
+                failure = error, message
+            else:
+                reason = message
+        outcome = distributed.worst_everywhere(FAILED if failure else DAMAGED if reason is not None else READ)
+        if outcome == FAILED:
+            where = (f"({type(failure[0]).__name__}: {failure[1]})" if failure else
+                     "on another process of the run (its message says why)")
+            raise UserError(f"cannot read checkpoint step {step} in {manager.directory} {where}; it was not skipped, "
+                            "and nothing is lost: run the same command again once that is mended") from (
+                failure[0] if failure else None)
+        if outcome == READ:
             return restored
         failures.append(step)
         if reason is not None:

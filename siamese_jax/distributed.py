@@ -127,6 +127,16 @@ def on_every_process(flag: bool) -> bool:
     return bool(np.all(multihost_utils.process_allgather(np.array([flag], np.int32))))
 
 
+def worst_everywhere(value: int) -> int:
+    """The largest of every process's `value` (the value itself in a single-process run). Every process must
+    call it."""
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.array([value], np.int32))))
+
+
 def from_primary(values: list[int]) -> list[int]:
     """Process 0's `values` (ints) on every process. Every process must call it."""
     if jax.process_count() == 1:

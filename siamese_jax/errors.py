@@ -19,3 +19,9 @@ class TrainingInterrupted(UserError):
 
 class TrainingDiverged(UserError):
     """Training stopped because its loss, parameters or validation scores were no longer finite."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether an error says the host or a device ran out of memory (XLA raises RESOURCE_EXHAUSTED)."""
+    return isinstance(error, MemoryError) or any(
+        word in str(error) for word in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory"))

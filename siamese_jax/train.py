@@ -145,9 +145,7 @@ class Trainer:
 
     def set_up(self, config, workdir: str, experiment) -> None:
         """Reads the data, builds the model, optimiser and step, and restores the workdir's latest state."""
-        workdir_files.prepare(workdir, config, save_config=self.primary, allow_config_change=self.allow_config_change)
-        if self.primary:
-            workdir_files.clear_finished(workdir)  # Until this training ends, the workdir holds no finished run.
+        workdir_files.prepare(workdir, config, allow_config_change=self.allow_config_change)
 
         # The dataset: training images and sampling tables on every device, fixed validation tasks.
         everywhere = distributed.replicated(self.mesh)
@@ -175,7 +173,9 @@ class Trainer:
         self.checkpoints = Checkpoints(workdir)
         self.restore()
         self.history = workdir_files.read_metrics(workdir, self.meta["epoch"])
-        if self.primary:
+        if self.primary:  # Resumed: the records say what it goes on under, and that it has not ended.
+            workdir_files.record_config(workdir, config, self.meta["epoch"])
+            workdir_files.clear_finished(workdir)
             workdir_files.write_metrics(workdir, self.history)
         step = train_step.make_train_step(self.model, optimizer, self.sampler, losses.Objective.from_config(config),
                                           train_step.distortion_settings(config.augment), l2, self.mesh)
@@ -298,8 +298,8 @@ class Trainer:
         kept = self.checkpoints.latest.latest_step()
         return (f"training diverged at step {diverged.step}: {diverged.what}, {rate}. Nothing after step "
                 f"{kept or 0} was saved ({'its checkpoint is kept' if kept else 'no checkpoint yet'}): to resume from it, "
-                "run again with --allow_config_change and a lower learning rate, or with --config.on_nonfinite=skip to "
-                "skip such steps")
+                "run again with --allow_config_change and a lower learning rate; or train anew (another --workdir) with "
+                "--config.on_nonfinite=skip to skip such steps")
 
     def end_epoch(self, epoch_start: float) -> dict:
         """Validates, logs the epoch, keeps the best parameters and saves the state; returns the validation metrics.

@@ -37,7 +37,7 @@ from ml_collections import config_flags
 from siamese_jax import experiments, optim, train
 from siamese_jax import workdir as workdir_files
 from siamese_jax.config_files import upgrade_config
-from siamese_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted, UserError
+from siamese_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted, UserError, is_out_of_memory
 from siamese_jax.evaluation import evaluators
 
 STUDY_NAME = "siamese_jax"
@@ -204,9 +204,7 @@ def trial_fault(error: BaseException) -> bool:
     """Whether a trial failed for its own values, so that the study goes on: it diverged, its values make the
     config invalid, or its model does not fit in memory. Anything else (data missing, the storage, a full disk, a
     bug) would fail every trial alike."""
-    if isinstance(error, (TrainingDiverged, ConfigError)):
-        return True
-    return "RESOURCE_EXHAUSTED" in str(error) or isinstance(error, MemoryError)
+    return isinstance(error, (TrainingDiverged, ConfigError)) or is_out_of_memory(error)
 
 
 def counted(trial) -> bool:
@@ -295,9 +293,10 @@ class Search:
         try:
             finished = workdir_files.finished(workdir)  # Trained to its end before an interrupt: not again.
             if finished is None:
-                train.Trainer(upgrade_config(config), workdir, epoch_callback=report).run(evaluate=False)
-                finished = workdir_files.finished(workdir)
-            record, best = finished["training"], finished["best_score"]
+                trainer = train.Trainer(upgrade_config(config), workdir, epoch_callback=report)
+                record, best = trainer.run(evaluate=False)["training"], trainer.meta["best_score"]
+            else:
+                record, best = finished["training"], finished["best_score"]
         except (TrainingInterrupted, KeyboardInterrupt):  # In training, or outside its loop (setting up, say).
             # Its checkpoint is kept: the next run of the command gives its values to a new trial in the same workdir.
             self.study.enqueue_trial(params, user_attrs={"workdir": workdir})

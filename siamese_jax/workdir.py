@@ -9,11 +9,13 @@ what it evaluated, and each config the run trained under stays in configs.jsonl 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
 import socket
+import sys
 import time
 import zlib
 
@@ -51,15 +53,15 @@ EVALUATION_KEYS = ("lfw.cohort_norm.images", "lfw.threshold", "lfw.test_crops")
 # Config entries (dotted paths, and everything under them) a run may resume with changed: how long it trains,
 # where it reads its data, how often it logs and saves, and how it is evaluated. Any other change would mix
 # two recipes in one run, and is refused unless allowed (train --allow_config_change).
-RESUMABLE_KEYS = ("num_epochs", "patience", "max_train_seconds", "data_dir", "cache_dir", "log_every_steps",
+RESUMABLE_KEYS = ("num_epochs", "patience", "max_train_seconds", "data_dir", "cache_dir", "folder.path", "log_every_steps",
                   "checkpoint_every_steps", "eval_batch_size", "test", "tune", "model.test_time_flip",
                   "model.test_time_turns", *EVALUATION_KEYS)
 
 
-def prepare(workdir: str, config, save_config: bool = True, allow_config_change: bool = False) -> None:
+def prepare(workdir: str, config, allow_config_change: bool = False) -> None:
     """Creates the workdir, checks it is writable and, if it holds checkpoints, that they fit this model and were
-    trained under this config (but for RESUMABLE_KEYS; any config with `allow_config_change`); saves the config,
-    and appends it to configs.jsonl when it is new there."""
+    trained under this config (but for RESUMABLE_KEYS; any config with `allow_config_change`). Writes no record:
+    record_config does, once the run has resumed."""
     path = epath.Path(workdir)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -68,33 +70,47 @@ def prepare(workdir: str, config, save_config: bool = True, allow_config_change:
         probe.unlink()
     except OSError as error:
         raise UserError(f"cannot write to workdir {workdir}: {error.strerror or error}") from None
-    saved_path = path / CONFIG
+    saved = saved_config(workdir)
+    if saved is None or not has_checkpoints(workdir):
+        return
     current = json.loads(config.to_json())
-    saved = None
-    if saved_path.exists() and has_checkpoints(workdir):
-        saved = json.loads(upgrade_config(ml_collections.ConfigDict(json.loads(saved_path.read_text()))).to_json())
-        changed = changed_model_keys(saved, current)
-        if changed:
-            raise UserError(
-                f"{workdir} holds checkpoints of a different model ({', '.join(changed)} differ from this "
-                "config): pass a new --workdir, or delete that one to start over"
-            )
-        changed = changed_keys(saved, current, RESUMABLE_KEYS)
-        if changed and not allow_config_change:
-            raise UserError(
-                f"{workdir} trained under another config ({', '.join(changed)}): resuming would mix two recipes in "
-                "one run. Pass a new --workdir, or --allow_config_change to resume anyway (configs.jsonl keeps "
-                "each config the run trained under)")
-    if save_config:
-        history = path / CONFIG_HISTORY
-        entries = [json.loads(line) for line in history.read_text().splitlines()] if history.exists() else []
-        if not entries and saved is not None:  # A run from before configs.jsonl: the config it trained under first.
-            entries.append({"config": saved, "after_epoch": None})
-        if not entries or entries[-1]["config"] != current:
-            entries.append({"config": current, "after_epoch": len(read_metrics(workdir)),
-                            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            write_atomically(history, "".join(json.dumps(e) + "\n" for e in entries))
-        write_atomically(saved_path, config.to_json(indent=2) + "\n")
+    changed = changed_model_keys(saved, current)
+    if changed:
+        raise UserError(
+            f"{workdir} holds checkpoints of a different model ({', '.join(changed)} differ from this "
+            "config): pass a new --workdir, or delete that one to start over"
+        )
+    changed = changed_keys(saved, current, RESUMABLE_KEYS)
+    if changed and not allow_config_change:
+        raise UserError(
+            f"{workdir} trained under another config ({', '.join(changed)}): resuming would mix two recipes in "
+            "one run. Pass a new --workdir, or resume anyway with train --allow_config_change (configs.jsonl "
+            "keeps each config the run trained under)")
+
+
+def saved_config(workdir: str) -> dict | None:
+    """The config.json a workdir holds, upgraded to this version's entries, as a dict; None without one."""
+    path = epath.Path(workdir) / CONFIG
+    if not path.exists():
+        return None
+    return json.loads(upgrade_config(ml_collections.ConfigDict(json.loads(path.read_text()))).to_json())
+
+
+def record_config(workdir: str, config, after_epoch: int) -> None:
+    """Saves the config the run goes on under as config.json, and appends it to configs.jsonl when it differs from
+    the last config there (with the epochs trained before it)."""
+    path = epath.Path(workdir)
+    history = path / CONFIG_HISTORY
+    entries = ([json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+               if history.exists() else [])
+    saved = saved_config(workdir)
+    if not entries and saved is not None and after_epoch:  # A run from before configs.jsonl: its config first.
+        entries.append({"config": saved, "after_epoch": None})
+    current = json.loads(config.to_json())
+    if not entries or entries[-1]["config"] != current:
+        entries.append({"config": current, "after_epoch": after_epoch, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_atomically(history, "".join(json.dumps(e) + "\n" for e in entries))
+    write_atomically(path / CONFIG, config.to_json(indent=2) + "\n")
 
 
 def has_checkpoints(workdir: str) -> bool:
@@ -199,8 +215,8 @@ def evaluation_file_name(checkpoint: str, settings: dict | None = None) -> str:
 
 
 def evaluation_of(workdir: str, checkpoint: str) -> dict:
-    """The newest plain evaluation of a workdir's checkpoint: train's eval.json when it evaluated that checkpoint,
-    else what `evaluate` wrote for it without other settings; {} when neither exists."""
+    """A plain evaluation of a workdir's checkpoint: train's eval.json when it evaluated that checkpoint, else
+    what `evaluate` wrote for it without other settings (eval_CHECKPOINT.json); {} when neither exists."""
     for path in (evaluation_path(workdir), epath.Path(workdir) / evaluation_file_name(checkpoint)):
         report = read_json(path, default={})
         if report.get("checkpoint") == checkpoint:
@@ -285,6 +301,10 @@ class TensorBoard:
             self.writer = None
 
 
+# flock(2) errors of a file system without file locks (Lustre without -o flock, NFSv3 without lockd).
+NO_FILE_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
+
+
 class TrainingLock:
     """WORKDIR/train.lock, held while a training runs, so that a second training of the same workdir refuses.
 
@@ -319,13 +339,30 @@ class TrainingLock:
                         f"{self.workdir} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
                         f"(since {holder.get('since', '?')}; {self.path}): wait for it to end or stop it, or pass "
                         "another --workdir") from None
+                except OSError as error:
+                    os.close(descriptor)
+                    if error.errno not in NO_FILE_LOCKS:
+                        raise
+                    print(f"warning: the file system of {self.workdir} has no file locks ({error.strerror}): "
+                          "training without the lock; start one training of it at a time", file=sys.stderr, flush=True)
+                    return
                 # The file may have been released and removed between open and flock: lock the one at the path.
                 if _same_file(descriptor, self.path):
                     break
                 os.close(descriptor)
-            previous = _parse_holder(os.pread(descriptor, 4096, 0))
-            os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, json.dumps(mine).encode(), 0)
+            try:
+                previous = _parse_holder(os.pread(descriptor, 4096, 0))
+                if previous.get("host") == mine["host"] and _running(previous.get("pid")):
+                    # A training that holds the file without a lock (started by an earlier version): still running.
+                    raise UserError(
+                        f"{self.workdir} is in use by process {previous['pid']} on {previous['host']} (since "
+                        f"{previous.get('since', '?')}; {self.path}): wait for it to end or stop it, or pass another "
+                        "--workdir")
+                os.ftruncate(descriptor, 0)
+                os.pwrite(descriptor, json.dumps(mine).encode(), 0)
+            except BaseException:
+                os.close(descriptor)
+                raise
         except OSError as error:
             raise UserError(f"cannot write to workdir {self.workdir}: {error.strerror or error}") from None
         if previous:

@@ -267,7 +267,7 @@ def test_view2_trains_a_fold_that_holds_an_evaluation_but_no_finished_training(s
 
     fold_0 = tmp_path / "fold_0"
     fold_0.mkdir()
-    # What evaluate --checkpoint=latest wrote on a half-trained fold before its reports got names of their own.
+    # An evaluation of a half-trained fold in its eval.json, but no finished.json: the fold's training has not ended.
     (fold_0 / "eval.json").write_text(json.dumps({"checkpoint": "latest", "lfw": {"accuracy": 0.5}}))
     asked = []
 
