@@ -10,7 +10,7 @@ rates decaying 1% a epoch, momentum rising from 0.5 to mu_j over 2 epochs. Its t
 rate for the convolutions and their norms ('*'), one each for the embedding and the head, one momentum and one
 L2 weight (config_files.grouped_sgd_space), in 8-epoch trials under successive halving, starting from the
 floor (one learning rate and momentum for every layer, results/omniglot_cpu_sgd_floor.json). The values below
-are its winner, trial 2 of 35 (validation one-shot 70.8% at epoch 8 with one turn; the floor's 68.8%);
+are its winner, trial 2 of 33 finished trials (validation one-shot 70.8% at epoch 8 with one turn; the floor's 68.8%);
 the study and this config's full run: results/omniglot_cpu_sgd.json.
 """
 
