@@ -76,7 +76,7 @@ class Predictor:
         self.convert = experiment.image_converter()  # Any image file -> model input, as training saw it.
         # A Euclidean head's probability, sigmoid(margin/2 - distance), ranks pairs but is not calibrated:
         # the threshold the run's evaluation chose on pairs for these parameters tells same from different.
-        self.threshold = experiment.verification_threshold(workdir_files.evaluation_of(workdir, checkpoint) or {})
+        self.threshold = experiment.verification_threshold(workdir_files.evaluation_of(workdir, checkpoint))
 
     def embed(self, images: np.ndarray) -> jax.Array:
         """Embeddings [M, D] of model-input images [M, S, S(, C)], in batches no larger than needed (one query is

@@ -103,9 +103,8 @@ def record_config(workdir: str, config, after_epoch: int) -> None:
     history = path / CONFIG_HISTORY
     entries = ([json.loads(line) for line in history.read_text().splitlines() if line.strip()]
                if history.exists() else [])
-    saved = saved_config(workdir)
-    if not entries and saved is not None and after_epoch:  # A run from before configs.jsonl: its config first.
-        entries.append({"config": saved, "after_epoch": None})
+    if not entries and after_epoch and (saved := saved_config(workdir)) is not None:
+        entries.append({"config": saved, "after_epoch": None})  # A run from before configs.jsonl: its config first.
     current = json.loads(config.to_json())
     if not entries or entries[-1]["config"] != current:
         entries.append({"config": current, "after_epoch": after_epoch, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -334,11 +333,7 @@ class TrainingLock:
                     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     os.close(descriptor)
-                    holder = _current_holder(self.path)
-                    raise UserError(
-                        f"{self.workdir} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
-                        f"(since {holder.get('since', '?')}; {self.path}): wait for it to end or stop it, or pass "
-                        "another --workdir") from None
+                    raise self._in_use(_current_holder(self.path)) from None
                 except OSError as error:
                     os.close(descriptor)
                     if error.errno not in NO_FILE_LOCKS:
@@ -354,10 +349,7 @@ class TrainingLock:
                 previous = _parse_holder(os.pread(descriptor, 4096, 0))
                 if previous.get("host") == mine["host"] and _running(previous.get("pid")):
                     # A training that holds the file without a lock (started by an earlier version): still running.
-                    raise UserError(
-                        f"{self.workdir} is in use by process {previous['pid']} on {previous['host']} (since "
-                        f"{previous.get('since', '?')}; {self.path}): wait for it to end or stop it, or pass another "
-                        "--workdir")
+                    raise self._in_use(previous)
                 os.ftruncate(descriptor, 0)
                 os.pwrite(descriptor, json.dumps(mine).encode(), 0)
             except BaseException:
@@ -369,6 +361,12 @@ class TrainingLock:
             print(f"taking over {self.path}: its process {previous.get('pid')} on {previous.get('host')} is no "
                   "longer running", flush=True)
         self._descriptor, self.held = descriptor, True
+
+    def _in_use(self, holder: dict) -> UserError:
+        """The one-line refusal naming the lock's holder."""
+        return UserError(f"{self.workdir} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
+                         f"(since {holder.get('since', '?')}; {self.path}): wait for it to end or stop it, or pass "
+                         "another --workdir")
 
     def release(self) -> None:
         """Removes the lock file and drops the lock, if this process holds it."""
