@@ -87,31 +87,20 @@ def synthetic_tables(num_alphabets: int = 30, classes: int = 30, drawers: int = 
 
 
 def jax_setup(config, devices) -> dict:
-    """The real training step on a mesh of `devices`, its state and inputs, and the model."""
-    import jax
+    """The real training step (train_step.create, as train runs it) on a mesh of `devices`, its state and inputs."""
     import numpy as np
 
-    from siamese_jax import distributed, losses, optim, sampling, train_step
-    from siamese_jax.models import build_model, init_variables, input_shape
+    from siamese_jax import distributed, train_step
+    from siamese_jax.models import input_shape
 
     mesh = distributed.data_mesh(devices)
     everywhere = distributed.replicated(mesh)
     tables, num_images = synthetic_tables()
-    sampler_settings = sampling.SamplerSettings.from_config(config)
-    sampler, pairs_per_step = sampler_settings.sampler(tables), sampler_settings.pairs_per_step()
-    shape = input_shape(config)
-    images = (np.random.default_rng(0).random((num_images, *shape)) < 0.1).astype(np.uint8) * 255
-    model = build_model(config.model)
-    variables = init_variables(model, jax.random.PRNGKey(1), shape)
-    layers = optim.layer_names(variables["params"])
-    optimizer, _ = optim.create_optimizer(config, variables["params"], steps_per_epoch=1000)
-    state = distributed.put(train_step.initial_state(variables, optimizer, config.seed), everywhere)
-    images, tables = distributed.put(images, everywhere), distributed.put(tables, everywhere)
-    step = train_step.make_train_step(model, optimizer, sampler, losses.Objective.from_config(config),
-                                 train_step.distortion_settings(config.augment), optim.per_layer(config.l2, layers, "l2"), mesh)
-    return {"dispatch": train_step.make_dispatch(step, config.steps_per_dispatch, mesh),
-            "steps_per_call": config.steps_per_dispatch, "state": state, "images": images, "tables": tables,
-            "pairs_per_step": pairs_per_step, "sampler": sampler, "model": model, "mesh": mesh}
+    core, state = train_step.create(config, tables, mesh)
+    images = (np.random.default_rng(0).random((num_images, *input_shape(config))) < 0.1).astype(np.uint8) * 255
+    return {"dispatch": core.dispatch, "steps_per_call": config.steps_per_dispatch, "state": state,
+            "images": distributed.put(images, everywhere), "tables": distributed.put(tables, everywhere),
+            "pairs_per_step": core.pairs_per_step, "sampler": core.sampler, "model": core.model, "mesh": mesh}
 
 
 def model_variant(config, spec: str):

@@ -3,11 +3,13 @@ time left, and each epoch's validation scores."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
+from tqdm import tqdm
 
 
 def describe_mesh(mesh: Mesh, images_per_step: int, compute_dtype) -> str:
@@ -57,6 +59,41 @@ class SpeedReport:
                      "a CPU in about 20 minutes, and BUILD.md shows how to install JAX for GPUs. Training "
                      "goes on; Ctrl-C saves and stops, and the same command resumes")
         return line
+
+
+class TrainingProgress:
+    """A training's progress bar in pairs, the SpeedReport line once measured, and the loss at each log point.
+
+    Refreshed every second on a terminal and every 30 s in a log file; nothing is shown when not `enabled`
+    (processes other than 0).
+    """
+
+    def __init__(self, step: int, total_steps: int, pairs_per_step: int, enabled: bool):
+        self.total_steps, self.pairs_per_step = total_steps, pairs_per_step
+        self.bar = tqdm(total=total_steps * pairs_per_step, initial=step * pairs_per_step, unit="pair",
+                        unit_scale=True, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
+                        smoothing=0.1, disable=not enabled)
+        self.speed = SpeedReport(jax.default_backend(), pairs_per_step, enabled=enabled and step < total_steps)
+
+    def advance(self, loss: jax.Array, step: int, steps: int) -> None:
+        """Counts `steps` more steps, up to step `step` whose loss is `loss` (still on the device)."""
+        self.bar.update(steps * self.pairs_per_step)
+        line = self.speed.after_step(loss, step, self.total_steps)
+        if line:
+            self.bar.write(line)
+
+    def show(self, epoch: int, loss: float) -> None:
+        """Shows the epoch and a loss beside the bar, at its next refresh."""
+        self.bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", refresh=False)
+
+    def write(self, line: str) -> None:
+        """Prints a line above the bar (to stdout, as tqdm.write does), unless disabled."""
+        if not self.bar.disable:
+            self.bar.write(line)
+
+    def close(self) -> None:
+        """Closes the bar; again is a no-op."""
+        self.bar.close()
 
 
 def duration(seconds: float) -> str:

@@ -15,6 +15,7 @@ parallel over every visible device; several processes (hosts) join with --coordi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -25,7 +26,6 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 from ml_collections import config_flags
-from tqdm import tqdm
 
 from siamese_jax import distributed, experiments, losses, optim, progress, sampling, train_step
 from siamese_jax.evaluation import evaluators
@@ -33,7 +33,7 @@ from siamese_jax import workdir as workdir_files
 from siamese_jax.checkpointing import Checkpoints
 from siamese_jax.config_files import upgrade_config
 from siamese_jax.errors import ConfigError, TrainingDiverged, TrainingInterrupted, UserError
-from siamese_jax.models import build_model, check_image_size, init_variables, input_shape
+from siamese_jax.models import build_model, check_image_size
 from siamese_jax.provenance import provenance
 
 
@@ -90,6 +90,31 @@ class _StopRequest:
             return "SIGTERM"
         return self.signal_name
 
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls, agreed: bool):
+        """A new request, its handler installed for its signals while the block runs, the previous ones after."""
+        stop = cls(agreed)
+        previous = {signum: signal.signal(signum, stop) for signum in stop.signals()}
+        try:
+            yield stop
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+class _LaggedLoss:
+    """The loss of the previous log point, read when the next is dispatched: long computed by then, so reading it
+    never stalls the host while the device works through the queued steps."""
+
+    def __init__(self):
+        self.pending = None
+
+    def swap(self, loss: jax.Array, step: int) -> tuple[float, int] | None:
+        """Holds this log point's loss (of step `step`); returns the previous one's value and step, if any."""
+        previous, self.pending = self.pending, (loss, step)
+        return None if previous is None else (float(previous[0]), previous[1])
+
 
 class _Interrupted(Exception):
     """Raised by the training loop, at a step boundary, once a stop was requested."""
@@ -106,6 +131,20 @@ class _Diverged(Exception):
 def out_of_time(time_limit_s: float, elapsed_s: float, epoch_s: float | None) -> bool:
     """Whether another epoch of about `epoch_s` seconds would end past the training time limit (0: none)."""
     return bool(time_limit_s) and elapsed_s + (epoch_s or 0.0) > time_limit_s
+
+
+def after_epoch(meta: dict, epoch: int, score: float, **entries) -> tuple[dict, bool]:
+    """A run's bookkeeping (checkpoint meta) once epoch `epoch` scored `score` on the validation metric (higher is
+    better), with `entries` set too; and whether the epoch improved on the best score."""
+    improved = score > meta["best_score"]
+    return dict(
+        meta,
+        epoch=epoch,
+        best_score=max(meta["best_score"], score),
+        best_epoch=epoch if improved else meta["best_epoch"],
+        epochs_without_improvement=0 if improved else meta["epochs_without_improvement"] + 1,
+        **entries,
+    ), improved
 
 
 class Trainer:
@@ -127,24 +166,16 @@ class Trainer:
         self.experiment = experiments.build(config)  # Checks the dataset's config section, reads no data.
         self.metric = config.validation.metric
         # Held until run() ends, so that a second training of this workdir refuses; released here on failure.
-        # Process 0 alone takes it; every process learns the outcome, so none waits for a peer that left.
-        self.lock = workdir_files.TrainingLock(workdir, enabled=self.primary)
+        self.lock = workdir_files.lock_for_training(workdir)
         try:
-            self.lock.acquire()
-            refused = None
-        except UserError as error:
-            refused = error
-        if not distributed.on_every_process(refused is None):
-            raise refused or UserError(f"process 0 could not take the lock of {workdir} (its message says why): "
-                                       "every process stops")
-        try:
-            self.set_up(config, workdir, self.experiment)
+            self.set_up()
         except BaseException:
             self.lock.release()
             raise
 
-    def set_up(self, config, workdir: str, experiment) -> None:
+    def set_up(self) -> None:
         """Reads the data, builds the model, optimiser and step, and restores the workdir's latest state."""
+        config, workdir, experiment = self.config, self.workdir, self.experiment
         workdir_files.prepare(workdir, config, allow_config_change=self.allow_config_change)
 
         # The dataset: training images and sampling tables on every device, fixed validation tasks.
@@ -152,21 +183,11 @@ class Trainer:
         training = experiment.training_set()
         distributed.require_same_everywhere((training.images, training.labels), "training data")
         tables = sampling.build_tables(training.groups, training.labels)
-        sampler_settings = sampling.SamplerSettings.from_config(config)
-        self.sampler, self.pairs_per_step = sampler_settings.sampler(tables), sampler_settings.pairs_per_step()
+        self.core, self.state = train_step.create(config, tables, self.mesh)
         self.tables = distributed.put(tables, everywhere)
         self.train_images = distributed.put(training.images, everywhere)
         self.validation = experiment.validation(self.mesh)
-
-        # The model, its optimiser and the training state, restored from the workdir if it has one.
-        self.model = build_model(config.model)
-        variables = init_variables(self.model, jax.random.PRNGKey(config.seed), input_shape(config))
-        l2 = optim.per_layer(config.l2, optim.layer_names(variables["params"]), "l2")
-        spd = config.steps_per_dispatch
-        self.steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / self.pairs_per_step / spd)) * spd
-        self.total_steps = config.num_epochs * self.steps_per_epoch
-        optimizer, self.schedules = optim.create_optimizer(config, variables["params"], self.steps_per_epoch)
-        self.state = distributed.put(train_step.initial_state(variables, optimizer, config.seed), everywhere)
+        self.total_steps = config.num_epochs * self.core.steps_per_epoch
         # best_score is the best value of the validation metric (config.validation.metric).
         self.meta = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "epochs_without_improvement": 0,
                      "wall_time": 0.0}
@@ -177,9 +198,6 @@ class Trainer:
             workdir_files.record_config(workdir, config, self.meta["epoch"])
             workdir_files.clear_finished(workdir)
             workdir_files.write_metrics(workdir, self.history)
-        step = train_step.make_train_step(self.model, optimizer, self.sampler, losses.Objective.from_config(config),
-                                          train_step.distortion_settings(config.augment), l2, self.mesh)
-        self.dispatch = train_step.make_dispatch(step, spd, self.mesh)
         self.step = int(self.state["step"])
         self.last_loss = None  # The last dispatched step's loss, on the device.
         self.tensorboard = workdir_files.TensorBoard(workdir, enabled=self.primary)
@@ -199,87 +217,77 @@ class Trainer:
 
     def train(self) -> str:
         """Epochs until num_epochs, patience or the time limit; returns which one ended training."""
-        config = self.config
-        if self.meta["epochs_without_improvement"] >= config.patience:
+        if self.meta["epochs_without_improvement"] >= self.config.patience:
             return "patience"
-        time_limit = float(config.max_train_seconds)
+        if self.primary:
+            images = jax.eval_shape(self.core.sampler, jax.random.PRNGKey(0), self.tables).images.shape[0]
+            print(progress.describe_mesh(self.mesh, images, self.core.model.encoder.dtype), flush=True)
+        self.progress = progress.TrainingProgress(self.step, self.total_steps, self.core.pairs_per_step, self.primary)
+        self.started = time.time() - self.meta["wall_time"]
+        with _StopRequest.installed(agreed=jax.process_count() > 1) as stop:
+            try:
+                return self.epochs(stop)
+            except (_Interrupted, _Diverged) as reason:
+                raise self.stopped(reason) from None
+            finally:
+                self.progress.close()
+
+    def epochs(self, stop: _StopRequest) -> str:
+        """The epochs of train, each one's steps, then its validation; returns what ended them."""
+        config, time_limit = self.config, float(self.config.max_train_seconds)
         # Seconds of the last epoch, its validation included, to tell whether one more fits the time limit.
         epoch_seconds = self.meta.get("last_epoch_s",
                                       self.meta["wall_time"] / self.meta["epoch"] if self.meta["epoch"] else None)
-        if self.primary:
-            images = jax.eval_shape(self.sampler, jax.random.PRNGKey(0), self.tables).images.shape[0]
-            print(progress.describe_mesh(self.mesh, images, self.model.encoder.dtype), flush=True)
-        self.progress_bar = tqdm(
-            total=self.total_steps * self.pairs_per_step, initial=self.step * self.pairs_per_step, unit="pair",
-            unit_scale=True, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, smoothing=0.1,
-            disable=not self.primary,
-        )
-        self.speed = progress.SpeedReport(jax.default_backend(), self.pairs_per_step,
-                                          enabled=self.primary and self.step < self.total_steps)
-        self.started = time.time() - self.meta["wall_time"]
-        stop = _StopRequest(agreed=jax.process_count() > 1)
-        previous = {signum: signal.signal(signum, stop) for signum in stop.signals()}
-        try:
-            while self.meta["epoch"] < config.num_epochs:
-                if out_of_time(time_limit, time.time() - self.started, epoch_seconds):
-                    return "time_limit"
-                epoch_start = time.time()
-                self.train_epoch(stop)
-                scores = self.end_epoch(epoch_start)
-                epoch_seconds = self.meta["last_epoch_s"]
-                reason = self.epoch_callback(self.meta["epoch"], scores) if self.epoch_callback else None
-                if reason:
-                    return reason
-                if self.meta["epochs_without_improvement"] >= config.patience and self.meta["epoch"] < config.num_epochs:
-                    return "patience"
-            return "num_epochs"
-        except (_Interrupted, _Diverged) as stop:
-            self.progress_bar.close()
-            if isinstance(stop, _Interrupted):
-                try:
-                    self.save_latest(dict(self.meta, wall_time=time.time() - self.started))
-                except _Diverged as diverged:  # Asked to stop while diverging: the state is not saved either.
-                    stop = diverged
-            # A diverged state is never saved: the checkpoints keep the last finite one.
-            self.checkpoints.close()
-            # Now, not at exit, where Python 3.12 refuses the thread tensorboardX's cleanup starts (a traceback).
-            self.tensorboard.close()
-            if isinstance(stop, _Diverged):
-                raise TrainingDiverged(self.divergence_message(stop)) from None
-            raise TrainingInterrupted(f"interrupted ({stop}); saved step {self.step}. Run the same command to resume") from None
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            self.progress_bar.close()
+        while self.meta["epoch"] < config.num_epochs:
+            if out_of_time(time_limit, time.time() - self.started, epoch_seconds):
+                return "time_limit"
+            epoch_start = time.time()
+            self.train_epoch(stop)
+            scores = self.end_epoch(epoch_start)
+            epoch_seconds = self.meta["last_epoch_s"]
+            reason = self.epoch_callback(self.meta["epoch"], scores) if self.epoch_callback else None
+            if reason:
+                return reason
+            if self.meta["epochs_without_improvement"] >= config.patience and self.meta["epoch"] < config.num_epochs:
+                return "patience"
+        return "num_epochs"
 
-    def train_epoch(self, stop: "_StopRequest") -> None:
-        """The minibatch steps of one epoch, with progress, a speed estimate and periodic checkpoints."""
+    def train_epoch(self, stop: _StopRequest) -> None:
+        """The minibatch steps of one epoch, with progress, the loss at each log point and periodic checkpoints."""
         config, spd = self.config, self.config.steps_per_dispatch
-        epoch_end = (self.meta["epoch"] + 1) * self.steps_per_epoch
-        in_flight = distributed.InFlight()
-        shown_loss, shown_step = None, None
+        epoch_end = (self.meta["epoch"] + 1) * self.core.steps_per_epoch
+        in_flight, logged = distributed.InFlight(), _LaggedLoss()
         while self.step < epoch_end:
             if signal_name := stop.at(self.step // spd):
                 raise _Interrupted(signal_name)
-            self.state, loss = self.dispatch(self.state, self.train_images, self.tables)
+            self.state, loss = self.core.dispatch(self.state, self.train_images, self.tables)
             in_flight.add(loss)  # Not the state: its buffers are donated to the next step.
             self.last_loss = loss
             self.step += spd
-            self.progress_bar.update(spd * self.pairs_per_step)
-            line = self.speed.after_step(loss, self.step, self.total_steps)
-            if line:
-                self.progress_bar.write(line)
-            if self.step % config.log_every_steps < spd:
-                # Show the loss of the previous log point: long computed, so reading it never
-                # stalls the host while the device works through the queued steps.
-                if shown_loss is not None:
-                    value = float(shown_loss)
-                    if not math.isfinite(value) and config.on_nonfinite == "stop":
-                        raise _Diverged(shown_step, value)
-                    self.progress_bar.set_postfix(epoch=self.meta["epoch"] + 1, loss=f"{value:.4f}", refresh=False)
-                shown_loss, shown_step = loss, self.step
+            self.progress.advance(loss, self.step, spd)
+            if self.step % config.log_every_steps < spd and (shown := logged.swap(loss, self.step)):
+                value, at = shown
+                if not math.isfinite(value) and config.on_nonfinite == "stop":
+                    raise _Diverged(at, value)
+                self.progress.show(epoch=self.meta["epoch"] + 1, loss=value)
             if self.step % config.checkpoint_every_steps < spd and self.step < epoch_end:
                 self.save_latest(dict(self.meta, wall_time=time.time() - self.started))
+
+    def stopped(self, reason: _Interrupted | _Diverged) -> UserError:
+        """Saves an interrupted run's state (never a diverged one's: the checkpoints keep the last finite state),
+        closes the workdir's writers, and returns the error that ends the command."""
+        self.progress.close()
+        if isinstance(reason, _Interrupted):
+            try:
+                self.save_latest(dict(self.meta, wall_time=time.time() - self.started))
+            except _Diverged as diverged:  # Asked to stop while diverging: the state is not saved either.
+                reason = diverged
+        self.checkpoints.close()
+        # Now, not at exit, where Python 3.12 refuses the thread tensorboardX's cleanup starts (a traceback).
+        self.tensorboard.close()
+        if isinstance(reason, _Diverged):
+            return TrainingDiverged(self.divergence_message(reason))
+        return TrainingInterrupted(f"interrupted ({reason}); saved step {self.step}. Run the same command to resume")
 
     def check_finite(self) -> None:
         """Raises _Diverged unless every parameter is finite: checked before each save, never per step."""
@@ -293,7 +301,7 @@ class Trainer:
 
     def divergence_message(self, diverged: _Diverged) -> str:
         """One line: where training diverged, at what learning rate, what the workdir keeps, what to do."""
-        rates = sorted({h["learning_rate"] for h in self.schedules.at(max(diverged.step - 1, 0)).values()})
+        rates = sorted({h["learning_rate"] for h in self.core.schedules.at(max(diverged.step - 1, 0)).values()})
         rate = f"learning rate {rates[0]:.3g}" if len(rates) == 1 else f"learning rates {rates[0]:.3g}-{rates[-1]:.3g}"
         kept = self.checkpoints.latest.latest_step()
         return (f"training diverged at step {diverged.step}: {diverged.what}, {rate}. Nothing after step "
@@ -310,31 +318,24 @@ class Trainer:
         self.check_finite()  # Before validating or saving anything of this epoch.
         state = self.state
         train_loss = float(state["loss_sum"]) / max(int(state["loss_count"]), 1)
-        skipped = self.steps_per_epoch - int(state["loss_count"]) if self.config.on_nonfinite == "skip" else 0
+        skipped = self.core.steps_per_epoch - int(state["loss_count"]) if self.config.on_nonfinite == "skip" else 0
         self.state = dict(state, loss_sum=jnp.zeros_like(state["loss_sum"]), loss_count=jnp.zeros_like(state["loss_count"]))
-        scores = self.validation(self.model, train_step.model_variables(self.state))
+        scores = self.validation(self.core.model, train_step.model_variables(self.state))
         # Finite but huge parameters can score NaN: a run that has diverged all the same.
         broken = [name for name, value in scores.items() if not math.isfinite(value)]
         if broken:
             raise _Diverged(self.step, train_loss, f"validation {', '.join(broken)} not finite (train loss {train_loss:.4g})")
-        improved = scores[self.metric] > self.meta["best_score"]
         # What the optimiser applied at the epoch's first step: updates it skipped before (on_nonfinite='skip') did
         # not advance its schedules.
-        hyperparameters = self.schedules.at((epoch - 1) * self.steps_per_epoch - self.meta.get("skipped_updates", 0))
-        self.meta = dict(
-            self.meta,
-            epoch=epoch,
-            best_score=max(self.meta["best_score"], scores[self.metric]),
-            best_epoch=epoch if improved else self.meta["best_epoch"],
-            epochs_without_improvement=0 if improved else self.meta["epochs_without_improvement"] + 1,
-            wall_time=time.time() - self.started,
-            last_epoch_s=time.time() - epoch_start,
-            skipped_updates=optim.skipped_updates(state["opt_state"]),
-        )
+        applied_updates = (epoch - 1) * self.core.steps_per_epoch - self.meta.get("skipped_updates", 0)
+        hyperparameters = self.core.schedules.at(applied_updates)
+        self.meta, improved = after_epoch(self.meta, epoch, scores[self.metric], wall_time=time.time() - self.started,
+                                          last_epoch_s=time.time() - epoch_start,
+                                          skipped_updates=optim.skipped_updates(state["opt_state"]))
         self.history.append({
             "epoch": epoch,
             "step": self.step,
-            "pairs": self.step * self.pairs_per_step,
+            "pairs": self.step * self.core.pairs_per_step,
             "train_loss": train_loss,
             **{f"val_{name}": value for name, value in scores.items()},
             "hyperparameters": hyperparameters,
@@ -353,7 +354,7 @@ class Trainer:
         if self.primary:
             best = "" if improved else f" (best {self.metric} {self.meta['best_score']:.4f} at epoch {self.meta['best_epoch']})"
             dropped = f" ({skipped} steps skipped: loss not finite)" if skipped else ""
-            self.progress_bar.write(f"epoch {epoch}: train loss {train_loss:.4f}{dropped}, val "
+            self.progress.write(f"epoch {epoch}: train loss {train_loss:.4f}{dropped}, val "
                                     f"{progress.format_scores(scores)}" + (" (best)" if improved else best))
         return scores
 
@@ -381,7 +382,8 @@ class Trainer:
 
     def training_record(self, stopped_by: str) -> dict:
         """How training went: epochs, the best one, steps, pairs, seconds and what ended it."""
-        return {"epochs": self.meta["epoch"], "best_epoch": self.meta["best_epoch"], "steps": self.step, "pairs": self.step * self.pairs_per_step, "wall_time_s": self.meta["wall_time"],
+        return {"epochs": self.meta["epoch"], "best_epoch": self.meta["best_epoch"], "steps": self.step,
+                "pairs": self.step * self.core.pairs_per_step, "wall_time_s": self.meta["wall_time"],
                 "stopped_by": stopped_by}
 
     def train_and_evaluate(self, evaluate: bool = True) -> dict:

@@ -1,18 +1,52 @@
-"""The training step: sample, distort, encode, score and update in one jitted function on the device,
-the state it carries, and its dispatch (several steps per call with lax.scan)."""
+"""The training core: what a config trains (`create`: the model, its optimiser and schedules, the initial state)
+and the step that trains it: sample, distort, encode, score and update in one jitted function on the device, and
+its dispatch (several steps per call with lax.scan). `train` and the benchmarks run what `create` returns."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from siamese_jax import augment, distributed, losses, optim
+from siamese_jax import augment, distributed, losses, optim, sampling
 from siamese_jax.checkpointing import COLLECTIONS
 from siamese_jax.data.images import to_float
-from siamese_jax.models import SiameseNet
+from siamese_jax.models import SiameseNet, build_model, init_variables, input_shape
+
+
+@dataclasses.dataclass(frozen=True)
+class Core:
+    """What one training of a config runs, built by `create`: `dispatch(state, train_images, tables)` runs
+    config.steps_per_dispatch steps and returns the next state and the last step's loss."""
+
+    model: SiameseNet
+    sampler: Callable  # (key, tables) -> sampling.Batch
+    pairs_per_step: int
+    steps_per_epoch: int  # A multiple of config.steps_per_dispatch.
+    schedules: optim.Schedules
+    dispatch: Callable
+
+
+def create(config, tables: sampling.SamplingTables, mesh: Mesh) -> tuple[Core, dict]:
+    """The model, optimiser, step and dispatch of `config` for training data with these sampling `tables`
+    (sampling.build_tables), and the initial training state replicated over `mesh`."""
+    sampler_settings = sampling.SamplerSettings.from_config(config)
+    sampler, pairs_per_step = sampler_settings.sampler(tables), sampler_settings.pairs_per_step()
+    model = build_model(config.model)
+    variables = init_variables(model, jax.random.PRNGKey(config.seed), input_shape(config))
+    l2 = optim.per_layer(config.l2, optim.layer_names(variables["params"]), "l2")
+    spd = config.steps_per_dispatch
+    steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / pairs_per_step / spd)) * spd
+    optimizer, schedules = optim.create_optimizer(config, variables["params"], steps_per_epoch)
+    state = distributed.put(initial_state(variables, optimizer, config.seed), distributed.replicated(mesh))
+    step = make_train_step(model, optimizer, sampler, losses.Objective.from_config(config),
+                           distortion_settings(config.augment), l2, mesh)
+    return Core(model, sampler, pairs_per_step, steps_per_epoch, schedules, make_dispatch(step, spd, mesh)), state
 
 
 def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, objective: losses.Objective,

@@ -1,5 +1,5 @@
 """A training run's workdir: config.json, configs.jsonl, metrics.jsonl, eval.json, finished.json, tensorboard/
-and checkpoints/.
+and checkpoints/; or a packed model (siamese_jax.pretrained): config.json, eval.json and variables.msgpack.
 
 Every command reads and writes workdirs through this module; paths may be local or gs://
 (etils.epath), and every file is written atomically, so a crash never leaves half a file. Its records are
@@ -41,6 +41,8 @@ FINISHED = "finished.json"
 # Every config the workdir has trained under, in order, one JSON line each.
 CONFIG_HISTORY = "configs.jsonl"
 TENSORBOARD = "tensorboard"
+# A packed model (siamese_jax.pretrained) holds its best variables in this one file in place of checkpoints/.
+PACKED_VARIABLES = "variables.msgpack"
 # Config entries that fix the parameters' shapes: a workdir's checkpoints only fit these.
 MODEL_KEYS = ("model", "image_size", "channels")
 # Entries of config.model that change how the network computes, not its parameters: a run's checkpoints
@@ -264,12 +266,33 @@ def restore_model(workdir: str, config, which: str, mesh: Mesh | None = None):
     like = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), input_shape(config)))
     where = distributed.replicated(mesh or distributed.data_mesh())
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), like)
+    if (epath.Path(workdir) / PACKED_VARIABLES).exists():
+        if which != "best":
+            raise UserError(f"{workdir} is a packed model: it holds its best parameters alone, not the 'latest' state")
+        return model, read_packed_variables(workdir, like)
     checkpoints = Checkpoints(workdir)
     variables = checkpoints.restore_variables(which, like)
     checkpoints.close()
     if variables is None:
         raise DataError(f"no {which} checkpoint in {workdir}/checkpoints: train first, or pass --checkpoint=latest")
     return model, variables
+
+
+def read_packed_variables(workdir: str, like: dict) -> dict:
+    """A packed model's variables (PACKED_VARIABLES), cast to the dtypes of `like` and placed on its shardings;
+    one line if they do not fit the config's model."""
+    from flax import serialization
+
+    path = epath.Path(workdir) / PACKED_VARIABLES
+    try:
+        stored = serialization.msgpack_restore(path.read_bytes())
+    except ValueError as error:
+        raise DataError(f"{path} is not a packed model's variables ({error})") from None
+    expected = jax.tree.map(lambda x: tuple(x.shape), like)
+    found = jax.tree.map(lambda x: tuple(x.shape), stored)
+    if found != expected:
+        raise DataError(f"{path} does not fit the model of {workdir}/{CONFIG}: its variables differ in names or shapes")
+    return jax.tree.map(lambda x, to: jax.device_put(x.astype(to.dtype), to.sharding), stored, like)
 
 
 class TensorBoard:
@@ -382,6 +405,21 @@ class TrainingLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def lock_for_training(workdir: str) -> TrainingLock:
+    """WORKDIR's training lock, taken by process 0 alone; every process learns the outcome and raises the same
+    UserError when it was refused, so that none waits for a peer that left."""
+    lock = TrainingLock(workdir, enabled=distributed.is_primary())
+    try:
+        lock.acquire()
+        refused = None
+    except UserError as error:
+        refused = error
+    if not distributed.on_every_process(refused is None):
+        raise refused or UserError(f"process 0 could not take the lock of {workdir} (its message says why): "
+                                   "every process stops")
+    return lock
 
 
 def _same_file(descriptor: int, path: epath.Path) -> bool:

@@ -307,6 +307,67 @@ def test_first_line_names_the_mesh_and_a_speed_line_follows(synthetic_data_dir, 
     assert any(line.startswith("measured ") and "pairs/s" in line for line in out)
 
 
+def test_after_epoch_keeps_the_best_score_and_counts_the_epochs_since(tmp_path):
+    meta = {"epoch": 0, "best_score": -float("inf"), "best_epoch": 0, "epochs_without_improvement": 0, "wall_time": 0.0}
+    meta, improved = train.after_epoch(meta, 1, 0.5, wall_time=10.0)
+    assert improved and meta == {"epoch": 1, "best_score": 0.5, "best_epoch": 1, "epochs_without_improvement": 0,
+                                 "wall_time": 10.0}
+    meta, improved = train.after_epoch(meta, 2, 0.5, wall_time=20.0)  # Equal is no improvement.
+    assert not improved and (meta["best_score"], meta["best_epoch"], meta["epochs_without_improvement"]) == (0.5, 1, 1)
+    meta, improved = train.after_epoch(meta, 3, 0.4, wall_time=30.0)
+    assert not improved and meta["epochs_without_improvement"] == 2 and meta["wall_time"] == 30.0
+    meta, improved = train.after_epoch(meta, 4, 0.7, wall_time=40.0)
+    assert improved and (meta["best_score"], meta["best_epoch"], meta["epochs_without_improvement"]) == (0.7, 4, 0)
+
+
+def test_a_stop_request_records_the_signal_until_its_block_ends():
+    before = signal.getsignal(signal.SIGINT)
+    with train._StopRequest.installed(agreed=False) as stop:
+        assert stop.at(0) is None and signal.getsignal(signal.SIGTERM) is stop
+        os.kill(os.getpid(), signal.SIGINT)  # Recorded, not raised.
+        assert stop.at(1) == "SIGINT"
+    assert signal.getsignal(signal.SIGINT) is before
+    with train._StopRequest.installed(agreed=True) as stop:  # Several processes: SIGTERM is JAX's to agree on.
+        assert signal.getsignal(signal.SIGTERM) is not stop and signal.getsignal(signal.SIGINT) is stop
+
+
+def test_the_lagged_loss_is_the_previous_log_points():
+    lagged = train._LaggedLoss()
+    assert lagged.swap(jax.numpy.float32(0.5), 2) is None
+    assert lagged.swap(jax.numpy.float32(np.nan), 4) == (0.5, 2)
+    value, step = lagged.swap(jax.numpy.float32(0.25), 6)
+    assert np.isnan(value) and step == 4
+
+
+def test_training_progress_counts_pairs_and_says_the_speed_once(monkeypatch, capsys):
+    monkeypatch.setattr(progress.SpeedReport, "MIN_STEPS", 1)
+    clock = iter([0.0])
+    monkeypatch.setattr(progress.time, "time", lambda: next(clock, 10.0))  # 0 s, then 10 s.
+    shown = progress.TrainingProgress(step=2, total_steps=100, pairs_per_step=8, enabled=True)
+    assert shown.bar.n == 16
+    shown.advance(jax.numpy.zeros(()), step=3, steps=1)  # The compiling step starts the clock.
+    shown.advance(jax.numpy.zeros(()), step=5, steps=2)
+    shown.show(epoch=1, loss=0.123456)
+    assert shown.bar.n == 40 and shown.bar.postfix == "epoch=1, loss=0.1235"
+    shown.close()
+    assert capsys.readouterr().out.count("measured 1.6 pairs/s: the remaining 95 steps") == 1
+    quiet = progress.TrainingProgress(step=0, total_steps=100, pairs_per_step=8, enabled=False)
+    quiet.advance(jax.numpy.zeros(()), step=1, steps=1)
+    quiet.write("not shown")
+    quiet.close()
+    assert capsys.readouterr() == ("", "") and not quiet.speed.pending
+
+
+def test_lock_for_training_refuses_a_workdir_in_training_until_released(tmp_path):
+    from siamese_jax import workdir as workdir_files
+
+    lock = workdir_files.lock_for_training(str(tmp_path))
+    with pytest.raises(UserError, match="is in use by process"):
+        workdir_files.lock_for_training(str(tmp_path))
+    lock.release()
+    workdir_files.lock_for_training(str(tmp_path)).release()
+
+
 def test_speed_report_points_to_the_cpu_config_when_a_run_would_take_days(monkeypatch):
     clock = iter([0.0, 100.0, 100.0])
     monkeypatch.setattr(progress.time, "time", lambda: next(clock))
