@@ -1,9 +1,9 @@
 """A live one-shot demo in the browser: draw a character or drop in photos, and watch the network decide.
 
-    python -m siamese_jax.demo --workdir=DIR [--host=127.0.0.1] [--port=7860] [--checkpoint=best]
+    python -m siamese_jax.demo [--workdir=DIR] [--host=127.0.0.1] [--port=7860] [--checkpoint=best]
 
 Serves a local Gradio app for any trained workdir (Omniglot, LFW, your own folders), adapting to what
-the run is:
+the run is; without --workdir, for the model shipped with the package (siamese_jax.pretrained):
 
 - One-shot classification: pick a ready-made support set (Omniglot's 20 official runs, random N-way
   tasks) or upload one image per class; draw the query (runs of drawn symbols) or upload it, or take
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags, logging
 
-from siamese_jax import predict
+from siamese_jax import predict, pretrained
 from siamese_jax import workdir as workdir_files
 from siamese_jax.data import images as image_files
 from siamese_jax.errors import DataError, UserError
@@ -46,7 +46,8 @@ KEEP_UPLOADS_S = 600
 
 def define_flags() -> None:
     """The command's flags; defined only when run as a command, so the module imports anywhere."""
-    flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/).")
+    flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/), or a "
+                        f"packed model; default: the shipped model, {pretrained.shipped_description()}.")
     flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to use.")
     flags.DEFINE_string("host", "127.0.0.1", "Address to serve on: 127.0.0.1 (this machine only), or 0.0.0.0 for "
                         "every interface of this machine.")
@@ -61,7 +62,12 @@ class Demo:
     def __init__(self, workdir: str, checkpoint: str = "best"):
         self.predictor = predict.Predictor(workdir, checkpoint)
         self.workdir = workdir
-        self.builders = self.predictor.experiment.support_sets()
+        self.description = pretrained.describe(workdir)
+        try:
+            self.builders = self.predictor.experiment.support_sets()
+            self.no_sets_because = None
+        except DataError as error:  # Their data is not here, nor downloadable: the user's own sets still work.
+            self.builders, self.no_sets_because = {}, str(error)
         self.strokes = self.predictor.experiment.input_style == "strokes"
         self._encoded: dict[str, tuple[SupportSet, object]] = {}
 
@@ -209,9 +215,10 @@ def build_app(demo: Demo, keep_uploads_s: int = KEEP_UPLOADS_S):
     sets = list(demo.builders)
     delete_cache = (min(60, keep_uploads_s), keep_uploads_s) if keep_uploads_s > 0 else None
     with gr.Blocks(title="siamese_jax one-shot demo", delete_cache=delete_cache) as blocks:
-        gr.Markdown(f"## One-shot learning with a siamese network\nModel: `{demo.workdir}` "
-                    f"({demo.predictor.config.dataset}). Give the network one example of each class, then a new "
-                    "image: it ranks the classes by the probability that the image shows each.")
+        gr.Markdown(f"## One-shot learning with a siamese network\nModel: `{demo.workdir}`: {demo.description}. "
+                    "Give the network one example of each class, then a new image: it ranks the classes by the "
+                    "probability that the image shows each."
+                    + (f"\n\nNo ready-made support sets: {demo.no_sets_because}" if demo.no_sets_because else ""))
         with gr.Tab("One-shot classification"):
             with gr.Row():
                 with gr.Column():
@@ -266,18 +273,19 @@ def main(argv):
     """Loads the workdir's model and serves the app until interrupted."""
     del argv
     logging.set_verbosity(logging.WARNING)
-    if not FLAGS.workdir:
-        sys.exit("error: --workdir is required: the directory of a training run")
     try:
-        demo = Demo(FLAGS.workdir, FLAGS.checkpoint)
+        workdir = pretrained.default_workdir(FLAGS.workdir)
+        demo = Demo(workdir, FLAGS.checkpoint)
     except DataError as error:
-        if (Path(FLAGS.workdir) / workdir_files.CONFIG).exists():
-            sys.exit(f"error: {FLAGS.workdir} has no trained checkpoint to show ({error}); train one first: "
-                     f"python -m siamese_jax.train --config=configs/omniglot_cpu.py --workdir={FLAGS.workdir}")
+        if (Path(workdir) / workdir_files.CONFIG).exists():
+            sys.exit(f"error: {workdir} has no trained checkpoint to show ({error}); train one first: "
+                     f"python -m siamese_jax.train --config=configs/omniglot_cpu.py --workdir={workdir}")
         sys.exit(f"error: {error}; train one with python -m siamese_jax.train --config=configs/omniglot_cpu.py "
-                 f"--workdir={FLAGS.workdir}")
+                 f"--workdir={workdir}")
     except UserError as error:
         sys.exit(f"error: {error}")
+    if demo.no_sets_because:
+        print(f"no ready-made support sets ({demo.no_sets_because}): the page takes your own", flush=True)
     if FLAGS.keep_uploads_s < 0:
         sys.exit(f"error: --keep_uploads_s={FLAGS.keep_uploads_s} must be >= 0 (0 keeps every upload)")
     build_app(demo, FLAGS.keep_uploads_s).launch(server_name=FLAGS.host, server_port=FLAGS.port, share=False,

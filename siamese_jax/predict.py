@@ -1,7 +1,10 @@
 """Uses a trained workdir on your own images: compare two, or classify one against a support folder.
 
-    python -m siamese_jax.predict compare A.png B.png --workdir=DIR [--json]   # + same/different for face runs
-    python -m siamese_jax.predict classify QUERY.png --support=FOLDER --workdir=DIR [--top_k=5] [--json]
+    python -m siamese_jax.predict compare A.png B.png [--workdir=DIR] [--json]   # + same/different for face runs
+    python -m siamese_jax.predict classify QUERY.png --support=FOLDER [--workdir=DIR] [--top_k=5] [--json]
+
+Without --workdir, the model shipped with the package answers (siamese_jax.pretrained: configs/omniglot_cpu.py's
+best checkpoint, for drawn symbols); --workdir takes a training run of your own, or a model it packed.
 
 A support folder holds one subfolder of images per class (one or more images each), or one image
 per class named after it (`cat.png`, `dog.jpg`). Each class scores the mean same-class probability
@@ -20,7 +23,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from siamese_jax import experiments
+from siamese_jax import experiments, pretrained
 from siamese_jax.evaluation import scoring
 from siamese_jax import workdir as workdir_files
 from siamese_jax.data import images as image_files
@@ -34,7 +37,8 @@ USAGE = __doc__.split("\n\n")[1]
 
 def define_flags() -> None:
     """The command's flags; defined only when run as a command, so the module imports anywhere."""
-    flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/).")
+    flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/), or a "
+                        f"packed model; default: the shipped model, {pretrained.shipped_description()}.")
     flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to use.")
     flags.DEFINE_string("support", None, "classify: folder of class subfolders, or of one image per class.")
     flags.DEFINE_integer("top_k", 5, "classify: how many classes to print.")
@@ -144,15 +148,13 @@ def main(argv):
     expected = {"compare": 2, "classify": 1}
     if command not in expected or len(args) != expected[command]:
         sys.exit(f"usage:\n{USAGE}")
-    if not FLAGS.workdir:
-        sys.exit("error: --workdir is required: the directory of a training run")
     if command == "classify" and not FLAGS.support:
         sys.exit("error: classify needs --support=FOLDER")
     try:
         for path in args:
             if not Path(path).is_file():
                 raise DataError(f"image {path} not found")
-        predictor = Predictor(FLAGS.workdir, FLAGS.checkpoint)
+        predictor = Predictor(pretrained.default_workdir(FLAGS.workdir), FLAGS.checkpoint)
         if command == "compare":
             compared = predictor.compare(Path(args[0]), Path(args[1]))
             result = {"a": args[0], "b": args[1], **compared}

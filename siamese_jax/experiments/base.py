@@ -81,6 +81,10 @@ class Experiment:
         """The report as lines of text."""
         raise NotImplementedError
 
+    def headline(self, result: dict) -> str:
+        """The report's main result in one line (a packed model's card, the demo's page): by default, validation."""
+        return evaluators.validation_line(result["validation"])
+
     def image_converter(self) -> Callable[[Path], np.ndarray]:
         """Path of any image file -> uint8 model input, prepared the way the training images were."""
         raise NotImplementedError

@@ -117,9 +117,7 @@ class Experiment(base.Experiment):
         lines = [f"{'run':<8}{'correct':>9}{'accuracy':>10}"]
         lines += [f"{name:<8}{r['correct']:>5}/{r['trials']:<3}{100 * r['accuracy']:>9.1f}%"
                   for name, r in runs["per_run"].items()]
-        lo, hi = runs["ci95"]
-        lines.append(f"official runs ({runs['path']}): {runs['correct']}/{runs['trials']} = "
-                     f"{100 * runs['accuracy']:.2f}% (95% CI {100 * lo:.1f}-{100 * hi:.1f})")
+        lines.append(f"official runs ({runs['path']}): {_accuracy_of(runs)}")
         lo, hi = tasks["ci95"]
         lines.append(f"random {tasks['way']}-way {tasks['shots']}-shot tasks: {100 * tasks['accuracy']:.2f}% over "
                      f"{tasks['trials']} (95% CI {100 * lo:.1f}-{100 * hi:.1f})")
@@ -127,6 +125,10 @@ class Experiment(base.Experiment):
         if "mnist" in result:
             lines.append(transfer.format_mnist(result["mnist"]))
         return "\n".join(lines)
+
+    def headline(self, result: dict) -> str:
+        """The official runs' accuracy with its interval."""
+        return f"Lake's 20 official runs: {_accuracy_of(result['runs'])}"
 
     def support_sets(self) -> dict[str, Callable[[], base.SupportSet]]:
         """Lake's 20 official runs ('run01' ... 'run20': 20 candidates, 20 queries; the runs archive is read here)
@@ -187,3 +189,9 @@ class Experiment(base.Experiment):
                                f"One-shot trials of {Path(workdir).name} ({checkpoint} checkpoint)",
                                out / "trials.html"),
         ]
+
+
+def _accuracy_of(runs: dict) -> str:
+    """'366/400 = 91.50% (95% CI 88.4-93.9)' for the official runs' report."""
+    lo, hi = runs["ci95"]
+    return f"{runs['correct']}/{runs['trials']} = {100 * runs['accuracy']:.2f}% (95% CI {100 * lo:.1f}-{100 * hi:.1f})"

@@ -1,0 +1,122 @@
+"""Packed models and the shipped one: packing a workdir, predicting with it, and predict and the demo with no
+--workdir."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+
+from siamese_jax import demo, predict, pretrained
+from siamese_jax import workdir as workdir_files
+from siamese_jax.errors import DataError, UserError
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def packed(trained_omniglot, tmp_path_factory):
+    """The tiny trained run, packed: (its workdir, the packed folder, pack's description)."""
+    _, workdir, _ = trained_omniglot
+    folder = tmp_path_factory.mktemp("packed")
+    return workdir, folder, pretrained.pack(str(workdir), str(folder))
+
+
+@pytest.fixture(scope="module")
+def run01(synthetic_data_dir, tmp_path_factory):
+    """The synthetic all_runs.zip's run01, extracted: training/classNN.png, test/itemNN.png."""
+    folder = tmp_path_factory.mktemp("runs")
+    with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
+        archive.extractall(folder, members=[n for n in archive.namelist() if n.startswith("run01/")])
+    return folder / "run01"
+
+
+def test_a_packed_model_predicts_as_its_workdir_does(packed, run01):
+    workdir, folder, description = packed
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "eval.json", "variables.msgpack"]
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["data_dir"] == "" and saved["cache_dir"] == ""  # The training machine's paths are not kept.
+    assert "official runs" in description and "trained 2 epochs" in description
+    original, unpacked = predict.Predictor(str(workdir)), predict.Predictor(str(folder))
+    for leaf in jax.tree.leaves(unpacked.variables):
+        assert leaf.dtype == np.float32  # Stored in float16, computed in the model's own dtypes.
+    for stored, trained in zip(jax.tree.leaves(unpacked.variables), jax.tree.leaves(original.variables)):
+        np.testing.assert_allclose(stored, trained, rtol=1e-3, atol=1e-4)
+    a, b = run01 / "training" / "class01.png", run01 / "test" / "item01.png"
+    assert unpacked.compare(a, b)["probability"] == pytest.approx(original.compare(a, b)["probability"], abs=1e-3)
+    ranked = lambda p: [r["class"] for r in p.classify(b, run01 / "training")]
+    assert ranked(unpacked)[:3] == ranked(original)[:3]
+
+
+def test_a_packed_model_holds_its_best_parameters_alone(packed):
+    _, folder, _ = packed
+    config = workdir_files.load_config(str(folder))
+    with pytest.raises(UserError, match="best parameters alone"):
+        workdir_files.restore_model(str(folder), config, "latest")
+
+
+def test_packed_variables_that_do_not_fit_the_config_are_one_line(packed, tmp_path):
+    _, folder, _ = packed
+    for name in ("eval.json", "variables.msgpack"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    saved = json.loads((folder / "config.json").read_text())
+    saved["model"]["embedding_dim"] += 1
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(DataError, match="differ in names or shapes"):
+        predict.Predictor(str(tmp_path))
+    (tmp_path / "variables.msgpack").write_bytes(b"not msgpack")
+    with pytest.raises(DataError, match="not a packed model"):
+        predict.Predictor(str(tmp_path))
+
+
+def test_pack_refuses_a_run_that_was_not_evaluated(trained_omniglot, tmp_path):
+    _, workdir, _ = trained_omniglot
+    (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
+    with pytest.raises(DataError, match="no evaluation of its best checkpoint"):
+        pretrained.pack(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_pack_command_writes_a_model_that_predict_takes(trained_omniglot, run01, tmp_path):
+    _, workdir, _ = trained_omniglot
+    out = tmp_path / "model"
+    run = lambda *args: subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = run("-m", "siamese_jax.pretrained", f"--workdir={workdir}")
+    assert done.returncode == 1 and "--output=FOLDER is required" in done.stderr
+    done = run("-m", "siamese_jax.pretrained", f"--workdir={workdir}", f"--output={out}")
+    assert done.returncode == 0, done.stderr
+    assert f"packed {workdir} into {out}" in done.stdout
+    done = run("-m", "siamese_jax.predict", "compare", str(run01 / "training" / "class01.png"),
+               str(run01 / "test" / "item01.png"), f"--workdir={out}", "--json")
+    assert done.returncode == 0, done.stderr
+    assert 0.0 <= json.loads(done.stdout)["probability"] <= 1.0
+
+
+def test_the_shipped_model_classifies_the_official_runs_with_no_workdir(real_data_dir, tmp_path):
+    """The package's own model, as a user meets it after the install: predict and the demo without --workdir."""
+    shipped = pretrained.default_workdir(None)
+    card = json.loads((pretrained.SHIPPED / "eval.json").read_text())
+    shown = demo.Demo(shipped)
+    assert shown.description == pretrained.shipped_description() and "official runs" in shown.description
+    # Each of run01's 20 real queries against its 20 candidates, through the demo's own path.
+    support = shown.support_set("run01")[0]
+    right = sum(shown.classify(query, "run01")[0]["class"] == support.names[answer]
+                for query, answer in zip(support.queries, support.answers))
+    assert right == card["runs"]["per_run"]["run01"]["correct"]  # What the shipped model's evaluation counted.
+
+    with zipfile.ZipFile(real_data_dir / "omniglot" / "all_runs.zip") as archive:
+        archive.extractall(tmp_path, members=[n for n in archive.namelist() if n.startswith("run01/")])
+    run = tmp_path / "run01"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-m", "siamese_jax.predict", "classify", str(run / "test" / "item01.png"),
+                           f"--support={run / 'training'}", "--json"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ranking = json.loads(done.stdout)["ranking"]
+    assert len(ranking) == 20 and ranking[0]["class"] == predict.Predictor(shipped).classify(
+        run / "test" / "item01.png", run / "training")[0]["class"]
+    done = subprocess.run([sys.executable, "-m", "siamese_jax.predict", "--helpfull"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert "".join(pretrained.shipped_description().split()) in "".join(done.stdout.split())  # However it wraps.
