@@ -277,8 +277,9 @@ def summarize_run(name: str, config_path: str, overrides: list[str], command: li
 
     epochs = workdir_files.read_metrics(str(workdir))
     record["curve"] = [{key: value for key, value in e.items() if key != "hyperparameters"} for e in epochs]
-    if epochs and "val_one_shot_accuracy" in epochs[0]:
-        record["best_val_one_shot_accuracy"] = max(e["val_one_shot_accuracy"] for e in epochs)
+    finished = workdir_files.finished(str(workdir))
+    if finished is not None:  # The best value of the validation metric the config names, whichever it is.
+        record["best_validation"] = {finished["metric"]: finished["best_score"]}
     eval_path = workdir_files.evaluation_path(str(workdir))
     if eval_path.exists():
         result = json.loads(eval_path.read_text())
@@ -413,6 +414,7 @@ def run_suite() -> None:
     runs_root = Path(tempfile.mkdtemp(prefix=time.strftime("suite_%Y%m%d-%H%M%S_"), dir=root))
     log(f"workdirs in {runs_root}")
     log(f"suite: {len(variants)} variant(s) {names}, {parallel} at a time, budget {FLAGS.budget_s:.0f} s")
+    from siamese_jax import progress
     from siamese_jax.data.omniglot import load_omniglot
 
     load_omniglot(FLAGS.data_dir, str(cache_dir))  # Decoded once here; every run reads the cache.
@@ -470,9 +472,9 @@ def run_suite() -> None:
                                    codes[name])
             summary["runs"].append(record)
             runs = record.get("runs")
-            best_val = record.get("best_val_one_shot_accuracy")
+            best_val = record.get("best_validation")
             log(f"{name}: " + (f"official runs {100 * runs['accuracy']:.2f}% ({runs['correct']}/{runs['trials']}), "
-                               + (f"best validation {100 * best_val:.1f}%, " if best_val is not None else "")
+                               + (f"best validation {progress.format_scores(best_val)}, " if best_val else "")
                                + f"{record['training']['epochs']} epochs in {record['training']['wall_time_s']:.0f} s"
                                if runs else "no evaluation (see its log)"))
             write_summary()

@@ -78,44 +78,37 @@ def test_throughput_benchmark_runs_and_prints_its_json(tmp_path):
     output = tmp_path / "bench.json"
     frameworks = "jax,torch" if HAS_TORCH else "jax"
     done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
-                "--config.classes_per_group=4", "--config.images_per_class=2", "--batch_sizes=16,32",
-                "--steps=1", "--repeats=1", "--breakdown", "--eval_batch=16", f"--frameworks={frameworks}",
-                f"--output={output}", "--profile_steps=2", f"--profile_output={tmp_path / 'trace.json.gz'}")
+                "--config.classes_per_group=4", "--config.images_per_class=2", "--config.steps_per_dispatch=3",
+                "--batch_sizes=16,32", "--steps=1", "--repeats=1", "--breakdown", "--eval_batch=16",
+                f"--frameworks={frameworks}", f"--output={output}", "--profile_steps=1",
+                f"--profile_output={tmp_path / 'trace.json.gz'}", "--model_variants=first_layer_as_matmul=True")
     assert done.returncode == 0, done.stderr
     result = _last_json(done.stdout)
     assert result == json.loads(output.read_text()) and result["complete"] is True
-    assert [row["batch_size"] for row in result["jax"]] == [16, 32]
-    first = result["jax"][0]
+    rows = [row for row in result["jax"] if row["model_variant"] is None]
+    assert [row["batch_size"] for row in rows] == [16, 32]
+    first = rows[0]
     assert first["pairs_per_step"] == 2 * 28 and first["images_per_step"] == 16  # Two groups of 4 x 2 images.
-    assert first["pairs_per_s"] > 0 and first["eval_images_per_s"] > 0
+    assert first["steps_per_dispatch"] == 3
+    assert first["pairs_per_s"] > 0 and first["pairs_per_s"] == pytest.approx(first["pairs_per_step"] / first["s_per_step"])
+    assert first["eval_images_per_s"] > 0
     assert set(first["breakdown"]) == {"inputs_ms", "encoder_forward_ms", "encoder_forward_backward_ms", "images"}
     profile = first["profile"]
-    assert profile["steps"] == 2 and profile["busy_ms_per_step"] > 0 and profile["top"][0]["ms_per_step"] > 0
+    assert profile["steps"] == 3 and profile["busy_ms_per_step"] > 0 and profile["top"][0]["ms_per_step"] > 0  # One call.
     assert (tmp_path / "trace.json.gz").stat().st_size > 0
-    assert "profile" not in result["jax"][1] and "breakdown" not in result["jax"][1]  # First batch size only.
+    assert "profile" not in rows[1] and "breakdown" not in rows[1]  # First batch size only.
+    # A model variant: one more row at the first batch size; the config's own setting stays the headline.
+    (variant,) = [row for row in result["jax"] if row["model_variant"] is not None]
+    assert variant["model_variant"] == "first_layer_as_matmul=True" and variant["batch_size"] == 16
+    assert "profile" not in variant and variant["pairs_per_step"] == first["pairs_per_step"]
+    assert result["jax_pairs_per_s"] == first["pairs_per_s"]
+    assert result["jax_model_variant_pairs_per_s"] == {"first_layer_as_matmul=True": variant["pairs_per_s"]}
     assert result["platform"] == "cpu" and result["compute_dtype"] == "float32" and result["versions"]["jax"]
     assert result["training_flops_per_image"] == flops.training_flops_per_image(
         _tiny_cpu_config())
     if HAS_TORCH:
         assert result["torch_device"] == "cpu" and [r["mode"] for r in result["torch"]] == ["float32"] * 2
         assert result["ratio_to_fastest_torch"] == pytest.approx(first["pairs_per_s"] / result["torch_pairs_per_s"])
-
-
-@pytest.mark.slow
-def test_throughput_benchmark_times_several_steps_per_dispatch_and_model_variants():
-    done = _run("benchmarks/train_throughput.py", "--config=configs/omniglot_cpu.py", *TINY_MODEL,
-                "--config.classes_per_group=4", "--config.images_per_class=2", "--config.steps_per_dispatch=3",
-                "--batch_sizes=16", "--steps=2", "--repeats=1", "--frameworks=jax", "--eval_batch=-1",
-                "--profile_steps=1", "--model_variants=first_layer_as_matmul=True")
-    assert done.returncode == 0, done.stderr
-    result = _last_json(done.stdout)
-    variant, row = sorted(result["jax"], key=lambda r: r["model_variant"] is None)
-    assert row["model_variant"] is None and variant["model_variant"] == "first_layer_as_matmul=True"
-    assert row["steps_per_dispatch"] == 3 and row["pairs_per_s"] == pytest.approx(row["pairs_per_step"] / row["s_per_step"])
-    assert row["profile"]["steps"] == 3  # One traced call of three steps.
-    assert result["jax_pairs_per_s"] == row["pairs_per_s"]  # The config's own setting is the headline.
-    assert result["jax_model_variant_pairs_per_s"] == {"first_layer_as_matmul=True": variant["pairs_per_s"]}
-    assert "profile" not in variant and variant["pairs_per_step"] == row["pairs_per_step"]
 
 
 @pytest.mark.slow
@@ -184,12 +177,14 @@ def test_gpu_suite_runs_benchmark_and_variants_and_writes_few_files(synthetic_da
         assert run["mnist"]["model"]["trials"] == 2000 and "--config.test.mnist_tasks=2000" in run["command"]
         # Table 1's measure beside ours: different pairs from anywhere in the split, and from one alphabet.
         assert {"verification_accuracy", "verification_any_group_accuracy"} <= set(run["validation"])
+        assert run["best_validation"] == {"one_shot_accuracy": max(e["val_one_shot_accuracy"] for e in run["curve"])}
     assert "--config.lr_schedule=cosine" in runs["cosine"]["overrides"]
     # The runs' workdirs are this suite's own, in a new folder: a second suite would not resume them.
     (plain,) = (tmp_path / "runs").glob("suite_*/plain")
     assert (plain / "finished.json").exists() and f"--workdir={plain}" in runs["plain"]["command"]
     log = (output / "suite.log").read_text()
     assert "done in" in log and "1 device(s), batch 16, repeat 1: jax" in log  # The benchmark's lines too.
+    assert "plain: official runs" in log and "best validation one_shot_accuracy" in log
 
 
 @pytest.mark.slow

@@ -120,3 +120,18 @@ def test_the_shipped_model_classifies_the_official_runs_with_no_workdir(real_dat
     done = subprocess.run([sys.executable, "-m", "siamese_jax.predict", "--helpfull"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert "".join(pretrained.shipped_description().split()) in "".join(done.stdout.split())  # However it wraps.
+
+
+def test_the_demo_starts_without_its_ready_made_sets_data_and_says_why(packed, monkeypatch):
+    from siamese_jax.experiments import omniglot
+
+    def offline(self):
+        raise DataError("could not download all_runs.zip: no network")
+
+    monkeypatch.setattr(omniglot.Experiment, "support_sets", offline)
+    _, folder, description = packed
+    shown = demo.Demo(str(folder))
+    assert shown.builders == {} and shown.no_sets_because == "could not download all_runs.zip: no network"
+    assert shown.description == description
+    with pytest.raises(UserError, match="unknown support set 'run01'"):
+        shown.support_set("run01")

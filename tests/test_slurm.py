@@ -16,6 +16,7 @@ import jax
 import pytest
 
 from siamese_jax import train
+from siamese_jax.config_files import upgrade_config
 from tests.conftest import DEVICE_COUNT, REPO, free_port, tiny_config, tiny_config_file, xla_flags_less
 from tests.conftest import metrics as _metrics
 
@@ -97,43 +98,33 @@ def _wait(slurm, job: str, until=lambda: False, timeout_s: float = 240) -> None:
         time.sleep(0.5)
 
 
-def test_two_tasks_through_distributed_follow_one_process_of_two_devices(slurm, synthetic_data_dir, cache_dir,
-                                                                           tmp_path):
-    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=2)
-    workdir = tmp_path / "run"
-    started = time.time()
-    job = _submit(slurm, workdir, config_file)
-    _wait(slurm, job)
-    log = (workdir / f"slurm-{job}.out").read_text()
-    assert "data parallel over 2 cpu devices" in log and "official runs" in log, log[-3000:]
-    result = json.loads((workdir / "eval.json").read_text())
-    assert result["provenance"]["device"].startswith("cpu:cpu x2 in 2 processes")
-    alone = tmp_path / "alone"
-    train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2), str(alone),
-                             devices=jax.devices()[:2])
-    under_slurm, here = _metrics(workdir), _metrics(alone)
-    assert [r["epoch"] for r in under_slurm] == [1, 2]
-    for a, b in zip(under_slurm, here):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-    print(f"cluster start-up {slurm['SLURM_TEST_STARTUP_S']} s, 2-task job {time.time() - started:.1f} s")
-
-
-def test_a_cancelled_job_resubmitted_resumes_from_its_checkpoint(slurm, synthetic_data_dir, cache_dir, tmp_path):
+def test_two_tasks_train_as_one_mesh_and_a_cancelled_job_resubmitted_resumes(slurm, synthetic_data_dir, cache_dir,
+                                                                            tmp_path):
     config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=40)
     workdir = tmp_path / "run"
+    started = time.time()
     job = _submit(slurm, workdir, config_file)
     _wait(slurm, job, until=lambda: (workdir / "metrics.jsonl").exists() and len(_metrics(workdir)) >= 2)
     subprocess.run(["scancel", job], env=slurm, check=True)  # SIGTERM to every task, as at a time limit.
     _wait(slurm, job)
+    log = (workdir / f"slurm-{job}.out").read_text()
+    assert "data parallel over 2 cpu devices" in log and "error: interrupted (SIGTERM); saved step" in log, log[-3000:]
     done = len(_metrics(workdir))
-    started = time.time()
     again = _submit(slurm, workdir, config_file, "--config.num_epochs=" + str(done + 1))
     _wait(slurm, again)
     log = (workdir / f"slurm-{again}.out").read_text()
-    assert "resuming from step" in log, log[-3000:]
+    assert "resuming from step" in log and "official runs" in log, log[-3000:]
     records = _metrics(workdir)
     assert [r["epoch"] for r in records] == list(range(1, done + 2))  # Nothing lost, nothing trained twice.
-    print(f"resumed job {time.time() - started:.1f} s")
+    assert json.loads((workdir / "eval.json").read_text())["provenance"]["device"].startswith("cpu:cpu x2 in 2 processes")
+    # The two tasks' first epochs, before the cancel, are those of one process driving both devices.
+    alone = tmp_path / "alone"
+    train.Trainer(upgrade_config(tiny_config(synthetic_data_dir, cache_dir, num_epochs=40)), str(alone),
+                  devices=jax.devices()[:2], epoch_callback=lambda epoch, _: "enough" if epoch == 2 else None
+                  ).run(evaluate=False)
+    for a, b in zip(records[:2], _metrics(alone), strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    print(f"cluster start-up {slurm['SLURM_TEST_STARTUP_S']} s, two jobs {time.time() - started:.1f} s")
 
 
 def _task_pids(slurm, job: str, task: int) -> list[int]:
