@@ -198,9 +198,10 @@ def load_variant_config(config_path: str, overrides: list[str]):
 def first_epoch_s(config, images_per_s: float) -> float:
     """Estimated seconds of one training epoch at `images_per_s`."""
     from siamese_jax.sampling import SamplerSettings
+    from siamese_jax.train_step import steps_per_epoch
 
     settings = SamplerSettings.from_config(config)
-    steps = -(-config.pairs_per_epoch // settings.pairs_per_step())
+    steps = steps_per_epoch(config.pairs_per_epoch, settings.pairs_per_step(), config.steps_per_dispatch)
     return steps * settings.images_per_step() / images_per_s
 
 
@@ -277,9 +278,9 @@ def summarize_run(name: str, config_path: str, overrides: list[str], command: li
 
     epochs = workdir_files.read_metrics(str(workdir))
     record["curve"] = [{key: value for key, value in e.items() if key != "hyperparameters"} for e in epochs]
-    finished = workdir_files.finished(str(workdir))
-    if finished is not None:  # The best value of the validation metric the config names, whichever it is.
-        record["best_validation"] = {finished["metric"]: finished["best_score"]}
+    metric = workdir_files.load_config(str(workdir)).validation.metric if epochs else None
+    if epochs and f"val_{metric}" in epochs[0]:  # Also for a run the budget stopped: the config's own metric.
+        record["best_validation"] = {metric: max(e[f"val_{metric}"] for e in epochs)}
     eval_path = workdir_files.evaluation_path(str(workdir))
     if eval_path.exists():
         result = json.loads(eval_path.read_text())

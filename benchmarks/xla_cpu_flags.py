@@ -1,7 +1,8 @@
 """The training step under XLA:CPU flag settings, each in a fresh process, each beside PyTorch.
 
     python benchmarks/xla_cpu_flags.py [--config=configs/omniglot.py] [--batch=32] [--rounds=1]
-        [--settings='project;;xla;;XLA_FLAGS value;;...'] [--output=results/xla_cpu_flags.json]
+        [--settings='project;;xla;;XLA_FLAGS value;;...'] [--overrides='--config.model.dtype=bfloat16']
+        [--output=results/xla_cpu_flags.json]
 
 XLA reads XLA_FLAGS once, when the backend starts, so every setting runs benchmarks/train_throughput.py
 in a subprocess of its own: the real training step at --batch pairs, alternated with PyTorch eager in
@@ -9,13 +10,16 @@ that process, so each setting's ratio to PyTorch comes from one run. A setting i
 (siamese_jax's default flags, siamese_jax/xla_flags.py), 'xla' (XLA's own defaults:
 SIAMESE_JAX_XLA_DEFAULTS=0) or any XLA_FLAGS value, which then replaces the project's defaults.
 --rounds runs the whole list that many times, interleaved, so that a machine's slow minutes fall on
-every setting alike.
+every setting alike. --overrides (config overrides, e.g. the compute dtype) apply to every setting; a setting
+may add its own after '@@' ('XLA_FLAGS value@@--config.model.first_layer_as_matmul=True'), so that flags and
+model choices compare in one list.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +40,7 @@ DEFAULT_SETTINGS = (
     YNN + "-individual_convolution,-individual_dot",
 )
 SEPARATOR = ";;"
+OVERRIDES = "@@"  # Between a setting's XLA flags and its own config overrides.
 
 
 def define_flags() -> None:
@@ -49,12 +54,21 @@ def define_flags() -> None:
     flags.DEFINE_string("settings", SEPARATOR.join(DEFAULT_SETTINGS),
                         f"XLA flag settings to compare, separated by '{SEPARATOR}' (an XLA_FLAGS value may hold commas): "
                         "project, xla, or an XLA_FLAGS value.")
+    flags.DEFINE_string("overrides", "", "Config overrides for every setting, space-separated, e.g. "
+                        "'--config.model.dtype=bfloat16'.")
     flags.DEFINE_integer("timeout_s", 1800, "Seconds one setting may take.")
     flags.DEFINE_string("output", None, "Also write the JSON result to this file.")
 
 
+def split_setting(setting: str) -> tuple[str, list[str]]:
+    """A setting's XLA part ('project', 'xla' or an XLA_FLAGS value) and its own config overrides."""
+    flags_part, _, overrides = setting.partition(OVERRIDES)
+    return flags_part.strip(), shlex.split(overrides)
+
+
 def setting_env(setting: str, environ=os.environ) -> dict[str, str]:
-    """The environment that runs `setting`: 'project', 'xla' or an XLA_FLAGS value."""
+    """The environment that runs `setting`: 'project', 'xla' or an XLA_FLAGS value (its '@@' overrides aside)."""
+    setting = split_setting(setting)[0]
     env = {key: value for key, value in environ.items() if key not in ("XLA_FLAGS", "SIAMESE_JAX_XLA_DEFAULTS")}
     env["JAX_PLATFORMS"] = "cpu"
     if setting == "xla":
@@ -68,7 +82,8 @@ def run_setting(setting: str, output: Path) -> dict:
     """One setting's train_throughput.py run: its pairs/s, PyTorch's and the flags in effect, or its error."""
     command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), f"--config={FLAGS.config}",
                f"--batch_sizes={FLAGS.batch}", f"--steps={FLAGS.steps}", f"--repeats={FLAGS.repeats}",
-               f"--frameworks={','.join(FLAGS.frameworks)}", "--eval_batch=-1", f"--output={output}"]
+               f"--frameworks={','.join(FLAGS.frameworks)}", "--eval_batch=-1", f"--output={output}",
+               *shlex.split(FLAGS.overrides), *split_setting(setting)[1]]
     try:
         done = subprocess.run(command, env=setting_env(setting), capture_output=True, text=True,
                               timeout=FLAGS.timeout_s)
@@ -78,7 +93,7 @@ def run_setting(setting: str, output: Path) -> dict:
         lines = (done.stderr or done.stdout).strip().splitlines()
         return {"setting": setting, "error": lines[-1] if lines else f"exit code {done.returncode}"}
     result = json.loads(output.read_text())
-    return {"setting": setting, "xla_flags": result.get("xla_flags", ""),
+    return {"setting": setting, "xla_flags": result.get("xla_flags", ""), "compute_dtype": result.get("compute_dtype"),
             **{key: result[key] for key in ("jax_pairs_per_s", "torch_pairs_per_s", "ratio_to_fastest_torch")
                if key in result}}
 
@@ -108,6 +123,7 @@ def main(argv):
                 rows.append(row)
                 print(row, flush=True)
     result = {"benchmark": "xla_cpu_flags", **provenance(), "config": FLAGS.config, "batch": FLAGS.batch,
+              "overrides": FLAGS.overrides,
               "settings": summarize(rows), "runs": rows}
     if FLAGS.output:
         Path(FLAGS.output).write_text(json.dumps(result, indent=2) + "\n")

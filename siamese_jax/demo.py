@@ -277,6 +277,9 @@ def main(argv):
         workdir = pretrained.default_workdir(FLAGS.workdir)
         demo = Demo(workdir, FLAGS.checkpoint)
     except DataError as error:
+        if not FLAGS.workdir:
+            sys.exit(f"error: the shipped model cannot be read ({error}): reinstall the package, or pass "
+                     "--workdir=DIR of a training run")
         if (Path(workdir) / workdir_files.CONFIG).exists():
             sys.exit(f"error: {workdir} has no trained checkpoint to show ({error}); train one first: "
                      f"python -m siamese_jax.train --config=configs/omniglot_cpu.py --workdir={workdir}")

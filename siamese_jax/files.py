@@ -5,9 +5,12 @@ from __future__ import annotations
 from etils import epath
 
 
-def write_atomically(path: epath.PathLike, text: str) -> None:
-    """Writes text to a temporary file beside `path`, then renames it over `path`: never half-written."""
+def write_atomically(path: epath.PathLike, content: str | bytes) -> None:
+    """Writes text or bytes to a temporary file beside `path`, then renames it over `path`: never half-written."""
     path = epath.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    if isinstance(content, bytes):
+        tmp.write_bytes(content)
+    else:
+        tmp.write_text(content)
     tmp.replace(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 from absl import app, flags, logging
+from etils import epath
 
 from siamese_jax import experiments
 from siamese_jax import workdir as workdir_files
@@ -32,13 +33,17 @@ MACHINE_KEYS = ("data_dir", "cache_dir")
 
 
 def pack(workdir: str, output: str) -> str:
-    """Writes the best checkpoint of a finished, evaluated workdir as a packed model in `output`; returns its
-    description."""
+    """Writes the best checkpoint of a finished, evaluated training as a packed model in `output` (a new folder, or
+    one that holds no training); returns its description."""
     config = workdir_files.load_config(workdir)
+    finished = workdir_files.finished(workdir)
     report = workdir_files.evaluation_of(workdir, "best")
-    if not report:
-        raise DataError(f"{workdir} holds no evaluation of its best checkpoint ({workdir_files.EVALUATION}): "
-                        "pack a training that ran to its end")
+    if not finished or not finished.get("evaluation") or not report:
+        raise DataError(f"{workdir} holds no finished, evaluated training ({workdir_files.FINISHED} and "
+                        f"{workdir_files.EVALUATION}): pack a training that ran to its end")
+    folder = epath.Path(output)
+    if workdir_files.has_checkpoints(output) or (folder / workdir_files.FINISHED).exists():
+        raise UserError(f"--output={output} holds a training: pack into a folder of its own")
     _, variables = workdir_files.restore_model(workdir, config, "best")
     stored = jax.tree.map(lambda x: np.asarray(x).astype(STORED_DTYPE), variables)
     overflowed = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(stored)
@@ -48,19 +53,19 @@ def pack(workdir: str, output: str) -> str:
                         f"{', '.join(overflowed)}")
     from flax import serialization
 
-    folder = Path(output)
-    folder.mkdir(parents=True, exist_ok=True)
     saved = json.loads(config.to_json())
     for key in MACHINE_KEYS:
         saved[key] = ""
-    write_atomically(folder / workdir_files.CONFIG, json.dumps(saved, indent=2) + "\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / workdir_files.PACKED_VARIABLES, serialization.msgpack_serialize(stored))
+    workdir_files.write_json(saved, folder / workdir_files.CONFIG)
     workdir_files.write_json(report, folder / workdir_files.EVALUATION)
-    (folder / workdir_files.PACKED_VARIABLES).write_bytes(serialization.msgpack_serialize(stored))
-    return describe(str(folder))
+    return describe(output)
 
 
 def describe(workdir: str) -> str:
-    """One line: what a trained workdir or packed model is, from its training's evaluation (eval.json)."""
+    """One line: what a trained workdir or packed model is and how its best checkpoint scored, from its training's
+    evaluation (eval.json)."""
     report = workdir_files.evaluation_of(workdir, "best")
     if not report:
         return f"{workdir} (not evaluated)"
@@ -69,16 +74,20 @@ def describe(workdir: str) -> str:
     config_file = next((part.split("=", 1)[1] for part in origin.get("command", "").split()
                         if part.startswith("--config=")), config.dataset)
     minutes = training.get("wall_time_s", 0) / 60
-    return (f"{config_file}, {experiments.build(config).headline(report)}; trained {training.get('epochs', '?')} "
-            f"epochs in {minutes:.0f} min on {origin.get('device', '?')} (commit {str(origin.get('commit'))[:7]}, "
-            f"{origin.get('date', '?')[:10]})")
+    commit, date = str(origin.get("commit") or "?")[:7], str(origin.get("date") or "?")[:10]
+    return (f"{config_file}, best checkpoint: {experiments.build(config).headline(report)}; trained "
+            f"{training.get('epochs', '?')} epochs in {minutes:.0f} min on {origin.get('device', '?')} (commit {commit}, "
+            f"{date})")
 
 
 def shipped_description() -> str:
-    """describe() of the shipped model, or a line saying there is none (a checkout without it)."""
+    """describe() of the shipped model, or a line saying why there is none: for flag help, so it never raises."""
     if not (SHIPPED / workdir_files.PACKED_VARIABLES).exists():
         return "none in this installation"
-    return describe(str(SHIPPED))
+    try:
+        return describe(str(SHIPPED))
+    except (UserError, KeyError, TypeError, ValueError) as error:
+        return f"unreadable here ({type(error).__name__}: {error})"
 
 
 def default_workdir(workdir: str | None) -> str:

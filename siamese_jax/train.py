@@ -355,7 +355,7 @@ class Trainer:
             best = "" if improved else f" (best {self.metric} {self.meta['best_score']:.4f} at epoch {self.meta['best_epoch']})"
             dropped = f" ({skipped} steps skipped: loss not finite)" if skipped else ""
             self.progress.write(f"epoch {epoch}: train loss {train_loss:.4f}{dropped}, val "
-                                    f"{progress.format_scores(scores)}" + (" (best)" if improved else best))
+                                f"{progress.format_scores(scores)}" + (" (best)" if improved else best))
         return scores
 
     def evaluate_best(self, stopped_by: str) -> dict:

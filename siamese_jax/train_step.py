@@ -41,12 +41,17 @@ def create(config, tables: sampling.SamplingTables, mesh: Mesh) -> tuple[Core, d
     variables = init_variables(model, jax.random.PRNGKey(config.seed), input_shape(config))
     l2 = optim.per_layer(config.l2, optim.layer_names(variables["params"]), "l2")
     spd = config.steps_per_dispatch
-    steps_per_epoch = max(1, math.ceil(config.pairs_per_epoch / pairs_per_step / spd)) * spd
-    optimizer, schedules = optim.create_optimizer(config, variables["params"], steps_per_epoch)
+    epoch_steps = steps_per_epoch(config.pairs_per_epoch, pairs_per_step, spd)
+    optimizer, schedules = optim.create_optimizer(config, variables["params"], epoch_steps)
     state = distributed.put(initial_state(variables, optimizer, config.seed), distributed.replicated(mesh))
     step = make_train_step(model, optimizer, sampler, losses.Objective.from_config(config),
                            distortion_settings(config.augment), l2, mesh)
-    return Core(model, sampler, pairs_per_step, steps_per_epoch, schedules, make_dispatch(step, spd, mesh)), state
+    return Core(model, sampler, pairs_per_step, epoch_steps, schedules, make_dispatch(step, spd, mesh)), state
+
+
+def steps_per_epoch(pairs_per_epoch: int, pairs_per_step: int, steps_per_dispatch: int) -> int:
+    """Steps of an epoch: enough for `pairs_per_epoch` pairs, in whole dispatches."""
+    return max(1, math.ceil(pairs_per_epoch / pairs_per_step / steps_per_dispatch)) * steps_per_dispatch
 
 
 def make_train_step(model: SiameseNet, optimizer: optax.GradientTransformation, sampler, objective: losses.Objective,

@@ -267,6 +267,9 @@ def restore_model(workdir: str, config, which: str, mesh: Mesh | None = None):
     where = distributed.replicated(mesh or distributed.data_mesh())
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), like)
     if (epath.Path(workdir) / PACKED_VARIABLES).exists():
+        if has_checkpoints(workdir):
+            raise DataError(f"{workdir} holds both checkpoints/ and a packed model's {PACKED_VARIABLES}: move the "
+                            "packed model to a folder of its own")
         if which != "best":
             raise UserError(f"{workdir} is a packed model: it holds its best parameters alone, not the 'latest' state")
         return model, read_packed_variables(workdir, like)

@@ -3,9 +3,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -72,11 +74,40 @@ def test_packed_variables_that_do_not_fit_the_config_are_one_line(packed, tmp_pa
         predict.Predictor(str(tmp_path))
 
 
-def test_pack_refuses_a_run_that_was_not_evaluated(trained_omniglot, tmp_path):
+def test_pack_refuses_a_run_that_did_not_finish_and_an_output_that_holds_a_training(trained_omniglot, tmp_path):
     _, workdir, _ = trained_omniglot
-    (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
-    with pytest.raises(DataError, match="no evaluation of its best checkpoint"):
-        pretrained.pack(str(tmp_path), str(tmp_path / "out"))
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(workdir, unfinished)
+    (unfinished / "finished.json").unlink()  # As a resumed run that was interrupted leaves it, eval.json kept.
+    with pytest.raises(DataError, match="no finished, evaluated training"):
+        pretrained.pack(str(unfinished), str(tmp_path / "out"))
+    with pytest.raises(UserError, match="holds a training: pack into a folder of its own"):
+        pretrained.pack(str(workdir), str(unfinished))
+    assert not (unfinished / "variables.msgpack").exists()
+
+
+def test_a_folder_with_checkpoints_and_packed_variables_is_refused(packed, trained_omniglot, tmp_path):
+    config, workdir, _ = trained_omniglot
+    mixed = tmp_path / "mixed"
+    shutil.copytree(workdir, mixed)
+    (mixed / "variables.msgpack").write_bytes((packed[1] / "variables.msgpack").read_bytes())
+    with pytest.raises(DataError, match="holds both checkpoints/ and a packed model"):
+        workdir_files.restore_model(str(mixed), config, "best")
+
+
+def test_the_shipped_model_answers_the_synthetic_runs_well_above_chance(synthetic_data_dir, tmp_path):
+    """Without real data: the shipped model still fits the model code, and is a trained one-shot classifier."""
+    assert pretrained.shipped_description().startswith("configs/omniglot_cpu.py, best checkpoint: Lake's 20 official")
+    shipped = predict.Predictor(pretrained.default_workdir(None))
+    with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
+        archive.extractall(tmp_path)
+    right, trials = 0, 0
+    for labels in sorted(tmp_path.glob("run*/class_labels.txt")):
+        for line in labels.read_text().splitlines():
+            query, answer = line.split()
+            ranking = shipped.classify(tmp_path / query, labels.parent / "training")
+            right, trials = right + (ranking[0]["class"] == Path(answer).stem), trials + 1
+    assert trials == 8 and right >= 6  # Chance: 2 of 8 (4 candidates a run).
 
 
 def test_pack_command_writes_a_model_that_predict_takes(trained_omniglot, run01, tmp_path):

@@ -307,7 +307,7 @@ def test_first_line_names_the_mesh_and_a_speed_line_follows(synthetic_data_dir, 
     assert any(line.startswith("measured ") and "pairs/s" in line for line in out)
 
 
-def test_after_epoch_keeps_the_best_score_and_counts_the_epochs_since(tmp_path):
+def test_after_epoch_keeps_the_best_score_and_counts_the_epochs_since():
     meta = {"epoch": 0, "best_score": -float("inf"), "best_epoch": 0, "epochs_without_improvement": 0, "wall_time": 0.0}
     meta, improved = train.after_epoch(meta, 1, 0.5, wall_time=10.0)
     assert improved and meta == {"epoch": 1, "best_score": 0.5, "best_epoch": 1, "epochs_without_improvement": 0,
@@ -321,12 +321,12 @@ def test_after_epoch_keeps_the_best_score_and_counts_the_epochs_since(tmp_path):
 
 
 def test_a_stop_request_records_the_signal_until_its_block_ends():
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with train._StopRequest.installed(agreed=False) as stop:
         assert stop.at(0) is None and signal.getsignal(signal.SIGTERM) is stop
         os.kill(os.getpid(), signal.SIGINT)  # Recorded, not raised.
         assert stop.at(1) == "SIGINT"
-    assert signal.getsignal(signal.SIGINT) is before
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     with train._StopRequest.installed(agreed=True) as stop:  # Several processes: SIGTERM is JAX's to agree on.
         assert signal.getsignal(signal.SIGTERM) is not stop and signal.getsignal(signal.SIGINT) is stop
 

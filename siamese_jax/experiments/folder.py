@@ -96,14 +96,19 @@ class Experiment(base.Experiment):
 
     def summarize(self, result: dict) -> str:
         """The classes of each split, the test tasks and validation."""
-        t, v, c = result["test_tasks"], result["validation"], result["folder"]["classes"]
-        lo, hi = t["ci95"]
+        v, c = result["validation"], result["folder"]["classes"]
         lines = [
             f"{result['folder']['path']}: {c['train']} training, {c['validation']} validation, {c['test']} test classes",
-            f"test: {t['way']}-way {t['shots']}-shot tasks: {100 * t['accuracy']:.2f}% over {t['trials']} "
-            f"(95% CI {100 * lo:.1f}-{100 * hi:.1f})",
+            self.headline(result),
         ]
         return "\n".join(lines + [evaluators.validation_line(v)])
+
+    def headline(self, result: dict) -> str:
+        """The test tasks' accuracy with its interval."""
+        t = result["test_tasks"]
+        lo, hi = t["ci95"]
+        return (f"test: {t['way']}-way {t['shots']}-shot tasks: {100 * t['accuracy']:.2f}% over {t['trials']} "
+                f"(95% CI {100 * lo:.1f}-{100 * hi:.1f})")
 
     def image_converter(self):
         """Any image -> strokes (style 'strokes') or a centre-cropped photo (style 'photo')."""

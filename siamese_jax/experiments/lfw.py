@@ -81,15 +81,18 @@ def with_min_images(dataset: lfw.LFW, ids: np.ndarray, minimum: int) -> np.ndarr
     return ids[counts[dataset.person[ids]] >= minimum]
 
 
+def protocol_line(result: dict) -> str:
+    """The verification result of an LFW report in one line: protocol, accuracy and ROC AUC."""
+    v = result["lfw"]
+    error = f" +- {100 * v['std_error']:.2f} (standard error over {len(v['per_fold'])} folds)" if v.get("std_error") else ""
+    return (f"LFW {v['protocol']} ({v['setting']}): accuracy {100 * v['accuracy']:.2f}%{error} on {v['pairs']} pairs, "
+            f"ROC AUC {v['auc']:.4f}")
+
+
 def format_lfw(result: dict) -> str:
     """A human-readable summary of an LFW report."""
     v = result["lfw"]
-    error = f" +- {100 * v['std_error']:.2f} (standard error over {len(v['per_fold'])} folds)" if v.get("std_error") else ""
-    lines = [
-        f"LFW {v['protocol']} ({v['setting']}): accuracy {100 * v['accuracy']:.2f}%{error} on {v['pairs']} pairs, "
-        f"ROC AUC {v['auc']:.4f}",
-        f"  {v['description']}",
-    ]
+    lines = [protocol_line(result), f"  {v['description']}"]
     for source, other in v.get("accuracy_by_threshold_source", {}).items():
         if source != v.get("threshold_source"):
             lines.append(f"  with the {source} threshold instead: {100 * other['accuracy']:.2f}%")
@@ -385,6 +388,10 @@ class Experiment(base.Experiment):
     def summarize(self, result: dict) -> str:
         """The protocol line, identification and validation."""
         return format_lfw(result)
+
+    def headline(self, result: dict) -> str:
+        """The protocol's verification accuracy."""
+        return protocol_line(result)
 
     def verification_threshold(self, report: dict) -> float | None:
         """The threshold on one pair's plain logit that the View 1 or fold evaluation chose on the validation pairs
