@@ -14,18 +14,21 @@ import os
 import sys
 import warnings
 
-DEFAULTS = {
+# Per jaxlib release (major, minor): the flags measured faster and correct there, each with its value and the
+# processor features (/proc/cpuinfo's flags) it needs; XLA:CPU reads them, other backends ignore them. A release
+# not listed gets none: an XLA that does not know a flag named in XLA_FLAGS aborts at start-up.
+DEFAULTS_BY_RELEASE = {
     # YNNPACK off: jaxlib 0.10's XLA:CPU hands each 2-D float32 NHWC convolution (and some dots and
     # elementwise fusions) to YNNPACK, whose kernels ran the paper network's training step at 0.49-0.55x
     # PyTorch eager on 2 cores where XLA's own ran it at 0.95-1.08x, and the CPU config 1.11-1.16x
     # faster than with YNNPACK (results/xla_cpu_flags.json).
-    "xla_cpu_experimental_ynn_fusion_type": "",
+    (0, 10): {"xla_cpu_experimental_ynn_fusion_type": ("", ())},
+    # Dots and convolutions as oneDNN calls: the paper network's step 1.10x in float32 and 1.29x in bfloat16, the
+    # CPU config's within noise in float32 and 1.10x in bfloat16 (results/xla_cpu_flags.json, "jax_0.11.2_onednn").
+    # Measured only on processors with AVX-512 BF16, and given only to those: oneDNN picks its kernels by the
+    # processor, and a flag never measured elsewhere is not a default there.
+    (0, 11): {"xla_cpu_experimental_onednn_custom_call": ("true", ("avx512_bf16",))},
 }
-# The jaxlib releases (major, minor) on which the defaults measured faster; an XLA that does not know
-# a flag named in XLA_FLAGS aborts at start-up, so no other release gets them. Under jaxlib 0.11.2
-# XLA's own path was as fast (the paper network 5-7% faster, the CPU config within noise), so 0.11
-# keeps XLA's defaults (results/xla_cpu_flags.json, "jax_0.11.2").
-MEASURED_ON = ((0, 10),)
 OPT_OUT = "SIAMESE_JAX_XLA_DEFAULTS"
 
 # What apply_defaults() added to XLA_FLAGS in this process, for the run's provenance.
@@ -47,6 +50,22 @@ def jaxlib_release() -> tuple[int, int] | None:
         return None
 
 
+def cpu_features() -> frozenset[str]:
+    """The processor's feature flags from /proc/cpuinfo (e.g. 'avx512_bf16'); empty where there is none."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            line = next((line for line in info if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.split(":", 1)[1].split()) if ":" in line else frozenset()
+
+
+def defaults(release: tuple[int, int] | None, features: frozenset[str]) -> dict[str, str]:
+    """The default flags (name -> value) for a jaxlib release on a processor with these features."""
+    return {name: value for name, (value, needs) in DEFAULTS_BY_RELEASE.get(release, {}).items()
+            if set(needs) <= features}
+
+
 def backend_started() -> bool:
     """Whether JAX has already started a backend in this process (then XLA_FLAGS is read and final)."""
     bridge = sys.modules.get("jax._src.xla_bridge")
@@ -58,10 +77,9 @@ def apply_defaults(environ=os.environ) -> dict[str, str]:
     """Adds to `environ`'s XLA_FLAGS each default flag it does not name; returns the flags added."""
     if environ.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
         return {}
-    if jaxlib_release() not in MEASURED_ON:
-        return {}
     current = environ.get("XLA_FLAGS", "")
-    added = {name: value for name, value in DEFAULTS.items() if name not in named_flags(current)}
+    added = {name: value for name, value in defaults(jaxlib_release(), cpu_features()).items()
+             if name not in named_flags(current)}
     if not added:
         return {}
     if backend_started():

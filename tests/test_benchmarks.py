@@ -286,10 +286,10 @@ def test_xla_cpu_flags_benchmark_runs_each_setting_in_its_own_process(suite_conf
     assert project["jax_pairs_per_s"] > 0 and project["compute_dtype"] == "bfloat16"  # --overrides reach every run.
     assert own_dtype["compute_dtype"] == "float32"  # A setting's own override comes after them.
     # The child saw the project's defaults; tests/test_xla_flags.py shows that a user's value wins.
-    measured = xla_flags.jaxlib_release() in xla_flags.MEASURED_ON
+    expected = xla_flags.defaults(xla_flags.jaxlib_release(), xla_flags.cpu_features())
     # Less the device count that importing tests.conftest (for the tiny config) adds.
     seen = xla_flags_less(DEVICE_COUNT, xla_flags=project["xla_flags"])
-    assert seen == (" ".join(f"--{k}={v}" for k, v in xla_flags.DEFAULTS.items()) if measured else "")
+    assert seen == " ".join(f"--{k}={v}" for k, v in expected.items())
     assert bad["setting"] == "--xla_no_such_flag=1,--xla_nor_this=2" and "error" in bad  # A setting XLA rejects is recorded, not fatal.
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import jax
 import pytest
 
+from siamese_jax import xla_flags
 from siamese_jax.provenance import host_processor
 
 from tests.conftest import DEVICE_COUNT, REPO, devices_env, metrics, tiny_config, tiny_lfw_config, xla_flags_less
@@ -43,12 +44,8 @@ def _numbers(workdir: Path) -> dict:
 def _cpu_features() -> str:
     """A digest of the processor's feature flags: VMs often name only 'AMD EPYC', and EPYCs of two
     generations round the same XLA:CPU program differently (an LFW threshold 0.3886 against 0.3891)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1] for line in cpuinfo if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return ""
-    return hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:12]
+    features = xla_flags.cpu_features()
+    return hashlib.sha256(" ".join(sorted(features)).encode()).hexdigest()[:12] if features else ""
 
 
 def _kernel_flags(xla_flags: str) -> str:
