@@ -6,7 +6,7 @@
 MY_DATA/<class>/<image> or MY_DATA/<group>/<class>/<image>. Each group's classes are split into
 training, validation and test classes (config.folder.split); training pairs, validation and test
 tasks stay within a group, as Omniglot's stay within an alphabet. The model, augmentation and
-optimiser are those of configs/omniglot_cpu.py (a 2-core CPU in minutes for a few thousand
+optimiser are those of configs/omniglot_cpu_adam.py (a 2-core CPU in minutes for a few thousand
 images); set config.folder.style='photo' and config.channels=3 for colour photos.
 """
 
@@ -17,7 +17,7 @@ from siamese_jax.config_files import sibling_config
 
 def get_config():
     """Your own class folders, with the CPU Omniglot model."""
-    config = sibling_config(__file__, "omniglot_cpu.py")
+    config = sibling_config(__file__, "omniglot_cpu_adam.py")
     config.dataset = "folder"
     config.channels = 1  # 3 for RGB photos (style 'photo').
     config.folder = ml_collections.ConfigDict(dict(

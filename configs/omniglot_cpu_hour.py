@@ -1,4 +1,4 @@
-"""The CPU config trained for an hour on 2 cores: configs/omniglot_cpu.py, longer.
+"""The CPU network with Adam trained for an hour on 2 cores: configs/omniglot_cpu_adam.py, longer.
 
     python -m siamese_jax.train --config=configs/omniglot_cpu_hour.py --workdir=runs/omniglot_cpu_hour
 
@@ -13,7 +13,7 @@ from siamese_jax.config_files import sibling_config
 
 def get_config():
     """The hour-long CPU experiment."""
-    config = sibling_config(__file__, "omniglot_cpu.py")
+    config = sibling_config(__file__, "omniglot_cpu_adam.py")
     config.num_epochs = 60  # About 55 s an epoch (validation included) on the slower 2-core machine measured.
     config.patience = config.num_epochs  # The cosine schedule ends the run; the best checkpoint is kept anyway.
     # The budget, whatever the machine: training stops before an epoch that would end past it.

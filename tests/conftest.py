@@ -143,8 +143,9 @@ def shrunk(config, cache_dir: Path):
 
 
 def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
-    """The CPU config shrunk to seconds on the synthetic dataset."""
-    config = shrunk(load_config("omniglot_cpu"), cache_dir)
+    """The CPU network with Adam (configs/omniglot_cpu_adam.py, the golden runs' recipe) shrunk to seconds on the
+    synthetic dataset."""
+    config = shrunk(load_config("omniglot_cpu_adam"), cache_dir)
     config.data_dir = str(data_dir)
     config.train.alphabets = synthetic.BACKGROUND
     config.validation.alphabets = synthetic.VALIDATION
