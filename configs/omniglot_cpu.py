@@ -1,4 +1,4 @@
-"""The CPU config: a small variant of the paper that trains on a 2-core CPU in about 17 minutes.
+"""The CPU config: a small variant of the paper that trains on a 2-core CPU in about 16 minutes.
 
     python -m siamese_jax.train --config=configs/omniglot_cpu.py --workdir=runs/omniglot_cpu
     python -m siamese_jax.tune --config=configs/omniglot_cpu.py --workdir=runs/tune_cpu   # its search space

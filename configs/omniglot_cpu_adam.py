@@ -6,7 +6,7 @@ Same split, evaluation, head and loss as configs/omniglot.py; smaller images and
 every within-alphabet pair of each batch scored, turned alphabets as new characters, and test-time
 turns (docs/omniglot.md, "The CPU config"). 90.00% on the official runs in 16.5 minutes on 2 cores
 (results/omniglot_cpu_retimed.json; 86.75% without test-time turns), again 90.00% retrained
-(results/pretrained_omniglot_cpu.json); the paper's SGD at the same length gives 93.25-94.00%
+(results/pretrained_omniglot_cpu.json, previous_shipped_model); the paper's SGD at the same length gives 93.25-94.00%
 (configs/omniglot_cpu.py). The hour config, the folder config and the tests' tiny runs build on this one.
 """
 
@@ -42,7 +42,7 @@ def get_config():
     # keeps falling; with them, 70.4% at 24 epochs and 72.6% at 36 (results/omniglot_cpu_turned.json).
     config.orientations = 4
 
-    # Chosen by a 10-epoch sweep on the validation alphabets (README, "The CPU config").
+    # Chosen by a 10-epoch sweep on the validation alphabets (results/omniglot_cpu_recipe_sweep.json).
     config.optimizer = "adam"
     config.learning_rate = 3e-3
     config.lr_schedule = "cosine"

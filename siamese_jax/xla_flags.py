@@ -24,9 +24,9 @@ DEFAULTS_BY_RELEASE = {
     # faster than with YNNPACK (results/xla_cpu_flags.json).
     (0, 10): {"xla_cpu_experimental_ynn_fusion_type": ("", ())},
     # Dots and convolutions as oneDNN calls: the paper network's step 1.10x in float32 and 1.29x in bfloat16, the
-    # CPU config's within noise in float32 and 1.10x in bfloat16 (results/xla_cpu_flags.json, "jax_0.11.2_onednn").
-    # Measured only on processors with AVX-512 BF16, and given only to those: oneDNN picks its kernels by the
-    # processor, and a flag never measured elsewhere is not a default there.
+    # CPU config's within noise in float32 and 1.10x in bfloat16 (results/xla_cpu_flags.json, "jax_0.11.2_onednn",
+    # jaxlib 0.11.2 on an AMD EPYC with AVX-512 BF16). Given to every processor that reports avx512_bf16 and to none
+    # other: oneDNN picks its kernels by the processor, and it was never measured without those instructions.
     (0, 11): {"xla_cpu_experimental_onednn_custom_call": ("true", ("avx512_bf16",))},
 }
 OPT_OUT = "SIAMESE_JAX_XLA_DEFAULTS"
@@ -50,10 +50,10 @@ def jaxlib_release() -> tuple[int, int] | None:
         return None
 
 
-def cpu_features() -> frozenset[str]:
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     """The processor's feature flags from /proc/cpuinfo (e.g. 'avx512_bf16'); empty where there is none."""
     try:
-        with open("/proc/cpuinfo") as info:
+        with open(cpuinfo) as info:
             line = next((line for line in info if line.startswith(("flags", "Features"))), "")
     except OSError:
         return frozenset()

@@ -47,7 +47,7 @@ OLDER_LAYOUTS = {
     "omniglot before faces (no dataset, channels, loss, heads, evals, metric, schedules or limits)": (
         "omniglot", list(DEFAULTS)),
     "omniglot before MNIST in the final evaluation": ("omniglot", ["test.mnist_tasks"]),
-    "omniglot_cpu with classes_per_alphabet": ("omniglot_cpu", []),
+    "omniglot_cpu with classes_per_alphabet": ("omniglot_cpu_adam", []),
     "lfw before threshold sources, AS-norm and test crops": ("lfw", list(DATASET_DEFAULTS["lfw"])),
     "lfw with one identification way": ("lfw", ["lfw.identification.ways"]),
 }

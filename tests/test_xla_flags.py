@@ -73,15 +73,15 @@ def test_an_unmeasured_jaxlib_gets_no_flags(on):
         assert xla_flags.apply_defaults(environ) == {} and environ == {}
 
 
-def test_cpu_features_are_the_flags_of_proc_cpuinfo():
-    features = xla_flags.cpu_features()
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        assert features == frozenset()
-        return
-    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), None)
-    assert features == (frozenset(line.split(":", 1)[1].split()) if line else frozenset())
+def test_cpu_features_are_the_flags_of_the_first_processor(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx512f avx512_bf16\n\n"
+                   "processor\t: 1\nflags\t\t: fpu\n")
+    assert xla_flags.cpu_features(str(x86)) == {"fpu", "sse4_2", "avx512f", "avx512_bf16"}
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve\n")
+    assert xla_flags.cpu_features(str(arm)) == {"fp", "asimd", "sve"}
+    assert xla_flags.cpu_features(str(tmp_path / "none")) == frozenset()  # No such file: nothing known.
 
 
 def test_a_started_backend_gets_a_warning_not_flags(on, monkeypatch):
