@@ -94,6 +94,7 @@ def run_setting(setting: str, output: Path) -> dict:
         return {"setting": setting, "error": lines[-1] if lines else f"exit code {done.returncode}"}
     result = json.loads(output.read_text())
     return {"setting": setting, "xla_flags": result.get("xla_flags", ""), "compute_dtype": result.get("compute_dtype"),
+            "steps_per_dispatch": result["jax"][0].get("steps_per_dispatch") if result.get("jax") else None,
             **{key: result[key] for key in ("jax_pairs_per_s", "torch_pairs_per_s", "ratio_to_fastest_torch")
                if key in result}}
 

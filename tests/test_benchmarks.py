@@ -278,13 +278,13 @@ def test_cpu_kernels_benchmark_runs(tmp_path):
 def test_xla_cpu_flags_benchmark_runs_each_setting_in_its_own_process(suite_config, tmp_path):
     output = tmp_path / "flags.json"
     done = _run("benchmarks/xla_cpu_flags.py", f"--config={suite_config}", "--batch=16", "--steps=1",
-                "--repeats=1", "--frameworks=jax", "--overrides=--config.model.dtype=bfloat16",
-                "--settings=project;;project@@--config.model.dtype=float32;;--xla_no_such_flag=1,--xla_nor_this=2",
+                "--repeats=1", "--frameworks=jax", "--overrides=--config.model.dtype=bfloat16 --config.steps_per_dispatch=2",
+                "--settings=project@@--config.model.dtype=float32;;--xla_no_such_flag=1,--xla_nor_this=2",
                 f"--output={output}")
     assert done.returncode == 0, done.stderr
-    project, own_dtype, bad = json.loads(output.read_text())["settings"]
-    assert project["jax_pairs_per_s"] > 0 and project["compute_dtype"] == "bfloat16"  # --overrides reach every run.
-    assert own_dtype["compute_dtype"] == "float32"  # A setting's own override comes after them.
+    project, bad = json.loads(output.read_text())["settings"]
+    assert project["jax_pairs_per_s"] > 0 and project["steps_per_dispatch"] == 2  # --overrides reach every run,
+    assert project["compute_dtype"] == "float32"  # and a setting's own come after them.
     # The child saw the project's defaults; tests/test_xla_flags.py shows that a user's value wins.
     expected = xla_flags.defaults(xla_flags.jaxlib_release(), xla_flags.cpu_features())
     # Less the device count that importing tests.conftest (for the tiny config) adds.
