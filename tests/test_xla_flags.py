@@ -10,7 +10,7 @@ from siamese_jax import xla_flags
 from tests.conftest import REPO
 
 INSTALLED = xla_flags.defaults(xla_flags.jaxlib_release(), xla_flags.cpu_features())  # What this machine gets.
-JAXLIB_0_10, JAXLIB_0_11 = (0, 10), (0, 11)
+JAXLIB_0_10, JAXLIB_0_11, JAXLIB_0_12 = (0, 10), (0, 11), (0, 12)
 YNN, ONEDNN = "xla_cpu_experimental_ynn_fusion_type", "xla_cpu_experimental_onednn_custom_call"
 BF16_PROCESSOR = frozenset({"sse4_2", "avx2", "avx512f", "avx512_bf16"})
 
@@ -37,18 +37,19 @@ def test_defaults_are_added_to_what_the_user_set(on):
     assert xla_flags.named_flags(environ["XLA_FLAGS"]) == {YNN}
 
 
-def test_onednn_calls_are_a_default_only_where_the_processor_has_bfloat16_instructions(on):
-    on(JAXLIB_0_11)  # AVX-512 BF16, and no flag of the user's: the oneDNN path.
+@pytest.mark.parametrize("release", [JAXLIB_0_11, JAXLIB_0_12])
+def test_onednn_calls_are_a_default_only_where_the_processor_has_bfloat16_instructions(on, release):
+    on(release)  # AVX-512 BF16, and no flag of the user's: the oneDNN path.
     environ = {}
     assert xla_flags.apply_defaults(environ) == {ONEDNN: "true"} and environ["XLA_FLAGS"] == f"--{ONEDNN}=true"
-    on(JAXLIB_0_11, BF16_PROCESSOR - {"avx512_bf16"})  # AVX-512 without BF16 (or AVX2 only): left alone.
+    on(release, BF16_PROCESSOR - {"avx512_bf16"})  # AVX-512 without BF16 (or AVX2 only): left alone.
     environ = {}
     assert xla_flags.apply_defaults(environ) == {} and environ == {}
-    on(JAXLIB_0_11, frozenset())  # No /proc/cpuinfo: nothing is known, nothing is added.
+    on(release, frozenset())  # No /proc/cpuinfo: nothing is known, nothing is added.
     assert xla_flags.apply_defaults({}) == {}
 
 
-@pytest.mark.parametrize("release, flag", [(JAXLIB_0_10, YNN), (JAXLIB_0_11, ONEDNN)])
+@pytest.mark.parametrize("release, flag", [(JAXLIB_0_10, YNN), (JAXLIB_0_11, ONEDNN), (JAXLIB_0_12, ONEDNN)])
 @pytest.mark.parametrize("users", ["--{flag}=", "--{flag}=false", "-{flag}=x --other=1"])
 def test_a_flag_the_user_set_is_left_alone(on, release, flag, users):
     on(release)
@@ -58,7 +59,7 @@ def test_a_flag_the_user_set_is_left_alone(on, release, flag, users):
 
 
 @pytest.mark.parametrize("value", ["0", "off", "false"])
-@pytest.mark.parametrize("release", [JAXLIB_0_10, JAXLIB_0_11])
+@pytest.mark.parametrize("release", [JAXLIB_0_10, JAXLIB_0_11, JAXLIB_0_12])
 def test_opting_out_adds_nothing(on, release, value):
     on(release)
     environ = {xla_flags.OPT_OUT: value}
@@ -67,7 +68,7 @@ def test_opting_out_adds_nothing(on, release, value):
 
 def test_an_unmeasured_jaxlib_gets_no_flags(on):
     # An XLA that does not know a flag aborts at start-up, so unknown releases are left alone.
-    for release in ((0, 4), (0, 12), None):
+    for release in ((0, 4), (0, 13), None):
         on(release)
         environ = {}
         assert xla_flags.apply_defaults(environ) == {} and environ == {}
