@@ -161,6 +161,17 @@ def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
 
 
 @pytest.fixture(scope="session")
+def run01(synthetic_data_dir, tmp_path_factory) -> Path:
+    """The synthetic all_runs.zip's run01, extracted: training/classNN.png, test/itemNN.png."""
+    import zipfile
+
+    folder = tmp_path_factory.mktemp("runs")
+    with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
+        archive.extractall(folder, members=[n for n in archive.namelist() if n.startswith("run01/")])
+    return folder / "run01"
+
+
+@pytest.fixture(scope="session")
 def trained_omniglot(synthetic_data_dir, cache_dir, tmp_path_factory):
     """An uninterrupted tiny run on the synthetic Omniglot: its config, workdir and result. Read-only."""
     from siamese_jax import train

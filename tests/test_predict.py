@@ -21,15 +21,6 @@ from tests.conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def run01(synthetic_data_dir, tmp_path_factory):
-    """The synthetic all_runs.zip's run01, extracted: training/classNN.png, test/itemNN.png."""
-    folder = tmp_path_factory.mktemp("runs")
-    with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
-        archive.extractall(folder, members=[n for n in archive.namelist() if n.startswith("run01/")])
-    return folder / "run01"
-
-
-@pytest.fixture(scope="module")
 def predictor(trained_omniglot):
     return predict.Predictor(str(trained_omniglot[1]), "best")
 

@@ -27,15 +27,6 @@ def packed(trained_omniglot, tmp_path_factory):
     return workdir, folder, pretrained.pack(str(workdir), str(folder))
 
 
-@pytest.fixture(scope="module")
-def run01(synthetic_data_dir, tmp_path_factory):
-    """The synthetic all_runs.zip's run01, extracted: training/classNN.png, test/itemNN.png."""
-    folder = tmp_path_factory.mktemp("runs")
-    with zipfile.ZipFile(synthetic_data_dir / "omniglot" / "all_runs.zip") as archive:
-        archive.extractall(folder, members=[n for n in archive.namelist() if n.startswith("run01/")])
-    return folder / "run01"
-
-
 def test_a_packed_model_predicts_as_its_workdir_does(packed, run01):
     workdir, folder, description = packed
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "eval.json", "variables.msgpack"]
