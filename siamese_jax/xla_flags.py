@@ -14,6 +14,13 @@ import os
 import sys
 import warnings
 
+# Dots and convolutions as oneDNN calls: the paper network's step 1.10x (jaxlib 0.12: 1.08x) in float32 and
+# 1.29x (1.34x) in bfloat16, the CPU config's within noise in float32 and 1.10x in bfloat16
+# (results/xla_cpu_flags.json, "jax_0.11.2_onednn" and "jax_0.12.0.1_onednn", on an AMD EPYC with AVX-512 BF16).
+# Given to every processor that reports avx512_bf16 and to none other: oneDNN picks its kernels by the
+# processor, and it was never measured without those instructions.
+ONEDNN_CALLS = {"xla_cpu_experimental_onednn_custom_call": ("true", ("avx512_bf16",))}
+
 # Per jaxlib release (major, minor): the flags measured faster and correct there, each with its value and the
 # processor features (/proc/cpuinfo's flags) it needs; XLA:CPU reads them, other backends ignore them. A release
 # not listed gets none: an XLA that does not know a flag named in XLA_FLAGS aborts at start-up.
@@ -23,13 +30,8 @@ DEFAULTS_BY_RELEASE = {
     # PyTorch eager on 2 cores where XLA's own ran it at 0.95-1.08x, and the CPU config 1.11-1.16x
     # faster than with YNNPACK (results/xla_cpu_flags.json).
     (0, 10): {"xla_cpu_experimental_ynn_fusion_type": ("", ())},
-    # Dots and convolutions as oneDNN calls: the paper network's step 1.10x (jaxlib 0.12: 1.08x) in float32 and
-    # 1.29x (1.34x) in bfloat16, the CPU config's within noise in float32 and 1.10x in bfloat16
-    # (results/xla_cpu_flags.json, "jax_0.11.2_onednn" and "jax_0.12.0.1_onednn", on an AMD EPYC with AVX-512 BF16).
-    # Given to every processor that reports avx512_bf16 and to none other: oneDNN picks its kernels by the
-    # processor, and it was never measured without those instructions.
-    (0, 11): {"xla_cpu_experimental_onednn_custom_call": ("true", ("avx512_bf16",))},
-    (0, 12): {"xla_cpu_experimental_onednn_custom_call": ("true", ("avx512_bf16",))},
+    (0, 11): ONEDNN_CALLS,
+    (0, 12): ONEDNN_CALLS,
 }
 OPT_OUT = "SIAMESE_JAX_XLA_DEFAULTS"
 
