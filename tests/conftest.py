@@ -142,10 +142,10 @@ def shrunk(config, cache_dir: Path):
     return config
 
 
-def tiny_config(data_dir: Path, cache_dir: Path, **overrides):
-    """The CPU network with Adam (configs/omniglot_cpu_adam.py, the golden runs' recipe) shrunk to seconds on the
-    synthetic dataset."""
-    config = shrunk(load_config("omniglot_cpu_adam"), cache_dir)
+def tiny_config(data_dir: Path, cache_dir: Path, base: str = "omniglot_cpu_adam", **overrides):
+    """configs/`base`.py shrunk to seconds on the synthetic dataset; by default the CPU network with Adam
+    (configs/omniglot_cpu_adam.py), the golden runs' recipe."""
+    config = shrunk(load_config(base), cache_dir)
     config.data_dir = str(data_dir)
     config.train.alphabets = synthetic.BACKGROUND
     config.validation.alphabets = synthetic.VALIDATION

@@ -307,6 +307,21 @@ def test_first_line_names_the_mesh_and_a_speed_line_follows(synthetic_data_dir, 
     assert any(line.startswith("measured ") and "pairs/s" in line for line in out)
 
 
+@pytest.mark.slow
+def test_the_cpu_config_trains_with_its_own_features_on_two_devices(synthetic_data_dir, cache_dir, tmp_path):
+    """configs/omniglot_cpu.py shrunk in size only: the paper's optimiser with its momentum ramp, groups of
+    within-alphabet pairs, turned alphabets and test-time turns, data parallel over the test devices."""
+    config = tiny_config(synthetic_data_dir, cache_dir, base="omniglot_cpu", num_epochs=3, momentum_ramp_epochs=2)
+    config.model.test_time_turns = 4
+    assert (config.optimizer, config.sampling, config.orientations) == ("sgd_paper", "groups", 4)
+    result = train.train_and_evaluate(config, str(tmp_path))
+    records = _metrics(tmp_path)
+    assert [r["epoch"] for r in records] == [1, 2, 3] and all(np.isfinite(r["train_loss"]) for r in records)
+    momenta = [r["hyperparameters"]["conv_0"]["momentum"] for r in records]
+    assert momenta[0] == pytest.approx(0.5) and momenta[0] < momenta[1] < momenta[2] == pytest.approx(0.9)
+    assert result["runs"]["trials"] == 8 and result["training"]["stopped_by"] == "num_epochs"
+
+
 def test_after_epoch_keeps_the_best_score_and_counts_the_epochs_since():
     meta = {"epoch": 0, "best_score": -float("inf"), "best_epoch": 0, "epochs_without_improvement": 0, "wall_time": 0.0}
     meta, improved = train.after_epoch(meta, 1, 0.5, wall_time=10.0)
