@@ -21,6 +21,8 @@ def get_config():
     config = ml_collections.ConfigDict()
     config.dataset = "lfw"
     config.seed = 0
+    # Two or more seeds: train a run for each and score them as one model (siamese_jax/ensemble.py).
+    config.ensemble_seeds = ()
     config.data_dir = ""  # '' means $SIAMESE_JAX_DATA_DIR, else a download with tensorflow-datasets.
     config.cache_dir = ""  # '' means ~/.cache/siamese_jax
     config.image_size = 105

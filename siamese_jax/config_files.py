@@ -23,6 +23,7 @@ DEFAULTS = {
     "max_train_seconds": 0.0,
     "on_nonfinite": "stop",
     "orientations": 1,
+    "ensemble_seeds": (),
     "model.embedding": "sigmoid",
     "model.head": "l1",
     "model.margin": 1.0,

@@ -206,6 +206,72 @@ class SiameseNet(nn.Module):
         return self.head.distance(h1, h2)
 
 
+class SiameseEnsemble(nn.Module):
+    """Trained twins of one input size scored as one model: an image's embedding is its members' embeddings side by
+    side, and a pair's logit is that of the mean of the members' same-class probabilities (mean_probability_logit),
+    the rule that combines test-time turns and shots. Evaluation, predict and the demo take it as a SiameseNet.
+
+    Build it with SiameseEnsemble.of; its variables hold each member's under 'members_0', 'members_1', ...
+    (ensemble_variables).
+    """
+
+    members: Sequence[SiameseNet]
+
+    @classmethod
+    def of(cls, members: Sequence[SiameseNet]) -> "SiameseEnsemble":
+        """The ensemble of `members`, each on modules of its own: a module object that two members held would
+        share one set of parameters."""
+        if any(member.encoder.embedding == "normalize" for member in members):
+            # Test-time crops average a member's unit-length embeddings and rescale them (scoring.encode_views),
+            # which side-by-side embeddings would not survive.
+            raise ConfigError("an ensemble takes members with model.embedding='sigmoid' (Omniglot, folders), "
+                              "not unit-length embeddings")
+        return cls(tuple(member.clone(encoder=member.encoder.clone()) for member in members))
+
+    @property
+    def test_time_turns(self) -> int:
+        """The members' test-time turns (they agree: restore_ensemble checks)."""
+        return self.members[0].test_time_turns
+
+    @property
+    def test_time_flip(self) -> bool:
+        """The members' test_time_flip (they agree)."""
+        return self.members[0].test_time_flip
+
+    def embed(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """The members' embeddings [B, D_1 + ... + D_k] of images [B, H, W(, C)], in member order."""
+        return jnp.concatenate([member.embed(images, train).astype(jnp.float32) for member in self.members], axis=-1)
+
+    def score(self, h1: jax.Array, h2: jax.Array) -> jax.Array:
+        """The logit [...] of the mean same-class probability of each member's head on its own embeddings."""
+        bounds = list(itertools.accumulate(member.encoder.embedding_dim for member in self.members))[:-1]
+        logits = [member.score(a, b) for member, a, b in
+                  zip(self.members, jnp.split(h1, bounds, axis=-1), jnp.split(h2, bounds, axis=-1))]
+        return mean_probability_logit(jnp.stack(logits))
+
+
+def ensemble_variables(member_variables: Sequence[dict]) -> dict:
+    """The variables of a SiameseEnsemble of members with these variables (in member order)."""
+    return {collection: {f"members_{i}": variables[collection] for i, variables in enumerate(member_variables)}
+            for collection in member_variables[0]}
+
+
+def mean_log_probability(logits: jax.Array) -> jax.Array:
+    """log of the mean same-class probability over the last axis (the K shots), computed without rounding.
+
+    In float32 the sigmoid itself is exactly 1.0 for logits above about 17, so a confident model's
+    candidates would tie; log-sigmoid keeps them apart, and log-mean-exp averages the shots.
+    """
+    return jax.nn.logsumexp(jax.nn.log_sigmoid(logits.astype(jnp.float32)), axis=-1) - jnp.log(logits.shape[-1])
+
+
+def mean_probability_logit(logits: jax.Array) -> jax.Array:
+    """Logits [V, ...] -> the logit [...] of the mean of their V same-class probabilities (log(p / (1 - p)) with
+    log p and log(1 - p) each from mean_log_probability: exact where the probabilities round to 1.0)."""
+    logits = jnp.moveaxis(jnp.asarray(logits), 0, -1)
+    return mean_log_probability(logits) - mean_log_probability(-logits)  # log(1 - sigmoid(x)) = log_sigmoid(-x).
+
+
 def compute_dtype(name: str, backend: str | None = None):
     """The encoder's compute dtype for model.dtype: 'float32', 'bfloat16', or 'auto'.
 

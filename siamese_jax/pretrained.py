@@ -36,6 +36,8 @@ def pack(workdir: str, output: str) -> str:
     """Writes the best checkpoint of a finished, evaluated training as a packed model in `output` (a new folder, or
     one that holds no training); returns its description."""
     config = workdir_files.load_config(workdir)
+    if config.ensemble_seeds:
+        raise UserError(f"{workdir} is an ensemble's workdir: pack one of its members (--workdir={workdir}/seed_S)")
     finished = workdir_files.finished(workdir)
     report = workdir_files.evaluation_of(workdir, "best")
     if not finished or not finished.get("evaluation") or not report:

@@ -16,6 +16,7 @@ parallel over every visible device; several processes (hosts) join with --coordi
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import sys
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from siamese_jax import distributed, experiments, losses, optim, progress, sampling, train_step
+from siamese_jax import distributed, ensemble, experiments, losses, optim, progress, sampling, train_step
 from siamese_jax.evaluation import evaluators
 from siamese_jax import workdir as workdir_files
 from siamese_jax.checkpointing import Checkpoints
@@ -53,6 +54,8 @@ def validate_config(config, num_devices: int) -> None:
     value = config.max_train_seconds
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ConfigError(f"config.max_train_seconds must be a number >= 0, got {value!r}")
+    if config.ensemble_seeds:
+        ensemble.check_config(config)
     optim.check_config(config)
     losses.check_config(config)
     evaluators.check_config(config.validation)
@@ -408,9 +411,14 @@ def train_and_evaluate(config, workdir: str, devices=None, allow_config_change: 
     """Trains (resuming from WORKDIR if possible), then evaluates the best checkpoint into WORKDIR/eval.json.
 
     Data parallel over `devices` (default: every device of every process). A workdir that trained under
-    another config resumes only with `allow_config_change` (workdir.prepare).
+    another config resumes only with `allow_config_change` (workdir.prepare). A config with ensemble_seeds
+    trains its members and evaluates them as one model (siamese_jax.ensemble).
     """
-    return Trainer(upgrade_config(config), workdir, devices, allow_config_change=allow_config_change).run()
+    config = upgrade_config(config)
+    if config.ensemble_seeds:
+        train_member = functools.partial(train_and_evaluate, devices=devices, allow_config_change=allow_config_change)
+        return ensemble.train_and_evaluate(config, workdir, train_member, allow_config_change)
+    return Trainer(config, workdir, devices, allow_config_change=allow_config_change).run()
 
 
 FLAGS = flags.FLAGS

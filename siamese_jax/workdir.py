@@ -28,7 +28,7 @@ from siamese_jax import distributed
 from siamese_jax.config_files import upgrade_config
 from siamese_jax.errors import DataError, UserError
 from siamese_jax.files import write_atomically
-from siamese_jax.models import build_model, init_variables, input_shape
+from siamese_jax.models import SiameseEnsemble, build_model, ensemble_variables, init_variables, input_shape
 
 CONFIG = "config.json"
 LOCK = "train.lock"
@@ -50,6 +50,10 @@ MODEL_KEYS = ("model", "image_size", "channels")
 NOT_SHAPE_KEYS = ("dtype", "dropout", "first_layer_as_matmul", "test_time_flip", "test_time_turns")
 # Config entries (dotted paths) that only change how a trained run is evaluated.
 EVALUATION_KEYS = ("lfw.cohort_norm.images", "lfw.threshold", "lfw.test_crops")
+# Config entries (dotted paths) an ensemble's members share: the data they are evaluated on, and how an image
+# becomes model input and is scored.
+ENSEMBLE_KEYS = ("dataset", "image_size", "channels", "validation", "test", "model.test_time_turns",
+                 "model.test_time_flip")
 
 
 # Config entries (dotted paths, and everything under them) a run may resume with changed: how long it trains,
@@ -256,12 +260,16 @@ def write_json(result: dict, path: epath.PathLike) -> None:
 
 
 def restore_model(workdir: str, config, which: str, mesh: Mesh | None = None):
-    """The model of a workdir and its 'best' or 'latest' variables, replicated over `mesh` (default: all devices).
+    """The model of a workdir and its 'best' or 'latest' variables, replicated over `mesh` (default: all devices);
+    for an ensemble's workdir, its members' SiameseEnsemble, under the ensemble config's model settings.
 
     Checkpoints written with any device count restore onto any other.
     """
     from siamese_jax.checkpointing import Checkpoints  # Deferred: orbax is slow to import.
 
+    if config.get("ensemble_seeds"):  # An ensemble's workdir (siamese_jax.ensemble): its members', as one model.
+        return restore_ensemble(member_workdirs(workdir, config.ensemble_seeds), which,
+                                {key: config.model[key] for key in NOT_SHAPE_KEYS}, mesh)
     model = build_model(config.model)
     like = jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0), input_shape(config)))
     where = distributed.replicated(mesh or distributed.data_mesh())
@@ -279,6 +287,37 @@ def restore_model(workdir: str, config, which: str, mesh: Mesh | None = None):
     if variables is None:
         raise DataError(f"no {which} checkpoint in {workdir}/checkpoints: train first, or pass --checkpoint=latest")
     return model, variables
+
+
+def member_workdirs(workdir: str, seeds) -> list[str]:
+    """The workdirs of an ensemble's members (config.ensemble_seeds) inside its workdir: WORKDIR/seed_S."""
+    return [str(epath.Path(workdir) / f"seed_{seed}") for seed in seeds]
+
+
+def restore_ensemble(workdirs: list[str], which: str, model_overrides: dict | None = None,
+                     mesh: Mesh | None = None):
+    """The SiameseEnsemble of trained workdirs (or packed models), in their order, and its variables; each member's
+    model with `model_overrides` (NOT_SHAPE_KEYS); a clear error where members differ in ENSEMBLE_KEYS."""
+    configs = [load_config(workdir, model_overrides) for workdir in workdirs]
+    shared = [_entries(json.loads(config.to_json()), ENSEMBLE_KEYS) for config in configs]
+    for workdir, entries in zip(workdirs[1:], shared[1:]):
+        differ = changed_keys(shared[0], entries)
+        if differ:
+            raise DataError(f"{workdir} cannot join an ensemble with {workdirs[0]}: its members must share "
+                            f"{', '.join(ENSEMBLE_KEYS)}; these differ: {'; '.join(differ)}")
+    members = [restore_model(workdir, config, which, mesh) for workdir, config in zip(workdirs, configs)]
+    return SiameseEnsemble.of([model for model, _ in members]), ensemble_variables([v for _, v in members])
+
+
+def _entries(config: dict, keys: tuple[str, ...]) -> dict:
+    """The values of a config (as a dict) at dotted `keys` (None where absent)."""
+    out = {}
+    for key in keys:
+        value = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    return out
 
 
 def read_packed_variables(workdir: str, like: dict) -> dict:

@@ -23,7 +23,7 @@ COHORT_CHUNK = 64  # Images scored against the whole cohort per call: bounds the
 def _cohort_statistics_fn(model: SiameseNet, top: int):
     @jax.jit
     def statistics(variables, embeddings, cohort):
-        logits = model.apply(variables, embeddings[:, None, :], cohort[None], method=SiameseNet.score)  # [B, C]
+        logits = model.apply(variables, embeddings[:, None, :], cohort[None], method="score")  # [B, C]
         best = jax.lax.top_k(logits.astype(jnp.float32), top)[0]
         return best.mean(axis=-1), best.std(axis=-1)
 

@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 from siamese_jax import distributed
 from siamese_jax.data.images import to_float
 from siamese_jax.evaluation.metrics import wilson_interval
-from siamese_jax.models import SiameseNet, average_views
+from siamese_jax.models import SiameseNet, average_views, mean_log_probability, mean_probability_logit
 from siamese_jax.tasks import Pairs, Trials
 
 
@@ -104,7 +104,7 @@ def encode_views(model: SiameseNet, variables: dict, views: np.ndarray, batch_si
 def embed_fn(model: SiameseNet, mesh: Mesh | None = None):
     """Jitted (variables, uint8 images [B, S, S(, C)]) -> embeddings [B, D], replicated over `mesh` if given."""
     return jax.jit(
-        lambda variables, x: model.apply(variables, to_float(x), method=SiameseNet.embed),
+        lambda variables, x: model.apply(variables, to_float(x), method="embed"),
         out_shardings=distributed.replicated(mesh) if mesh is not None else None,
     )
 
@@ -126,7 +126,7 @@ def _trial_score_fn(model: SiameseNet):
     def score(variables, embeddings, query, support):
         turns = as_turns(embeddings)
         h_query = turns[:, query][:, :, None, None, :]  # [V, T, 1, 1, D]
-        logits = model.apply(variables, h_query, turns[:, support], method=SiameseNet.score)  # [V, T, N, K]
+        logits = model.apply(variables, h_query, turns[:, support], method="score")  # [V, T, N, K]
         return combined_log_probability(logits)
 
     return score
@@ -149,18 +149,7 @@ def combined_logit(logits: jax.Array) -> jax.Array:
     logits = jnp.asarray(logits)
     if logits.shape[0] == 1:
         return logits[0].astype(jnp.float32)
-    same = combined_log_probability(logits[..., None])
-    different = combined_log_probability(-logits[..., None])  # log(1 - sigmoid(x)) = log_sigmoid(-x).
-    return same - different
-
-
-def mean_log_probability(logits: jax.Array) -> jax.Array:
-    """log of the mean same-class probability over the last axis (the K shots), computed without rounding.
-
-    In float32 the sigmoid itself is exactly 1.0 for logits above about 17, so a confident model's
-    candidates would tie; log-sigmoid keeps them apart, and log-mean-exp averages the shots.
-    """
-    return jax.nn.logsumexp(jax.nn.log_sigmoid(logits.astype(jnp.float32)), axis=-1) - jnp.log(logits.shape[-1])
+    return mean_probability_logit(logits)
 
 
 def trial_scores(model: SiameseNet, variables: dict, embeddings: jax.Array, trials: Trials,
@@ -206,7 +195,7 @@ def eval_set_pair_logits(model: SiameseNet, variables: dict, eval_set: EvalSet, 
 def _pair_score_fn(model: SiameseNet):
     def score(variables, embeddings, left, right):
         turns = as_turns(embeddings)
-        return model.apply(variables, turns[:, left], turns[:, right], method=SiameseNet.score).astype(jnp.float32)
+        return model.apply(variables, turns[:, left], turns[:, right], method="score").astype(jnp.float32)
 
     return jax.jit(score)
 
