@@ -90,6 +90,8 @@ VARIANTS = {
     "cpu_hour": ("configs/omniglot_cpu_hour.py", []),
     "cpu_sgd": ("configs/omniglot_cpu_sgd.py", []),
     "cpu_adam": ("configs/omniglot_cpu_adam.py", []),
+    # The CPU config's three-seed ensemble, its members one after another in one process.
+    "cpu_ensemble": ("configs/omniglot_cpu_ensemble.py", []),
     "paper_adam": ("configs/omniglot.py", ["--config.optimizer=adam", "--config.learning_rate=1e-4",
                                            f"--config.train.drawers={tuple(range(1, 21))}".replace(" ", ""),
                                            "--config.num_epochs=20", "--config.patience=20"]),
@@ -98,7 +100,7 @@ VARIANTS = {
 # One lent GPU job each (at most 10 minutes): name -> the flags it sets, unless given on the command line.
 JOBS = {
     # The CPU recipes side by side, each its whole length if the budget allows: the first job of a lent GPU.
-    "cpu_recipes": {"variants": ["cpu", "cpu_hour", "cpu_sgd", "cpu_adam"], "benchmark": False, "budget_s": 570},
+    "cpu_recipes": {"variants": ["cpu", "cpu_hour", "cpu_sgd", "cpu_adam", "cpu_ensemble"], "benchmark": False, "budget_s": 570},
     # Regularisers against the fast recipe's overfitting, and the paper's pipeline with Adam: 4 at once.
     "regularise": {"variants": ["fast_20_dropout", "fast_20_strong_aug", "fast_20_adamw", "paper_adam"],
                    "benchmark": False, "budget_s": 570},

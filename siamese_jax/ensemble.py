@@ -3,7 +3,7 @@
     python -m siamese_jax.train --config=configs/omniglot_cpu_ensemble.py --workdir=DIR
 
 A config with `ensemble_seeds` trains one member per seed, each a run of its own in DIR/seed_S (resumable like
-any run; a finished member is kept), then evaluates the members as one model into DIR/eval.json: a pair's
+any run; a finished member is kept; each has an equal share of config.max_train_seconds), then evaluates the members as one model into DIR/eval.json: a pair's
 same-class probability is the mean of the members'. evaluate, predict, report and the demo take DIR as any
 workdir (workdir.restore_model).
 """
@@ -40,10 +40,12 @@ def check_config(config) -> tuple[int, ...]:
 
 
 def member_config(config, seed: int):
-    """The config a member trains under: the ensemble's with its own seed, as a single run."""
+    """The config a member trains under: the ensemble's with its own seed, as a single run, and an equal share of
+    the ensemble's time limit (config.max_train_seconds bounds the whole ensemble's training)."""
     member = config.copy_and_resolve_references()
     member.seed = seed
     member.ensemble_seeds = ()
+    member.max_train_seconds = float(config.max_train_seconds) / len(config.ensemble_seeds)
     return member
 
 

@@ -1,7 +1,7 @@
 """Evaluates a trained workdir with its dataset's evaluation (the experiment config.dataset names).
 
     python -m siamese_jax.evaluate --workdir=DIR [--checkpoint=best|latest] [--output=FILE]
-        Omniglot: [--runs=PATH] [--mnist] [--way=N --shots=K --tasks=T --seed=S] [--test_time_turns=1|2|4]
+        Omniglot: [--runs=PATH] [--mnist] [--way=N --shots=K --tasks=T --seed=S] [--test_time_turns=1|2|4|8]
         LFW:      [--protocol=view1|view2] [--test_time_flip] [--test_crops=C1,C2,...] [--cohort_norm_images=N]
         folders:  [--way=N --shots=K --tasks=T --seed=S]
     python -m siamese_jax.evaluate --fold_workdirs=F0,...,F9 --output=view2.json   # LFW View 2, strict
@@ -64,8 +64,9 @@ def define_flags() -> None:
     flags.DEFINE_bool("test_time_flip", None, "Embed each image and its mirror image and average (faces); default: "
                       "the run's model.test_time_flip.")
     flags.DEFINE_integer("test_time_turns", None, "Score every task under 1, 2 or 4 quarter turns of all its "
-                         "images and average (Omniglot: a turned alphabet is one the network has seen trained "
-                         "in turns); default: the run's model.test_time_turns.")
+                         "images, or 8 (the quarter turns of them and of their mirror images), and average (Omniglot: "
+                         "a turned alphabet is one the network has seen trained in turns, config.orientations); "
+                         "default: the run's model.test_time_turns.")
     flags.DEFINE_integer("cohort_norm_images", None, "LFW: AS-normalise verification scores against this many photos "
                          "of the run's training people (0: off); default: the run's config.lfw.cohort_norm.")
     flags.DEFINE_list("test_crops", None, "LFW: other centred crops (sides in pixels, e.g. 118,143) whose embeddings "

@@ -316,14 +316,15 @@ def build_model(model_config) -> SiameseNet:
     )
     turns = model_config.test_time_turns
     if isinstance(turns, bool) or turns not in TEST_TIME_TURNS:
-        raise ConfigError(f"config.model.test_time_turns must be one of {TEST_TIME_TURNS} (quarter turns scored "
-                          f"and averaged at test time), got {turns!r}")
+        raise ConfigError(f"config.model.test_time_turns must be one of {TEST_TIME_TURNS} (symmetries of the "
+                          f"square scored and averaged at test time: turns, and with 8 mirror images too), got {turns!r}")
     return SiameseNet(encoder, head_type=head, margin=float(model_config.margin),
                       test_time_flip=bool(model_config.test_time_flip), test_time_turns=int(turns))
 
 
-# 1: each image as it is; 2: also turned by 180 degrees; 4: by each quarter turn.
-TEST_TIME_TURNS = (1, 2, 4)
+# 1: each image as it is; 2: also turned by 180 degrees; 4: by each quarter turn; 8: each quarter turn of the
+# image and of its mirror image (evaluation.scoring.symmetric_views).
+TEST_TIME_TURNS = (1, 2, 4, 8)
 
 
 def smallest_feature_map(image_size: int, model_config) -> tuple[str, int]:

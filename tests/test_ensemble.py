@@ -44,6 +44,14 @@ def test_ensembles_refuse_unit_length_members_and_bad_seeds():
     assert ensemble.check_seeds([3, 1]) == (3, 1)
 
 
+def test_members_share_the_ensembles_time_limit():
+    config = load_config("omniglot_cpu_ensemble")
+    config.max_train_seconds = 600
+    member = ensemble.member_config(config, 2)
+    assert (member.seed, tuple(member.ensemble_seeds), member.max_train_seconds) == (2, (), 200.0)
+    assert member.model == config.model and config.seed == 0  # The ensemble's own config is left alone.
+
+
 @pytest.fixture(scope="module")
 def trained_ensemble(trained_omniglot, synthetic_data_dir, cache_dir, tmp_path_factory):
     """A two-member ensemble whose seed-0 member is the session's tiny run (finished earlier, so kept) and whose

@@ -95,10 +95,11 @@ def test_head_scores_match_pairwise_model_calls():
             assert probabilities[t, n] == pytest.approx(float(direct[0]), rel=1e-4)
 
 
-@pytest.mark.parametrize("turns", [2, 4])
+@pytest.mark.parametrize("turns", [2, 4, 8])
 def test_test_time_turns_average_each_turns_scores(turns):
     """With V test-time turns a trial's class scores the mean probability over its shots under each turn of
-    query and support alike, and a pair its mean logit: against whole-network calls on turned images."""
+    query and support alike (with 8, each turn of them and of their mirror images), and a pair its mean logit:
+    against whole-network calls on turned images."""
     model = SiameseNet(Encoder(features=(4, 4), kernel_sizes=(3, 3), embedding_dim=8, padding="SAME", init_scheme="lecun"),
                        test_time_turns=turns)
     variables = init_variables(model, jax.random.PRNGKey(0), (12, 12))
@@ -112,7 +113,9 @@ def test_test_time_turns_average_each_turns_scores(turns):
     scores = np.exp(scoring.trial_scores(model, variables, embeddings, trials))
     pairs = tasks.Pairs(np.array([0, 6], np.int32), np.array([1, 2], np.int32), np.zeros(2, bool))
     logits = scoring.pair_logits(model, variables, embeddings, pairs)
-    turned = [jnp.asarray(np.rot90(images, k, axes=(1, 2)), jnp.float32) / 255 for k in range(0, 4, 4 // turns)]
+    sources = (images, images[:, :, ::-1]) if turns == 8 else (images,)
+    turned = [jnp.asarray(np.rot90(source, k, axes=(1, 2)), jnp.float32) / 255
+              for source in sources for k in range(0, 4, max(1, 4 // turns))]
     direct = lambda a, b: [float(model.apply(variables, x[a][None], x[b][None])[0]) for x in turned]
     for t in range(2):
         for n in range(2):
@@ -271,3 +274,14 @@ def test_encode_views_averages_each_images_views(embedding):
         expected /= np.linalg.norm(expected, axis=-1, keepdims=True)
     np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(averaged, each[:, 0], atol=1e-3)  # The other views count.
+
+
+def test_eight_test_time_views_are_the_symmetries_that_training_draws():
+    from siamese_jax.augment import square_symmetries
+
+    images = (np.random.default_rng(1).uniform(size=(3, 6, 6)) * 255).astype(np.uint8)
+    views = scoring.symmetric_views(images, 8)
+    for k, view in enumerate(views):
+        np.testing.assert_array_equal(view, square_symmetries(jnp.asarray(images), jnp.full(3, k)))
+    assert len({view.tobytes() for view in views}) == 8
+    np.testing.assert_array_equal(scoring.symmetric_views(images, 2)[1], images[:, ::-1, ::-1])

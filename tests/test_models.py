@@ -75,12 +75,12 @@ def test_auto_dtype_is_bfloat16_on_accelerators_only():
 
 
 @pytest.mark.parametrize("turns", [0, 3, True, "4"])
-def test_test_time_turns_other_than_1_2_4_are_refused(turns):
+def test_test_time_turns_other_than_1_2_4_8_are_refused(turns):
     # A config file may set any type; a fresh ConfigDict takes it as written, where assigning to the
     # loaded config's int field would be refused by ml_collections itself (newer releases refuse "4").
     model_config = load_config("omniglot_cpu").model.to_dict()
     model_config["test_time_turns"] = turns
-    with pytest.raises(ConfigError, match=r"config.model.test_time_turns must be one of \(1, 2, 4\)"):
+    with pytest.raises(ConfigError, match=r"config.model.test_time_turns must be one of \(1, 2, 4, 8\)"):
         build_model(ml_collections.ConfigDict(model_config))
 
 

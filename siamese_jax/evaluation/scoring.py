@@ -59,17 +59,25 @@ def used_images(images: np.ndarray, used: list[np.ndarray], prepare=None):
 
 def encode(model: SiameseNet, variables: dict, images: np.ndarray, batch_size: int, mesh: Mesh | None = None) -> jax.Array:
     """Embeddings [M, D] of uint8 images [M, S, S(, C)], in fixed-size batches split over the mesh's devices;
-    [V, M, D] for a model with V = test_time_turns > 1: the images turned by each of V even steps of a full
-    turn (trial_scores and pair_logits combine the V views: combined_log_probability).
+    [V, M, D] for a model with V = test_time_turns > 1: the images under each of V symmetries of the square
+    (symmetric_views; trial_scores and pair_logits combine the V views: combined_log_probability).
 
     The batch size is rounded up to a multiple of the device count; the embeddings come back
     replicated on every device. `mesh` defaults to every device.
     """
     if model.test_time_turns > 1:
-        step = 4 // model.test_time_turns
-        return jnp.stack([encode_as_is(model, variables, np.rot90(images, k, axes=(1, 2)), batch_size, mesh)
-                          for k in range(0, 4, step)])
+        return jnp.stack([encode_as_is(model, variables, view, batch_size, mesh)
+                          for view in symmetric_views(images, model.test_time_turns)])
     return encode_as_is(model, variables, images, batch_size, mesh)
+
+
+def symmetric_views(images: np.ndarray, count: int) -> list[np.ndarray]:
+    """The `count` views of images [M, S, S(, C)] that test-time turns score: for 2 and 4, the images turned by
+    each even step of a full turn; for 8, the four quarter turns of the images and then of their mirror images
+    (the square's eight symmetries, in augment.square_symmetries' order, as orientations=8 trains on them)."""
+    turns = range(0, 4, 4 // min(count, 4))
+    sources = (images, images[:, :, ::-1]) if count == 8 else (images,)
+    return [np.rot90(source, k, axes=(1, 2)) for source in sources for k in turns]
 
 
 def encode_as_is(model: SiameseNet, variables: dict, images: np.ndarray, batch_size: int,
