@@ -39,11 +39,12 @@ def write_report(workdir: str, output_dir: str | None = None, checkpoint: str = 
     """Writes the curves, the schedules and the experiment's own figures; returns their paths."""
     config = workdir_files.load_config(workdir)
     records = workdir_files.read_metrics(workdir)
-    if not records:
+    if not records and not config.ensemble_seeds:  # An ensemble's curves are its members' (WORKDIR/seed_S).
         raise DataError(f"{Path(workdir) / workdir_files.METRICS} holds no epochs yet: train for at least one epoch")
     out = Path(output_dir) if output_dir else Path(workdir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    written = [figures.plot_curves(records, out / "curves.png"), figures.plot_schedules(records, out / "schedules.png")]
+    written = ([figures.plot_curves(records, out / "curves.png"), figures.plot_schedules(records, out / "schedules.png")]
+               if records else [])
     experiment = experiments.build(config)
     options = {"runs": runs_path, "max_errors": max_errors, "checkpoint": checkpoint}
     written += experiment.report_figures(workdir, lambda: workdir_files.restore_model(workdir, config, checkpoint),

@@ -101,6 +101,14 @@ def test_an_ensemble_trains_its_missing_members_then_evaluates_them_as_one(train
     assert rerun["runs"] == result["runs"] and rerun["training"] == result["training"]
 
 
+def test_the_report_of_an_ensemble_shows_its_trials(trained_ensemble, tmp_path):
+    from siamese_jax import report
+
+    _, workdir, _, _ = trained_ensemble
+    written = report.write_report(str(workdir), str(tmp_path / "report"))
+    assert sorted(path.name for path in written) == ["errors.png", "official_runs.png", "trials.html"]
+
+
 def test_a_finished_member_of_another_recipe_is_not_kept(trained_ensemble, tmp_path):
     from siamese_jax.errors import UserError
 
