@@ -24,23 +24,24 @@ pytestmark = pytest.mark.slow  # Every test here trains, some in several process
 
 @pytest.fixture(scope="module")
 def one_and_eight(synthetic_data_dir, cache_dir, tmp_path_factory):
-    """The same tiny run on 1 device (here) and on 8 (a process of its own with 8 forced CPU devices):
-    (config, workdir on 1, workdir on 8)."""
+    """The same tiny run on 1 device (here) and on 8 as one mesh over two processes of 4 forced CPU devices each:
+    (config, workdir on 1, workdir on 8, the two processes' stdout)."""
     assert jax.device_count() == NUM_TEST_DEVICES
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3)
     one, eight = tmp_path_factory.mktemp("one_device"), tmp_path_factory.mktemp("eight_devices")
     train.train_and_evaluate(config, str(one), devices=jax.devices()[:1])
     config_file = tiny_config_file(eight.parent / "eight.py", synthetic_data_dir, cache_dir, num_epochs=3)
-    done = subprocess.run([sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={eight}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, **devices_env(8)})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("data parallel over 8 cpu devices")
-    return config, one, eight
+    processes = [_train_process(config_file, eight, i, 2, port) for port in [free_port()] for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr
+    return config, one, eight, [stdout for stdout, _ in outputs]
 
 
-def test_eight_devices_follow_the_one_device_trajectory(one_and_eight):
-    config, one, eight = one_and_eight
+def test_eight_devices_in_two_processes_follow_the_one_device_trajectory(one_and_eight):
+    config, one, eight, outputs = one_and_eight
     on_one, on_eight = _metrics(one), _metrics(eight)
+    # Written once, by process 0 alone; one run's steps whatever the device count.
     assert [r["step"] for r in on_one] == [r["step"] for r in on_eight] == [3, 6, 9]
     for a, b in zip(on_one, on_eight):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
@@ -49,11 +50,14 @@ def test_eight_devices_follow_the_one_device_trajectory(one_and_eight):
     params_eight = _latest_params(eight, config, jax.devices())
     for x, y in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_eight)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=1e-5)
-    assert json.loads((eight / "eval.json").read_text())["provenance"]["device"].startswith("cpu:cpu x8")
+    assert "data parallel over 8 cpu devices" in outputs[0]
+    assert "official runs" in outputs[0] and "official runs" not in outputs[1]
+    result = json.loads((eight / "eval.json").read_text())
+    assert result["provenance"]["device"].startswith("cpu:cpu x8 in 2 processes")
 
 
 def test_checkpoints_restore_on_another_device_count(one_and_eight):
-    config, one, eight = one_and_eight
+    config, one, eight, _ = one_and_eight
     from_eight_on_one = _latest_params(eight, config, jax.devices()[:1])
     from_one_on_eight = _latest_params(one, config, jax.devices())
     leaf = jax.tree.leaves(from_eight_on_one)[0]
@@ -64,7 +68,7 @@ def test_checkpoints_restore_on_another_device_count(one_and_eight):
 
 
 def test_a_run_begun_on_eight_devices_resumes_on_two(one_and_eight, synthetic_data_dir, cache_dir, tmp_path):
-    config, _, eight = one_and_eight
+    _, _, eight, _ = one_and_eight
     workdir = tmp_path / "moved"
     shutil.copytree(eight, workdir)
     longer = tiny_config(synthetic_data_dir, cache_dir, num_epochs=4)
@@ -88,23 +92,6 @@ def _train_process(config_file, workdir, process_id, num_processes, port, *extra
                f"--process_id={process_id}", f"--distributed_timeout={timeout_s}", *extra]
     env = {**os.environ, **devices_env(devices)}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def test_two_processes_of_four_devices_train_as_one_mesh(one_and_eight, synthetic_data_dir, cache_dir, tmp_path):
-    _, _, eight = one_and_eight
-    config_file = tiny_config_file(tmp_path / "tiny.py", synthetic_data_dir, cache_dir, num_epochs=3)
-    workdir, port = tmp_path / "run", free_port()
-    processes = [_train_process(config_file, workdir, i, 2, port) for i in range(2)]
-    outputs = [p.communicate(timeout=300) for p in processes]
-    for process, (_, stderr) in zip(processes, outputs):
-        assert process.returncode == 0, stderr
-    records = _metrics(workdir)
-    assert [r["epoch"] for r in records] == [1, 2, 3]  # Written once, by process 0 alone.
-    for a, b in zip(records, _metrics(eight)):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-    assert "official runs" in outputs[0][0] and "official runs" not in outputs[1][0]
-    result = json.loads((workdir / "eval.json").read_text())
-    assert result["provenance"]["device"].startswith("cpu:cpu x8 in 2 processes")
 
 
 def test_unreachable_coordinator_gives_up_with_a_clear_message(synthetic_data_dir, cache_dir, tmp_path):
