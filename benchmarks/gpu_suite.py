@@ -294,6 +294,15 @@ def summarize_run(name: str, config_path: str, overrides: list[str], command: li
     return record
 
 
+def reserved_seconds(config_path: Path) -> float:
+    """The seconds of a variant's process that are not training: --startup_s and --eval_s for each run, and one
+    more evaluation for an ensemble (a config with ensemble_seeds trains and evaluates each member, then them)."""
+    from siamese_jax.config_files import load_config_file
+
+    members = len(load_config_file(config_path).get("ensemble_seeds", ()))
+    return max(1, members) * (FLAGS.startup_s + FLAGS.eval_s) + (FLAGS.eval_s if members else 0)
+
+
 def run_tune_workers(overrides: list[str], root: Path, cache_dir: Path, output: Path, deadline: float,
                      env: dict, log: Log) -> dict:
     """--tune_workers siamese_jax.tune processes of one study until `deadline`; the study's record.
@@ -455,9 +464,9 @@ def run_suite() -> None:
         batch = variants[wave * parallel:(wave + 1) * parallel]
         remaining = deadline - time.time()
         wave_end = time.time() + remaining / (waves - wave)
-        train_limit = max(1.0, wave_end - time.time() - FLAGS.startup_s - FLAGS.eval_s)
         processes, commands = {}, {}
         for name, path, overrides in batch:
+            train_limit = max(1.0, wave_end - time.time() - reserved_seconds(REPO / path))
             workdir = runs_root / name
             command = [sys.executable, "-m", "siamese_jax.train", f"--config={REPO / path}", f"--workdir={workdir}",
                        f"--config.data_dir={FLAGS.data_dir}", f"--config.cache_dir={cache_dir}",

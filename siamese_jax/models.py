@@ -168,8 +168,8 @@ class SiameseNet(nn.Module):
     head_type: str = "l1"
     margin: float = 1.0
     test_time_flip: bool = False  # Outside training, embed each image and its mirror image and average.
-    # Outside training, score every task under this many quarter turns of all its images and average the
-    # scores (evaluation.scoring.encode gives one embedding of each image per turn).
+    # Outside training, score every task under this many symmetries of the square of all its images (quarter turns;
+    # with 8, of the mirror images too) and average the scores (evaluation.scoring.encode: an embedding per view).
     test_time_turns: int = 1
 
     def setup(self):
@@ -184,6 +184,11 @@ class SiameseNet(nn.Module):
         h1, h2 = jnp.split(embeddings, 2, axis=0)
         return self.head(h1, h2)
 
+    @property
+    def unit_length_embeddings(self) -> bool:
+        """Whether embeddings have Euclidean length 1 (model.embedding='normalize'): views average back to it."""
+        return self.encoder.embedding == "normalize"
+
     def embed(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Encodes images [B, H, W] or [B, H, W, C] to embeddings [B, D] (see Encoder for `train`).
 
@@ -195,7 +200,7 @@ class SiameseNet(nn.Module):
         if train or not self.test_time_flip:
             return embeddings
         both = jnp.stack([embeddings, self.encoder(images[:, :, ::-1], False)])
-        return average_views(both, 0, self.encoder.embedding == "normalize")
+        return average_views(both, 0, self.unit_length_embeddings)
 
     def score(self, h1: jax.Array, h2: jax.Array) -> jax.Array:
         """Scores embeddings with the head alone (broadcasting over leading axes)."""
@@ -209,7 +214,8 @@ class SiameseNet(nn.Module):
 class SiameseEnsemble(nn.Module):
     """Trained twins of one input size scored as one model: an image's embedding is its members' embeddings side by
     side, and a pair's logit is that of the mean of the members' same-class probabilities (mean_probability_logit),
-    the rule that combines test-time turns and shots. Evaluation, predict and the demo take it as a SiameseNet.
+    the rule that combines test-time turns and shots. Evaluation, predict and the demo score with it as with a
+    SiameseNet (embed, score, test_time_turns, unit_length_embeddings); it does not train.
 
     Build it with SiameseEnsemble.of; its variables hold each member's under 'members_0', 'members_1', ...
     (ensemble_variables).
@@ -221,11 +227,11 @@ class SiameseEnsemble(nn.Module):
     def of(cls, members: Sequence[SiameseNet]) -> "SiameseEnsemble":
         """The ensemble of `members`, each on modules of its own: a module object that two members held would
         share one set of parameters."""
-        if any(member.encoder.embedding == "normalize" for member in members):
-            # Test-time crops average a member's unit-length embeddings and rescale them (scoring.encode_views),
-            # which side-by-side embeddings would not survive.
-            raise ConfigError("an ensemble takes members with model.embedding='sigmoid' (Omniglot, folders), "
-                              "not unit-length embeddings")
+        if any(member.unit_length_embeddings or member.head_type != "l1" for member in members):
+            # The mean of the members' probabilities needs calibrated ones (the L1 head's sigmoid, not the
+            # Euclidean head's margin score), and unit-length embeddings would not stay so side by side.
+            raise ConfigError("an ensemble takes members with model.embedding='sigmoid' and model.head='l1' "
+                              "(Omniglot, folders), not the face models' unit-length embeddings or Euclidean head")
         return cls(tuple(member.clone(encoder=member.encoder.clone()) for member in members))
 
     @property
@@ -237,6 +243,11 @@ class SiameseEnsemble(nn.Module):
     def test_time_flip(self) -> bool:
         """The members' test_time_flip (they agree)."""
         return self.members[0].test_time_flip
+
+    @property
+    def unit_length_embeddings(self) -> bool:
+        """False: members have sigmoid embeddings (SiameseEnsemble.of)."""
+        return False
 
     def embed(self, images: jax.Array, train: bool = False) -> jax.Array:
         """The members' embeddings [B, D_1 + ... + D_k] of images [B, H, W(, C)], in member order."""

@@ -161,6 +161,9 @@ class Trainer:
         """`epoch_callback(epoch, scores)`, if given, runs after each epoch's validation on every process, with
         the epoch's validation metrics; a string it returns ends training there, as the reason it stopped.
         `allow_config_change`: resume a workdir that trained under another config (workdir.prepare)."""
+        if config.ensemble_seeds:
+            raise ConfigError("config.ensemble_seeds trains an ensemble, one run per seed: train it with "
+                              "siamese_jax.train (train.train_and_evaluate), not one Trainer or a tuning study")
         self.config, self.workdir, self.epoch_callback = config, workdir, epoch_callback
         self.allow_config_change = allow_config_change
         self.mesh = distributed.data_mesh(devices)
@@ -417,7 +420,7 @@ def train_and_evaluate(config, workdir: str, devices=None, allow_config_change: 
     config = upgrade_config(config)
     if config.ensemble_seeds:
         train_member = functools.partial(train_and_evaluate, devices=devices, allow_config_change=allow_config_change)
-        return ensemble.train_and_evaluate(config, workdir, train_member, allow_config_change)
+        return ensemble.train_and_evaluate(config, workdir, train_member, devices, allow_config_change)
     return Trainer(config, workdir, devices, allow_config_change=allow_config_change).run()
 
 

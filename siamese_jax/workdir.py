@@ -50,12 +50,12 @@ MODEL_KEYS = ("model", "image_size", "channels")
 NOT_SHAPE_KEYS = ("dtype", "dropout", "first_layer_as_matmul", "test_time_flip", "test_time_turns")
 # Config entries (dotted paths) that only change how a trained run is evaluated.
 EVALUATION_KEYS = ("lfw.cohort_norm.images", "lfw.threshold", "lfw.test_crops")
-# Config entries (dotted paths) an ensemble's members share: the data they are evaluated on, and how an image
-# becomes model input and is scored.
-ENSEMBLE_KEYS = ("dataset", "image_size", "channels", "validation", "test", "model.test_time_turns",
-                 "model.test_time_flip")
+# Config entries an ensemble's members share: how an image becomes model input. (The ensemble is evaluated under
+# its own config, and under its model's test-time settings.)
+ENSEMBLE_KEYS = ("dataset", "image_size", "channels")
 
-
+# The entries that set how long a run trains (all among RESUMABLE_KEYS).
+LENGTH_KEYS = ("num_epochs", "patience", "max_train_seconds")
 # Config entries (dotted paths, and everything under them) a run may resume with changed: how long it trains,
 # where it reads its data, how often it logs and saves, and how it is evaluated. Any other change would mix
 # two recipes in one run, and is refused unless allowed (train --allow_config_change).
@@ -77,6 +77,9 @@ def prepare(workdir: str, config, allow_config_change: bool = False) -> None:
     except OSError as error:
         raise UserError(f"cannot write to workdir {workdir}: {error.strerror or error}") from None
     saved = saved_config(workdir)
+    if saved is not None and bool(saved.get("ensemble_seeds")) != bool(config.get("ensemble_seeds")):
+        held = "an ensemble's members (seed_S/)" if saved.get("ensemble_seeds") else "a single run"
+        raise UserError(f"{workdir} holds {held}, which this config does not train: pass another --workdir")
     if saved is None or not has_checkpoints(workdir):
         return
     current = json.loads(config.to_json())
@@ -297,9 +300,13 @@ def member_workdirs(workdir: str, seeds) -> list[str]:
 def restore_ensemble(workdirs: list[str], which: str, model_overrides: dict | None = None,
                      mesh: Mesh | None = None):
     """The SiameseEnsemble of trained workdirs (or packed models), in their order, and its variables; each member's
-    model with `model_overrides` (NOT_SHAPE_KEYS); a clear error where members differ in ENSEMBLE_KEYS."""
+    model with `model_overrides` (NOT_SHAPE_KEYS); a clear error where a member is missing or the members differ
+    in ENSEMBLE_KEYS."""
+    for workdir in workdirs:
+        if not (epath.Path(workdir) / CONFIG).exists():
+            raise DataError(f"ensemble member {workdir} has not trained yet: run the ensemble's training command again")
     configs = [load_config(workdir, model_overrides) for workdir in workdirs]
-    shared = [_entries(json.loads(config.to_json()), ENSEMBLE_KEYS) for config in configs]
+    shared = [{key: config.get(key) for key in ENSEMBLE_KEYS} for config in configs]
     for workdir, entries in zip(workdirs[1:], shared[1:]):
         differ = changed_keys(shared[0], entries)
         if differ:
@@ -307,17 +314,6 @@ def restore_ensemble(workdirs: list[str], which: str, model_overrides: dict | No
                             f"{', '.join(ENSEMBLE_KEYS)}; these differ: {'; '.join(differ)}")
     members = [restore_model(workdir, config, which, mesh) for workdir, config in zip(workdirs, configs)]
     return SiameseEnsemble.of([model for model, _ in members]), ensemble_variables([v for _, v in members])
-
-
-def _entries(config: dict, keys: tuple[str, ...]) -> dict:
-    """The values of a config (as a dict) at dotted `keys` (None where absent)."""
-    out = {}
-    for key in keys:
-        value = config
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        out[key] = value
-    return out
 
 
 def read_packed_variables(workdir: str, like: dict) -> dict:

@@ -117,12 +117,12 @@ def synthetic_data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory, worker_id) -> Path:
+def cache_dir(tmp_path_factory) -> Path:
     """A decode cache private to the test session and shared by its xdist workers, so that the real datasets are
     decoded once a session, not once a worker: a cache file is keyed by its sources' paths, sizes and times and
     written atomically (data.sources.cached_arrays), so workers may fill it at once."""
     root = tmp_path_factory.getbasetemp()
-    path = (root if worker_id == "master" else root.parent) / "decode_cache"
+    path = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "decode_cache"
     path.mkdir(exist_ok=True)
     return path
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,7 +13,7 @@ from siamese_jax import workdir as workdir_files
 from siamese_jax.data.omniglot import load_runs, locate_runs
 from siamese_jax.errors import ConfigError, DataError
 from siamese_jax.experiments import build
-from tests.conftest import load_config, tiny_config
+from tests.conftest import load_config, metrics, tiny_config
 
 
 def test_an_ensemble_scores_the_mean_of_its_members_probabilities():
@@ -31,6 +32,13 @@ def test_an_ensemble_scores_the_mean_of_its_members_probabilities():
                              for v, h in zip(member_variables, own)], axis=0)
     assert logits.shape == (5, 5) and np.ptp(probabilities) > 1e-3
     np.testing.assert_allclose(jax.nn.sigmoid(logits), probabilities, atol=1e-6)
+    # Views of one image (test crops) average each member's embeddings, as each member alone would.
+    from siamese_jax.evaluation import scoring
+
+    views = (np.random.default_rng(0).uniform(size=(4, 2, *shape)) * 255).astype(np.uint8)
+    np.testing.assert_allclose(scoring.encode_views(joint, variables, views, 4),
+                               np.concatenate([scoring.encode_views(model, v, views, 4) for v in member_variables], -1),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_ensembles_refuse_unit_length_members_and_bad_seeds():
@@ -38,18 +46,28 @@ def test_ensembles_refuse_unit_length_members_and_bad_seeds():
     faces.ensemble_seeds = (0, 1)
     with pytest.raises(ConfigError, match="sigmoid"):
         train.validate_config(faces, num_devices=1)  # Before any member trains.
-    for seeds in [(0,), (1, 1), (0, 1.5), (0, True)]:
+    for seeds in [(0,), (1, 1), (0, 1.5), (0, True), 3]:
         with pytest.raises(ConfigError, match="ensemble_seeds"):
             ensemble.check_seeds(seeds)
     assert ensemble.check_seeds([3, 1]) == (3, 1)
 
 
 def test_members_share_the_ensembles_time_limit():
+    import ml_collections
+
     config = load_config("omniglot_cpu_ensemble")
-    config.max_train_seconds = 600
+    config.max_train_seconds = 600.0
     member = ensemble.member_config(config, 2)
     assert (member.seed, tuple(member.ensemble_seeds), member.max_train_seconds) == (2, (), 200.0)
     assert member.model == config.model and config.seed == 0  # The ensemble's own config is left alone.
+    written_as_int = ml_collections.ConfigDict({**config.to_dict(), "max_train_seconds": 600})
+    assert ensemble.member_config(written_as_int, 1).max_train_seconds == 200
+
+
+def test_an_ensemble_config_trains_only_as_an_ensemble(synthetic_data_dir, cache_dir, tmp_path):
+    config = tiny_config(synthetic_data_dir, cache_dir, ensemble_seeds=(0, 1))
+    with pytest.raises(ConfigError, match="trains an ensemble"):
+        train.Trainer(config, str(tmp_path / "one"))  # As a tuning study would.
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +82,7 @@ def trained_ensemble(trained_omniglot, synthetic_data_dir, cache_dir, tmp_path_f
     return config, workdir, train.train_and_evaluate(config, str(workdir)), member_result
 
 
+@pytest.mark.slow  # Trains the tiny ensemble.
 def test_an_ensemble_trains_its_missing_members_then_evaluates_them_as_one(trained_ensemble, capsys):
     config, workdir, result, first = trained_ensemble
     seed_0, seed_1 = workdir_files.member_workdirs(str(workdir), (0, 1))
@@ -90,8 +109,9 @@ def test_an_ensemble_trains_its_missing_members_then_evaluates_them_as_one(train
     predictor = predict.Predictor(str(workdir))
     assert isinstance(predictor.model, models.SiameseEnsemble)
     images = experiment.prepare(runs.images[:3])
-    np.testing.assert_allclose(predictor.pair_logits(images, np.array([0, 1]), np.array([0, 2]))[0],
-                               predictor.pair_logits(images, np.array([0]), np.array([0]))[0], rtol=1e-5)
+    logits = predictor.pair_logits(images, np.array([0, 0]), np.array([1, 2]))
+    ranking = predictor.rank(*(lambda e: (e[..., 0, :], e[..., 1:, :]))(predictor.embed(images)), ["b", "c"], [1, 1])
+    assert [r["class"] for r in ranking] == (["b", "c"] if logits[0] > logits[1] else ["c", "b"])
 
     # Run again, every member is finished: none trains, and the evaluation is the same.
     capsys.readouterr()
@@ -101,6 +121,7 @@ def test_an_ensemble_trains_its_missing_members_then_evaluates_them_as_one(train
     assert rerun["runs"] == result["runs"] and rerun["training"] == result["training"]
 
 
+@pytest.mark.slow  # Trains the tiny ensemble.
 def test_the_report_of_an_ensemble_shows_its_trials(trained_ensemble, tmp_path):
     from siamese_jax import report
 
@@ -109,29 +130,62 @@ def test_the_report_of_an_ensemble_shows_its_trials(trained_ensemble, tmp_path):
     assert sorted(path.name for path in written) == ["errors.png", "official_runs.png", "trials.html"]
 
 
-def test_a_finished_member_of_another_recipe_is_not_kept(trained_ensemble, tmp_path):
+@pytest.mark.slow  # Trains the tiny ensemble.
+def test_a_longer_ensemble_trains_its_finished_members_on(trained_ensemble, tmp_path):
+    config, workdir, _, _ = trained_ensemble
+    longer_dir = tmp_path / "ensemble"
+    shutil.copytree(workdir, longer_dir)
+    longer = config.copy_and_resolve_references()
+    longer.num_epochs = 3
+    result = train.train_and_evaluate(longer, str(longer_dir))
+    assert [m["epochs"] for m in result["training"]["members"]] == [3, 3]
+    for member in workdir_files.member_workdirs(str(longer_dir), (0, 1)):
+        assert [r["epoch"] for r in metrics(Path(member))] == [1, 2, 3]
+
+
+@pytest.mark.slow  # Trains the tiny ensemble.
+def test_a_member_of_another_recipe_stops_the_ensemble_before_anything_is_written(trained_ensemble, tmp_path):
     from siamese_jax.errors import UserError
 
     config, workdir, _, _ = trained_ensemble
     changed = tmp_path / "ensemble"
     shutil.copytree(workdir, changed)
+    before = (changed / "config.json").read_text()
     config = config.copy_and_resolve_references()
     config.learning_rate *= 2
     with pytest.raises(UserError, match="learning_rate"):
         train.train_and_evaluate(config, str(changed))
+    assert (changed / "config.json").read_text() == before and (changed / "finished.json").exists()
 
 
-def test_members_that_differ_in_what_is_evaluated_cannot_join(trained_ensemble, tmp_path):
+@pytest.mark.slow  # Trains the tiny ensemble.
+def test_an_ensemble_and_a_single_run_never_share_a_workdir(trained_ensemble, trained_omniglot, tmp_path):
+    from siamese_jax.errors import UserError
+
+    config, workdir, _, _ = trained_ensemble
+    single_config, single, _ = trained_omniglot
+    with pytest.raises(UserError, match="holds a single run"):
+        train.train_and_evaluate(config, str(single))
+    with pytest.raises(UserError, match="holds an ensemble's members"):
+        train.train_and_evaluate(single_config, str(workdir))
+
+
+@pytest.mark.slow  # Trains the tiny ensemble.
+def test_members_must_share_their_input_and_be_trained(trained_ensemble, tmp_path):
     config, workdir, _, _ = trained_ensemble
     odd = tmp_path / "ensemble"
     shutil.copytree(workdir, odd)
     saved = json.loads((odd / "seed_1" / "config.json").read_text())
-    saved["validation"]["way"] = 5
+    saved["channels"] = 3
     (odd / "seed_1" / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(DataError, match=r"seed_1 cannot join .*validation\.way: 4 -> 5"):
+    with pytest.raises(DataError, match=r"seed_1 cannot join .*channels: 1 -> 3"):
+        workdir_files.restore_model(str(odd), config, "best")
+    shutil.rmtree(odd / "seed_1")
+    with pytest.raises(DataError, match="seed_1 has not trained yet"):
         workdir_files.restore_model(str(odd), config, "best")
 
 
+@pytest.mark.slow  # Trains the tiny ensemble.
 def test_an_ensemble_is_packed_one_member_at_a_time(trained_ensemble, tmp_path):
     from siamese_jax import pretrained
     from siamese_jax.errors import UserError

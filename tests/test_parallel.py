@@ -31,8 +31,13 @@ def one_and_eight(synthetic_data_dir, cache_dir, tmp_path_factory):
     one, eight = tmp_path_factory.mktemp("one_device"), tmp_path_factory.mktemp("eight_devices")
     train.train_and_evaluate(config, str(one), devices=jax.devices()[:1])
     config_file = tiny_config_file(eight.parent / "eight.py", synthetic_data_dir, cache_dir, num_epochs=3)
-    processes = [_train_process(config_file, eight, i, 2, port) for port in [free_port()] for i in range(2)]
-    outputs = [p.communicate(timeout=300) for p in processes]
+    port = free_port()
+    processes = [_train_process(config_file, eight, i, 2, port) for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for process in processes:  # Left waiting for a peer that failed, or past the timeout.
+            process.kill()
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr
     return config, one, eight, [stdout for stdout, _ in outputs]

@@ -103,7 +103,7 @@ def encode_views(model: SiameseNet, variables: dict, views: np.ndarray, batch_si
     an image and its mirror image's."""
     count, num_views = views.shape[:2]
     flat = encode_as_is(model, variables, views.reshape(count * num_views, *views.shape[2:]), batch_size, mesh)
-    return average_views(flat.reshape(count, num_views, -1), 1, model.encoder.embedding == "normalize")
+    return average_views(flat.reshape(count, num_views, -1), 1, model.unit_length_embeddings)
 
 
 # The jitted functions are built once per model and mesh (linen modules hash by their fields):
