@@ -98,11 +98,14 @@ def test_head_scores_match_pairwise_model_calls():
 @pytest.mark.parametrize("turns", [2, 4, 8])
 def test_test_time_turns_average_each_turns_scores(turns):
     """With V test-time turns a trial's class scores the mean probability over its shots under each turn of
-    query and support alike (with 8, each turn of them and of their mirror images), and a pair its mean logit:
-    against whole-network calls on turned images."""
+    query and support alike (with 8, each turn of them and of their mirror images), and a pair the logit of its mean
+    probability: against whole-network calls on turned images."""
     model = SiameseNet(Encoder(features=(4, 4), kernel_sizes=(3, 3), embedding_dim=8, padding="SAME", init_scheme="lecun"),
                        test_time_turns=turns)
     variables = init_variables(model, jax.random.PRNGKey(0), (12, 12))
+    # A head 50x as sharp: logits far from 0, where the mean logit and the logit of the mean probability part.
+    variables = {**variables, "params": {**variables["params"],
+                                         "head": jax.tree.map(lambda x: 50 * x, variables["params"]["head"])}}
     images = (np.random.default_rng(0).uniform(size=(7, 12, 12)) * 255).astype(np.uint8)
     trials = tasks.Trials(
         support=np.array([[[0, 1], [2, 3]], [[3, 4], [5, 6]]], np.int32),
@@ -122,7 +125,10 @@ def test_test_time_turns_average_each_turns_scores(turns):
             probabilities = [jax.nn.sigmoid(logit) for k in trials.support[t, n] for logit in direct(trials.query[t], k)]
             assert scores[t, n] == pytest.approx(float(np.mean(probabilities)), rel=1e-4)
     for p in range(2):
-        assert logits[p] == pytest.approx(float(np.mean(direct(pairs.left[p], pairs.right[p]))), rel=1e-4, abs=1e-5)
+        each = np.array(direct(pairs.left[p], pairs.right[p]))
+        mean = float(np.mean(jax.nn.sigmoid(each)))
+        assert logits[p] == pytest.approx(np.log(mean / (1 - mean)), rel=1e-4, abs=1e-5)
+        assert abs(logits[p] - each.mean()) > 1e-3  # Not the mean logit.
     # One turn alone is not the average: the turns change the scores.
     plain = SiameseNet(model.encoder)
     unturned = scoring.pair_logits(plain, variables, scoring.encode(plain, variables, images, 4), pairs)
