@@ -299,13 +299,11 @@ def summarize_run(name: str, config_path: str, overrides: list[str], command: li
     return record
 
 
-def reserved_seconds(config_path: Path) -> float:
-    """The seconds of a variant's process that are not training: --startup_s and --eval_s for each run, and one
+def reserved_seconds(config, startup_s: float, eval_s: float) -> float:
+    """The seconds of a variant's process that are not training: `startup_s` and `eval_s` for each run, and one
     more evaluation for an ensemble (a config with ensemble_seeds trains and evaluates each member, then them)."""
-    from siamese_jax.config_files import load_config_file
-
-    members = len(load_config_file(config_path).get("ensemble_seeds", ()))
-    return max(1, members) * (FLAGS.startup_s + FLAGS.eval_s) + (FLAGS.eval_s if members else 0)
+    members = len(config.get("ensemble_seeds", ()))
+    return max(1, members) * (startup_s + eval_s) + (eval_s if members else 0)
 
 
 def run_tune_workers(overrides: list[str], root: Path, cache_dir: Path, output: Path, deadline: float,
@@ -471,7 +469,8 @@ def run_suite() -> None:
         wave_end = time.time() + remaining / (waves - wave)
         processes, commands = {}, {}
         for name, path, overrides in batch:
-            train_limit = max(1.0, wave_end - time.time() - reserved_seconds(REPO / path))
+            reserved = reserved_seconds(configs[name], FLAGS.startup_s, FLAGS.eval_s)
+            train_limit = max(1.0, wave_end - time.time() - reserved)
             workdir = runs_root / name
             command = [sys.executable, "-m", "siamese_jax.train", f"--config={REPO / path}", f"--workdir={workdir}",
                        f"--config.data_dir={FLAGS.data_dir}", f"--config.cache_dir={cache_dir}",

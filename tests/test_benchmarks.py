@@ -370,3 +370,10 @@ def test_every_allowed_skip_names_a_test_with_a_reason():
         path, _, name = test_id.partition("::")
         assert f"def {name.split('[')[0]}(" in (REPO / path).read_text(), test_id
         assert len(reason.split()) >= 4, test_id
+
+
+def test_gpu_suite_keeps_each_ensemble_members_start_and_evaluation_out_of_training():
+    gpu_suite = _import_gpu_suite()
+    single, three = load_config("omniglot_cpu"), load_config("omniglot_cpu_ensemble")
+    assert gpu_suite.reserved_seconds(single, startup_s=60, eval_s=45) == 105
+    assert gpu_suite.reserved_seconds(three, startup_s=60, eval_s=45) == 3 * 105 + 45  # And the ensemble's own.
