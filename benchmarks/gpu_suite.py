@@ -404,9 +404,17 @@ def run_suite() -> None:
 
     after_benchmark_s = FLAGS.budget_s - (FLAGS.benchmark_s if FLAGS.benchmark else 0.0)
     if tune_config is None:
-        at_once, training_s = parallel, (after_benchmark_s - waves * (FLAGS.startup_s + FLAGS.eval_s)) / max(waves, 1)
+        at_once = parallel
+
+        def training_s_of(config) -> float:  # A run's training seconds in its wave; an ensemble member's share.
+            members = max(1, len(config.get("ensemble_seeds", ())))
+            return (after_benchmark_s / max(waves, 1) - reserved_seconds(config, FLAGS.startup_s, FLAGS.eval_s)) / members
     else:  # In place of the variants, one wave that evaluates nothing on the test set.
-        at_once, training_s = FLAGS.tune_workers, after_benchmark_s - FLAGS.startup_s
+        at_once = FLAGS.tune_workers
+
+        def training_s_of(config) -> float:
+            return after_benchmark_s - FLAGS.startup_s
+
         configs = {"the tune workers' trials": tune_config}
     share = 2 * FLAGS.assumed_pairs_per_s / at_once
     for name, config in configs.items():
@@ -414,11 +422,13 @@ def run_suite() -> None:
             needed = first_epoch_s(config, share)
         except UserError as error:
             raise SuiteError(f"variant {name}: {error}") from None
+        training_s = training_s_of(config)
         if needed > training_s:
             raise SuiteError(
                 f"--budget_s={FLAGS.budget_s:g} is too small: variant {name} needs about {needed:.0f} s for one epoch "
                 f"({at_once} run(s) sharing {FLAGS.assumed_pairs_per_s:,.0f} pairs/s) but gets "
-                f"{training_s:.0f} s of training after the benchmark, start-up and evaluation; raise "
+                f"{training_s:.0f} s of training after the benchmark, start-up and evaluation (for an ensemble, a "
+                "member's share); raise "
                 "--budget_s, or lower --parallel or the variants' pairs_per_epoch")
 
     log = Log(output / "suite.log")

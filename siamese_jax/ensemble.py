@@ -21,8 +21,8 @@ from siamese_jax.provenance import provenance
 
 def check_seeds(seeds) -> tuple[int, ...]:
     """config.ensemble_seeds as a tuple of distinct integers, two or more; one line for anything else."""
-    if not isinstance(seeds, (tuple, list)) or len(seeds) < 2 or len(set(seeds)) != len(seeds) or not all(
-            isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
+    if not isinstance(seeds, (tuple, list)) or not all(isinstance(seed, int) and not isinstance(seed, bool)
+                                                       for seed in seeds) or len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ConfigError(f"config.ensemble_seeds must be two or more distinct integer seeds (or () for one run), "
                           f"got {seeds!r}")
     return tuple(seeds)
@@ -42,8 +42,8 @@ def member_config(config, seed: int):
     member = config.copy_and_resolve_references()
     member.seed = seed
     member.ensemble_seeds = ()
-    # In the field's own type: a config file may have written the limit as an int.
-    member.max_train_seconds = type(config.max_train_seconds)(config.max_train_seconds / len(config.ensemble_seeds))
+    with member.ignore_type():  # A config file may have written the limit as an int; the share is a float.
+        member.max_train_seconds = float(config.max_train_seconds) / len(config.ensemble_seeds)
     return member
 
 

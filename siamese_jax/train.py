@@ -419,6 +419,10 @@ def train_and_evaluate(config, workdir: str, devices=None, allow_config_change: 
     """
     config = upgrade_config(config)
     if config.ensemble_seeds:
+        # The whole config checked before the ensemble's workdir is touched: its members would find a mistake only
+        # one by one, and name their shares of its values.
+        validate_config(config, len(devices) if devices is not None else jax.device_count())
+        experiments.build(config)
         train_member = functools.partial(train_and_evaluate, devices=devices, allow_config_change=allow_config_change)
         return ensemble.train_and_evaluate(config, workdir, train_member, devices, allow_config_change)
     return Trainer(config, workdir, devices, allow_config_change=allow_config_change).run()

@@ -237,6 +237,9 @@ class Search:
         if self.metric not in evaluators.metric_names(config.validation):
             raise ConfigError(f"config.tune.metric={self.metric!r} is none of the validation metrics "
                               f"{evaluators.metric_names(config.validation)}")
+        if config.get("ensemble_seeds"):
+            raise ConfigError("a tuning study trains single runs: set config.ensemble_seeds=() (an ensemble's members "
+                              "share the values the study finds)")
         self.space = parse_space(config)
         make_pruner(config.tune)
         # The base config must work for a trial's length: a ConfigError in a trial is then one its values caused

@@ -46,7 +46,7 @@ def test_ensembles_refuse_unit_length_members_and_bad_seeds():
     faces.ensemble_seeds = (0, 1)
     with pytest.raises(ConfigError, match="sigmoid"):
         train.validate_config(faces, num_devices=1)  # Before any member trains.
-    for seeds in [(0,), (1, 1), (0, 1.5), (0, True), 3]:
+    for seeds in [(0,), (1, 1), (0, 1.5), (0, True), 3, ([0], [1])]:
         with pytest.raises(ConfigError, match="ensemble_seeds"):
             ensemble.check_seeds(seeds)
     assert ensemble.check_seeds([3, 1]) == (3, 1)
@@ -60,14 +60,25 @@ def test_members_share_the_ensembles_time_limit():
     member = ensemble.member_config(config, 2)
     assert (member.seed, tuple(member.ensemble_seeds), member.max_train_seconds) == (2, (), 200.0)
     assert member.model == config.model and config.seed == 0  # The ensemble's own config is left alone.
-    written_as_int = ml_collections.ConfigDict({**config.to_dict(), "max_train_seconds": 600})
-    assert ensemble.member_config(written_as_int, 1).max_train_seconds == 200
+    written_as_int = ml_collections.ConfigDict({**config.to_dict(), "max_train_seconds": 2})
+    assert ensemble.member_config(written_as_int, 1).max_train_seconds == pytest.approx(2 / 3)  # Not 0: no limit.
 
 
 def test_an_ensemble_config_trains_only_as_an_ensemble(synthetic_data_dir, cache_dir, tmp_path):
+    from siamese_jax import tune
+
     config = tiny_config(synthetic_data_dir, cache_dir, ensemble_seeds=(0, 1))
     with pytest.raises(ConfigError, match="trains an ensemble"):
-        train.Trainer(config, str(tmp_path / "one"))  # As a tuning study would.
+        train.Trainer(config, str(tmp_path / "one"))
+    config.tune = load_config("omniglot_cpu").tune
+    with pytest.raises(ConfigError, match="a tuning study trains single runs"):
+        tune.Search(config, str(tmp_path / "study"), f"sqlite:///{tmp_path}/study.db", 2, "tiny.py")
+    assert not (tmp_path / "study").exists() and not (tmp_path / "study.db").exists()
+    # A mistake in the ensemble's config stops it before its workdir is touched, in the user's own values.
+    config.max_train_seconds = -600.0
+    with pytest.raises(ConfigError, match="-600"):
+        train.train_and_evaluate(config, str(tmp_path / "ensemble"))
+    assert not (tmp_path / "ensemble").exists()
 
 
 @pytest.fixture(scope="module")
