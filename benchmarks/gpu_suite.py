@@ -299,11 +299,16 @@ def summarize_run(name: str, config_path: str, overrides: list[str], command: li
     return record
 
 
+def runs_in(config) -> int:
+    """How many runs a variant's process trains one after another: an ensemble's members, else 1."""
+    return max(1, len(config.get("ensemble_seeds", ())))
+
+
 def reserved_seconds(config, startup_s: float, eval_s: float) -> float:
     """The seconds of a variant's process that are not training: `startup_s` and `eval_s` for each run, and one
     more evaluation for an ensemble (a config with ensemble_seeds trains and evaluates each member, then them)."""
-    members = len(config.get("ensemble_seeds", ()))
-    return max(1, members) * (startup_s + eval_s) + (eval_s if members else 0)
+    runs = runs_in(config)
+    return runs * (startup_s + eval_s) + (eval_s if runs > 1 else 0)
 
 
 def run_tune_workers(overrides: list[str], root: Path, cache_dir: Path, output: Path, deadline: float,
@@ -407,8 +412,8 @@ def run_suite() -> None:
         at_once = parallel
 
         def training_s_of(config) -> float:  # A run's training seconds in its wave; an ensemble member's share.
-            members = max(1, len(config.get("ensemble_seeds", ())))
-            return (after_benchmark_s / max(waves, 1) - reserved_seconds(config, FLAGS.startup_s, FLAGS.eval_s)) / members
+            wave_s = after_benchmark_s / max(waves, 1)
+            return (wave_s - reserved_seconds(config, FLAGS.startup_s, FLAGS.eval_s)) / runs_in(config)
     else:  # In place of the variants, one wave that evaluates nothing on the test set.
         at_once = FLAGS.tune_workers
 
