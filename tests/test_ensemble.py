@@ -105,14 +105,20 @@ def test_an_ensemble_trains_its_missing_members_then_evaluates_them_as_one(train
     assert json.loads((workdir / "eval.json").read_text())["runs"] == result["runs"]
     assert workdir_files.finished(str(workdir))["training"] == result["training"]
 
-    # The ensemble's trial scores are the log of the mean of its members' probabilities.
+    # The ensemble's trial scores are the log of the mean of its members' probabilities; under the four test-time
+    # turns the shipped CPU configs score with, of the mean over members and turns.
     experiment = build(config)
     runs = load_runs(locate_runs(str(config.data_dir)))
-    scores = [experiment.runs_scores(*workdir_files.restore_model(w, workdir_files.load_config(w), "best"), runs)
-              for w in (seed_0, seed_1)]
-    joint = experiment.runs_scores(*workdir_files.restore_model(str(workdir), config, "best"), runs)
-    assert not np.allclose(scores[0], scores[1])
-    np.testing.assert_allclose(np.exp(joint), np.mean(np.exp(scores), axis=0), atol=1e-5)
+    for turns in (1, 4):
+        turned = {"test_time_turns": turns}
+        scores = [experiment.runs_scores(*workdir_files.restore_model(w, workdir_files.load_config(w, turned), "best"),
+                                         runs) for w in (seed_0, seed_1)]
+        joint_config = workdir_files.load_config(str(workdir), turned)
+        model, variables = workdir_files.restore_model(str(workdir), joint_config, "best")
+        assert model.test_time_turns == turns
+        joint = experiment.runs_scores(model, variables, runs)
+        assert not np.allclose(scores[0], scores[1])
+        np.testing.assert_allclose(np.exp(joint), np.mean(np.exp(scores), axis=0), atol=1e-5)
 
     # Evaluate and predict take the ensemble's workdir as any workdir.
     again, summary = evaluate.evaluate_workdir(str(workdir))
