@@ -333,6 +333,26 @@ def read_packed_variables(workdir: str, like: dict) -> dict:
     return jax.tree.map(lambda x, to: jax.device_put(x.astype(to.dtype), to.sharding), stored, like)
 
 
+def summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch.
+
+    tensorboardX imports torch wherever it is installed, only to accept torch tensors, which adds a second or more
+    to the start of every training; scalars need none of it. While torch is not yet imported, it is hidden for the
+    import (None in sys.modules makes `import torch` raise ImportError, which tensorboardX handles); a process that
+    has imported torch, or tensorboardX, keeps what it has.
+    """
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoard:
     """Scalars of each epoch as TensorBoard event files in WORKDIR/tensorboard (tensorboardX: no TensorFlow).
 
@@ -342,9 +362,7 @@ class TensorBoard:
     def __init__(self, workdir: str, enabled: bool = True):
         self.writer = None
         if enabled:
-            from tensorboardX import SummaryWriter
-
-            self.writer = SummaryWriter(str(epath.Path(workdir) / TENSORBOARD))
+            self.writer = summary_writer_class()(str(epath.Path(workdir) / TENSORBOARD))
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         """Writes one point of each scalar, at `step`, and flushes."""

@@ -57,3 +57,12 @@ def test_roc_auc_against_hand_counts():
     positive = np.array([1, 1, 0, 0, 0], bool)
     # Positive 0.9 beats all 3 negatives; 0.4 beats 0.1, ties 0.4 (half), loses to 0.6: (3 + 1.5) / 6.
     assert metrics.roc_auc(scores, positive) == pytest.approx(4.5 / 6)
+
+
+def test_roc_auc_is_the_share_of_positive_negative_pairs_won_with_ties_half():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 7, size=120).astype(np.float32)  # Many ties.
+    positive = rng.random(120) < 0.4
+    pos, neg = scores[positive], scores[~positive]
+    won = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    assert metrics.roc_auc(scores, positive) == pytest.approx(won / (len(pos) * len(neg)))

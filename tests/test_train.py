@@ -459,3 +459,21 @@ def test_tensorboard_event_files_are_written(trained_omniglot):
         tags |= {value.tag for value in event.summary.value}
         data = data[12 + length + 4:]
     assert {"train_loss", "val_one_shot_accuracy", "val_verification_auc", "learning_rate/conv_0"} <= tags
+
+
+@pytest.mark.slow
+def test_the_tensorboard_writer_leaves_torch_unimported_and_importable(tmp_path):
+    # Where PyTorch is installed (CI installs it), tensorboardX would import it at every training's start.
+    code = ("import importlib.util, sys\n"
+            "from siamese_jax.workdir import TensorBoard\n"
+            "board = TensorBoard(sys.argv[1])\n"
+            "board.write(1, {'loss': 0.5})\n"
+            "board.close()\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "if importlib.util.find_spec('torch') is not None:\n"
+            "    import torch\n"
+            "    print('torch', torch.__version__)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1

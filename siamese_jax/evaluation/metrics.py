@@ -19,13 +19,14 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve: the chance that a random positive outscores a random negative (ties half)."""
-    from scipy.stats import rankdata
-
     positive = np.asarray(positive, bool)
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError("the ROC AUC needs both positive and negative pairs")
-    ranks = rankdata(scores)
+    # 1-based ranks, tied scores sharing the mean of their positions (scipy.stats.rankdata's default, without
+    # importing scipy.stats, about a second of every process that evaluates).
+    _, group, counts = np.unique(np.asarray(scores), return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[group]
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
