@@ -272,10 +272,11 @@ def test_the_shipped_spaces_fit_their_configs_and_every_dimension_acts():
     assert paper["momenta.alpha"] == ("float", 0.5, 0.99) and paper["l2.embed"] == ("log_float", 1e-7, 0.1)
     assert paper["model.kernel_sizes.3"] == ("int", 3, 20, 1) and paper["model.features.0"] == ("int", 16, 256, 16)
     assert paper["model.embedding_dim"] == ("int", 128, 4096, 16) and len(paper) == 6 * 3 + 4 * 2 + 1
-    for name in ("omniglot_cpu", "omniglot_cpu_sgd", "omniglot_sgd_search"):  # Groups of layers: what a study can tell apart.
+    # Groups of layers: what a study can tell apart.
+    for name in ("omniglot_cpu", "omniglot_cpu_sgd", "omniglot_sgd_search", "omniglot_cpu_hour"):
         grouped = tune.parse_space(load_config(name))
         assert set(grouped) == {"learning_rates.*", "learning_rates.embed", "learning_rates.alpha", "momenta.*", "l2.*"}
-    for name in ("omniglot_cpu_adam", "omniglot_fast", "folder", "omniglot_cpu_hour"):  # Adam: a space of its own.
+    for name in ("omniglot_cpu_adam", "omniglot_fast", "folder", "omniglot_cpu_adam_hour"):  # Adam: a space of its own.
         assert "learning_rate" in tune.parse_space(load_config(name))
     # Each study can start: its trials' length fits the schedule, and no dimension is one its optimiser ignores.
     for path in sorted((REPO / "configs").glob("*.py")):
