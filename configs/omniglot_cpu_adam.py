@@ -7,7 +7,8 @@ every within-alphabet pair of each batch scored, turned alphabets as new charact
 turns (docs/omniglot.md, "The CPU config"). 90.00% on the official runs in 16.5 minutes on 2 cores
 (results/omniglot_cpu_retimed.json; 86.75% without test-time turns), again 90.00% retrained
 (results/pretrained_omniglot_cpu.json, previous_shipped_model); the paper's SGD at the same length gives 93.25-94.00%
-(configs/omniglot_cpu.py). The hour config, the folder config and the tests' tiny runs build on this one.
+(configs/omniglot_cpu.py). The Adam hour config (configs/omniglot_cpu_adam_hour.py), the folder config and the tests' tiny runs build on
+this one.
 """
 
 import ml_collections

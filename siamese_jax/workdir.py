@@ -339,7 +339,8 @@ def summary_writer_class():
     tensorboardX imports torch wherever it is installed, only to accept torch tensors, which adds a second or more
     to the start of every training; scalars need none of it. While torch is not yet imported, it is hidden for the
     import (None in sys.modules makes `import torch` raise ImportError, which tensorboardX handles); a process that
-    has imported torch, or tensorboardX, keeps what it has.
+    has imported torch, or tensorboardX, keeps what it has. Call it from the main thread, as a training does: another
+    thread's `import torch` would fail while it is hidden.
     """
     if "torch" in sys.modules or "tensorboardX" in sys.modules:
         from tensorboardX import SummaryWriter
@@ -349,7 +350,8 @@ def summary_writer_class():
     try:
         from tensorboardX import SummaryWriter
     finally:
-        del sys.modules["torch"]
+        if sys.modules.get("torch", 0) is None:  # Unless another thread imported torch meanwhile.
+            del sys.modules["torch"]
     return SummaryWriter
 
 

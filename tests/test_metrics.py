@@ -66,3 +66,5 @@ def test_roc_auc_is_the_share_of_positive_negative_pairs_won_with_ties_half():
     pos, neg = scores[positive], scores[~positive]
     won = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     assert metrics.roc_auc(scores, positive) == pytest.approx(won / (len(pos) * len(neg)))
+    scores[3] = np.nan  # A non-finite score has no rank: the area is NaN, not a number that looks right.
+    assert np.isnan(metrics.roc_auc(scores, positive))

@@ -462,14 +462,19 @@ def test_tensorboard_event_files_are_written(trained_omniglot):
 
 
 @pytest.mark.slow
-def test_the_tensorboard_writer_leaves_torch_unimported_and_importable(tmp_path):
-    # Where PyTorch is installed (CI installs it), tensorboardX would import it at every training's start.
+def test_training_and_evaluation_leave_torch_and_scipy_stats_unimported_and_torch_importable(tmp_path):
+    # Each would cost about a second at every training's start, which needs neither: tensorboardX imports torch where
+    # it is installed (CI installs it), and scipy.stats holds ranks the ROC AUC could take.
     code = ("import importlib.util, sys\n"
+            "import siamese_jax.evaluate, siamese_jax.train\n"
+            "from siamese_jax.evaluation import metrics\n"
             "from siamese_jax.workdir import TensorBoard\n"
             "board = TensorBoard(sys.argv[1])\n"
             "board.write(1, {'loss': 0.5})\n"
             "board.close()\n"
+            "assert metrics.roc_auc([0.2, 0.1, 0.3], [True, False, False]) == 0.5\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "assert 'scipy.stats' not in sys.modules, 'scipy.stats was imported'\n"
             "if importlib.util.find_spec('torch') is not None:\n"
             "    import torch\n"
             "    print('torch', torch.__version__)\n")
