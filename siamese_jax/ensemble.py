@@ -21,8 +21,9 @@ from siamese_jax.provenance import provenance
 
 def check_seeds(seeds) -> tuple[int, ...]:
     """config.ensemble_seeds as a tuple of distinct integers, two or more; one line for anything else."""
-    if not isinstance(seeds, (tuple, list)) or not all(isinstance(seed, int) and not isinstance(seed, bool)
-                                                       for seed in seeds) or len(seeds) < 2 or len(set(seeds)) != len(seeds):
+    integers = isinstance(seeds, (tuple, list)) and all(isinstance(seed, int) and not isinstance(seed, bool)
+                                                        for seed in seeds)
+    if not integers or len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ConfigError(f"config.ensemble_seeds must be two or more distinct integer seeds (or () for one run), "
                           f"got {seeds!r}")
     return tuple(seeds)

@@ -342,15 +342,13 @@ def summary_writer_class():
     has imported torch, or tensorboardX, keeps what it has. Call it from the main thread, as a training does: another
     thread's `import torch` would fail while it is hidden.
     """
-    if "torch" in sys.modules or "tensorboardX" in sys.modules:
-        from tensorboardX import SummaryWriter
-
-        return SummaryWriter
-    sys.modules["torch"] = None
+    hide = "torch" not in sys.modules and "tensorboardX" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None
     try:
         from tensorboardX import SummaryWriter
     finally:
-        if sys.modules.get("torch", 0) is None:  # Unless another thread imported torch meanwhile.
+        if hide and sys.modules.get("torch", 0) is None:  # Unless another thread imported torch meanwhile.
             del sys.modules["torch"]
     return SummaryWriter
 
