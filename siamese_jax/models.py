@@ -370,4 +370,5 @@ def input_shape(config) -> tuple[int, ...]:
 def init_variables(model: SiameseNet, key: jax.Array, shape: tuple[int, ...]) -> dict:
     """Initial variables for inputs of `shape` (see input_shape): 'params', and 'batch_stats' with batch norm."""
     dummy = jnp.zeros((1, *shape), jnp.float32)
-    return dict(model.init(key, dummy, dummy))
+    # Jitted: one compiled program instead of a few dozen eager ones (each compiled on first use).
+    return dict(jax.jit(model.init)(key, dummy, dummy))

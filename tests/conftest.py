@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from siamese_jax import xla_flags
 from siamese_jax.config_files import load_config_file
 from tests import synthetic
 
@@ -24,6 +25,12 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 # check, a program's results, agrees at either level; the golden runs compile as a user's run does
 # (devices_env(optimized=True)) and match their records. Set in pytest_configure.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
+# jaxlib 0.10's XLA:CPU compiles a training step in less than half the time with its LLVM fusion emitters
+# instead of its MLIR ones (results/session_measurements_cpu_2026-12-05.json, "fifth_session"). Later
+# releases have only the MLIR ones, and an XLA aborts on a flag it does not know. Their float results
+# depend a little on the device count (a tiny run's loss on 1 and 8 devices 1.7e-4 apart after 6 steps,
+# against 1e-7 with the MLIR ones): devices_env(mlir_emitters=True) for a test of that trajectory.
+LLVM_EMITTERS = ("--xla_cpu_use_fusion_emitters=false",) if xla_flags.jaxlib_release() == (0, 10) else ()
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +47,7 @@ def pytest_configure(config):
     """Tests compile at FAST_COMPILE unless XLA_FLAGS names a level. Here rather than at import: a subprocess
     that imports this module for tiny_config compiles as its parent's environment says."""
     if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
-        os.environ["XLA_FLAGS"] += " " + FAST_COMPILE
+        os.environ["XLA_FLAGS"] += " " + " ".join((FAST_COMPILE, *LLVM_EMITTERS))
 
 
 # In CI (CI=true) a test may skip only where tests/allowed_skips.txt names it, with its reason; any other skip
@@ -90,10 +97,12 @@ def xla_flags_less(*prefixes: str, xla_flags: str | None = None) -> str:
     return " ".join(f for f in flags.split() if not f.startswith(prefixes))
 
 
-def devices_env(count: int, optimized: bool = False) -> dict[str, str]:
-    """Environment variables for a subprocess that sees `count` forced CPU devices; `optimized`: XLA at a
-    user's optimisation level instead of the tests' FAST_COMPILE."""
-    flags = xla_flags_less(DEVICE_COUNT, *([FAST_COMPILE] if optimized else []))
+def devices_env(count: int, optimized: bool = False, mlir_emitters: bool = False) -> dict[str, str]:
+    """Environment variables for a subprocess that sees `count` forced CPU devices; `optimized`: XLA compiles
+    as in a user's run instead of the tests' FAST_COMPILE and LLVM_EMITTERS; `mlir_emitters`: without
+    LLVM_EMITTERS alone."""
+    dropped = (FAST_COMPILE, *LLVM_EMITTERS) if optimized else LLVM_EMITTERS if mlir_emitters else ()
+    flags = xla_flags_less(DEVICE_COUNT, *dropped)
     return {"XLA_FLAGS": f"{flags} {DEVICE_COUNT}={count}".strip(), "JAX_PLATFORMS": "cpu"}
 
 

@@ -24,15 +24,19 @@ pytestmark = pytest.mark.slow  # Every test here trains, some in several process
 
 @pytest.fixture(scope="module")
 def one_and_eight(synthetic_data_dir, cache_dir, tmp_path_factory):
-    """The same tiny run on 1 device (here) and on 8 as one mesh over two processes of 4 forced CPU devices each:
-    (config, workdir on 1, workdir on 8, the two processes' stdout)."""
+    """The same tiny run in a process of 1 device and on 8 as one mesh over two processes of 4 forced CPU devices
+    each, all compiled with XLA's MLIR fusion emitters: (config, workdir on 1, workdir on 8, the two processes'
+    stdout)."""
     assert jax.device_count() == NUM_TEST_DEVICES
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3)
     one, eight = tmp_path_factory.mktemp("one_device"), tmp_path_factory.mktemp("eight_devices")
-    train.train_and_evaluate(config, str(one), devices=jax.devices()[:1])
     config_file = tiny_config_file(eight.parent / "eight.py", synthetic_data_dir, cache_dir, num_epochs=3)
     port = free_port()
-    processes = [_train_process(config_file, eight, i, 2, port) for i in range(2)]
+    processes = [_train_process(config_file, eight, i, 2, port, mlir_emitters=True) for i in range(2)]
+    processes.append(subprocess.Popen(
+        [sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={one}"], cwd=REPO,
+        env={**os.environ, **devices_env(1, mlir_emitters=True)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
     try:
         outputs = [p.communicate(timeout=300) for p in processes]
     finally:
@@ -40,7 +44,7 @@ def one_and_eight(synthetic_data_dir, cache_dir, tmp_path_factory):
             process.kill()
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr
-    return config, one, eight, [stdout for stdout, _ in outputs]
+    return config, one, eight, [stdout for stdout, _ in outputs[:2]]
 
 
 def test_eight_devices_in_two_processes_follow_the_one_device_trajectory(one_and_eight):
@@ -90,12 +94,14 @@ def test_batch_that_the_devices_do_not_divide(synthetic_data_dir, cache_dir, tmp
     assert not (tmp_path / "checkpoints").exists()
 
 
-def _train_process(config_file, workdir, process_id, num_processes, port, *extra, timeout_s=60, devices=4):
-    """A `siamese_jax.train` process of a localhost multi-process run with `devices` CPU devices."""
+def _train_process(config_file, workdir, process_id, num_processes, port, *extra, timeout_s=60, devices=4,
+                   mlir_emitters=False):
+    """A `siamese_jax.train` process of a localhost multi-process run with `devices` CPU devices (conftest's
+    devices_env)."""
     command = [sys.executable, "-m", "siamese_jax.train", f"--config={config_file}", f"--workdir={workdir}",
                f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
                f"--process_id={process_id}", f"--distributed_timeout={timeout_s}", *extra]
-    env = {**os.environ, **devices_env(devices)}
+    env = {**os.environ, **devices_env(devices, mlir_emitters=mlir_emitters)}
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
