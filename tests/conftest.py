@@ -29,7 +29,7 @@ FAST_COMPILE = "--xla_backend_optimization_level=0"
 # instead of its MLIR ones (results/session_measurements_cpu_2026-12-05.json, "fifth_session"). Later
 # releases have only the MLIR ones, and an XLA aborts on a flag it does not know. Their float results
 # depend a little on the device count (a tiny run's loss on 1 and 8 devices 1.7e-4 apart after 6 steps,
-# against 1e-7 with the MLIR ones): devices_env(mlir_emitters=True) for a test of that trajectory.
+# against 6e-8 with the MLIR ones): devices_env(mlir_emitters=True) for a test of that trajectory.
 LLVM_EMITTERS = ("--xla_cpu_use_fusion_emitters=false",) if xla_flags.jaxlib_release() == (0, 10) else ()
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,10 +44,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 def pytest_configure(config):
-    """Tests compile at FAST_COMPILE unless XLA_FLAGS names a level. Here rather than at import: a subprocess
-    that imports this module for tiny_config compiles as its parent's environment says."""
-    if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
-        os.environ["XLA_FLAGS"] += " " + " ".join((FAST_COMPILE, *LLVM_EMITTERS))
+    """Tests compile with FAST_COMPILE and LLVM_EMITTERS, each unless XLA_FLAGS already names its flag. Here rather
+    than at import: a subprocess that imports this module for tiny_config compiles as its parent's environment
+    says."""
+    named = xla_flags.named_flags(os.environ["XLA_FLAGS"])
+    added = [flag for flag in (FAST_COMPILE, *LLVM_EMITTERS) if xla_flags.named_flags(flag).isdisjoint(named)]
+    os.environ["XLA_FLAGS"] = " ".join([os.environ["XLA_FLAGS"], *added]).strip()
 
 
 # In CI (CI=true) a test may skip only where tests/allowed_skips.txt names it, with its reason; any other skip

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.slow  # Every test here trains, some in several process
 @pytest.fixture(scope="module")
 def one_and_eight(synthetic_data_dir, cache_dir, tmp_path_factory):
     """The same tiny run in a process of 1 device and on 8 as one mesh over two processes of 4 forced CPU devices
-    each, all compiled with XLA's MLIR fusion emitters: (config, workdir on 1, workdir on 8, the two processes'
-    stdout)."""
+    each, all compiled with XLA's MLIR fusion emitters: (config, workdir on 1, workdir on 8, the two 4-device
+    processes' stdout)."""
     assert jax.device_count() == NUM_TEST_DEVICES
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3)
     one, eight = tmp_path_factory.mktemp("one_device"), tmp_path_factory.mktemp("eight_devices")
