@@ -35,14 +35,16 @@ FLAGS = flags.FLAGS
 USAGE = __doc__.split("\n\n")[1]
 
 
-def define_flags() -> None:
-    """The command's flags; defined only when run as a command, so the module imports anywhere."""
+def define_flags(values: flags.FlagValues = FLAGS) -> None:
+    """The command's flags, in `values`; defined only when run as a command, so the module imports anywhere."""
     flags.DEFINE_string("workdir", None, "Directory of a training run (holds config.json and checkpoints/), or a "
-                        f"packed model; default: the shipped model, {pretrained.shipped_description()}.")
-    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to use.")
-    flags.DEFINE_string("support", None, "classify: folder of class subfolders, or of one image per class.")
-    flags.DEFINE_integer("top_k", 5, "classify: how many classes to print.")
-    flags.DEFINE_bool("json", False, "Print the result as JSON.")
+                        f"packed model; default: the shipped model, {pretrained.shipped_description()}.",
+                        flag_values=values)
+    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which parameters to use.", flag_values=values)
+    flags.DEFINE_string("support", None, "classify: folder of class subfolders, or of one image per class.",
+                        flag_values=values)
+    flags.DEFINE_integer("top_k", 5, "classify: how many classes to print.", flag_values=values)
+    flags.DEFINE_bool("json", False, "Print the result as JSON.", flag_values=values)
 
 
 def support_classes(folder: Path) -> dict[str, list[Path]]:
@@ -141,20 +143,20 @@ class Predictor:
         return self.rank(embeddings[..., 0, :], embeddings[..., 1:, :], list(classes), [len(ps) for ps in classes.values()])
 
 
-def main(argv):
-    """Runs `compare` or `classify`."""
+def main(argv, values: flags.FlagValues = FLAGS):
+    """Runs `compare` or `classify` with the flags parsed into `values`."""
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO.
     command, args = (argv[1], argv[2:]) if len(argv) > 1 else (None, [])
     expected = {"compare": 2, "classify": 1}
     if command not in expected or len(args) != expected[command]:
         sys.exit(f"usage:\n{USAGE}")
-    if command == "classify" and not FLAGS.support:
+    if command == "classify" and not values.support:
         sys.exit("error: classify needs --support=FOLDER")
     try:
         for path in args:
             if not Path(path).is_file():
                 raise DataError(f"image {path} not found")
-        predictor = Predictor(pretrained.default_workdir(FLAGS.workdir), FLAGS.checkpoint)
+        predictor = Predictor(pretrained.default_workdir(values.workdir), values.checkpoint)
         if command == "compare":
             compared = predictor.compare(Path(args[0]), Path(args[1]))
             result = {"a": args[0], "b": args[1], **compared}
@@ -164,14 +166,14 @@ def main(argv):
                          f"{'above' if compared['same'] else 'at or below'} the threshold {compared['threshold']:.4f} "
                          f"that the run's evaluation chose")
         else:
-            ranking = predictor.classify(Path(args[0]), Path(FLAGS.support))
-            result = {"query": args[0], "support": FLAGS.support, "ranking": ranking}
-            shown = ranking[: FLAGS.top_k]
+            ranking = predictor.classify(Path(args[0]), Path(values.support))
+            result = {"query": args[0], "support": values.support, "ranking": ranking}
+            shown = ranking[: values.top_k]
             text = "\n".join(f"{i + 1:>3}. {r['class']:<24} {r['score']:.4f}  ({r['images']} image{'s' * (r['images'] > 1)})"
                              for i, r in enumerate(shown))
     except UserError as error:
         sys.exit(f"error: {error}")
-    print(json.dumps(result, indent=2) if FLAGS.json else text)
+    print(json.dumps(result, indent=2) if values.json else text)
 
 
 if __name__ == "__main__":
