@@ -208,8 +208,9 @@ def _start_training(config_file: Path, workdir: Path) -> subprocess.Popen:
 
 def test_a_second_training_of_a_running_workdir_refuses_and_a_killed_ones_lock_is_taken_over(
         synthetic_data_dir, cache_dir, tmp_path):
+    # Saves within the epoch, so that a checkpoint is there to resume when the kill comes before the epoch's save.
     config_file = tiny_config_file(tmp_path / "long.py", synthetic_data_dir, cache_dir, num_epochs=200,
-                                   patience=1000)
+                                   patience=1000, checkpoint_every_steps=2)
     workdir = tmp_path / "run"
     first = _start_training(config_file, workdir)
     try:
@@ -344,7 +345,7 @@ def test_a_step_missing_a_file_is_skipped_as_damaged(synthetic_data_dir, cache_d
 
 
 def test_no_readable_checkpoint_is_one_clear_line_not_a_fresh_start(synthetic_data_dir, cache_dir, tmp_path):
-    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=1)
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=1, checkpoint_every_steps=2)  # Two steps kept.
     train.train_and_evaluate(config, str(tmp_path))
     for step in _latest_steps(tmp_path):
         for file in (tmp_path / "checkpoints" / "latest" / str(step)).rglob("*"):
@@ -358,7 +359,7 @@ def test_no_readable_checkpoint_is_one_clear_line_not_a_fresh_start(synthetic_da
 
 def test_a_full_disk_stops_with_one_line_and_keeps_what_was_saved(synthetic_data_dir, cache_dir, tmp_path,
                                                                   monkeypatch):
-    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=1)
+    config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=1, checkpoint_every_steps=2)
     train.train_and_evaluate(config, str(tmp_path))
     saved = _latest_steps(tmp_path)
     real_save = ocp.CheckpointManager.save
@@ -369,14 +370,15 @@ def test_a_full_disk_stops_with_one_line_and_keeps_what_was_saved(synthetic_data
         return real_save(self, step, *args, **kwargs)
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    two_epochs = tiny_config(synthetic_data_dir, cache_dir, num_epochs=2, checkpoint_every_steps=2)
     with pytest.raises(UserError) as raised:
-        train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2), str(tmp_path))
+        train.train_and_evaluate(two_epochs, str(tmp_path))
     assert str(raised.value) == (  # The first periodic save after the resume.
         f"cannot write checkpoint step {saved[-1] + 1} in {tmp_path}/checkpoints/latest: No space left on device; "
         f"steps {saved} are kept there. Free space (or fix the folder), then run the same command to resume")
     monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
     assert _latest_steps(tmp_path) == saved and not (tmp_path / workdir_files.LOCK).exists()
-    result = train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2), str(tmp_path))
+    result = train.train_and_evaluate(two_epochs, str(tmp_path))
     assert result["training"]["epochs"] == 2
 
 

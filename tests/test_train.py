@@ -48,6 +48,8 @@ def test_training_writes_metrics_checkpoints_and_eval(trained):
 @pytest.mark.slow
 def test_crash_and_resume_matches_uninterrupted_run(trained, monkeypatch, tmp_path):
     config, reference_dir, _ = trained
+    config = config.copy_and_resolve_references()
+    config.checkpoint_every_steps = 2  # The crash at step 5 then resumes within an epoch, from step 4.
     real_make_dispatch = train_step.make_dispatch
 
     def crashing_make_dispatch(*args):
@@ -66,6 +68,7 @@ def test_crash_and_resume_matches_uninterrupted_run(trained, monkeypatch, tmp_pa
     with pytest.raises(RuntimeError, match="simulated crash"):
         train.train_and_evaluate(config, str(tmp_path))
     assert [r["epoch"] for r in _metrics(tmp_path)] == [1]
+    assert max(int(p.name) for p in (tmp_path / "checkpoints" / "latest").iterdir() if p.name.isdigit()) == 4
     monkeypatch.setattr(train_step, "make_dispatch", real_make_dispatch)
     train.train_and_evaluate(config, str(tmp_path))
 
