@@ -235,6 +235,11 @@ def metrics(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+def latest_steps(workdir: Path) -> list[int]:
+    """The steps a workdir's latest checkpoints hold, oldest first."""
+    return sorted(int(p.name) for p in (workdir / "checkpoints" / "latest").iterdir() if p.name.isdigit())
+
+
 def latest_params(workdir: Path, config, devices=None):
     """The parameters of a workdir's latest state, replicated over `devices` (default: all)."""
     from siamese_jax import distributed

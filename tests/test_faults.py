@@ -31,13 +31,9 @@ from siamese_jax import train
 from siamese_jax import workdir as workdir_files
 from siamese_jax.data import images, sources
 from siamese_jax.errors import DataError, TrainingDiverged, UserError
-from tests.conftest import REPO, latest_params, metrics, tiny_config, tiny_config_file
+from tests.conftest import REPO, latest_params, latest_steps, metrics, tiny_config, tiny_config_file
 
 pytestmark = pytest.mark.slow  # Most tests here train or start processes.
-
-
-def _latest_steps(workdir: Path) -> list[int]:
-    return sorted(int(p.name) for p in (workdir / "checkpoints" / "latest").iterdir() if p.name.isdigit())
 
 
 def _all_finite(tree) -> bool:
@@ -50,14 +46,14 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoin
                                                                                 tmp_path):
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=3)
     train.train_and_evaluate(config, str(tmp_path))  # Three good epochs: steps 3, 6, 9.
-    good_steps, good_params = _latest_steps(tmp_path), latest_params(tmp_path, config)
+    good_steps, good_params = latest_steps(tmp_path), latest_params(tmp_path, config)
     good_metrics = metrics(tmp_path)
     # Within an epoch (no periodic save in between), as a real run diverges between two checkpoints.
     diverging = tiny_config(synthetic_data_dir, cache_dir, num_epochs=5, learning_rate=1e30,
                             checkpoint_every_steps=1000)
     with pytest.raises(UserError) as raised:
         train.train_and_evaluate(diverging, str(tmp_path), allow_config_change=True)
-    kept = _latest_steps(tmp_path)
+    kept = latest_steps(tmp_path)
     assert re.fullmatch(
         rf"training diverged at step (\d+): loss nan, learning rate \d\.\d+e\+(29|30)\. Nothing after step {kept[-1]} was "
         r"saved \(its checkpoint is kept\): to resume from it, run again with --allow_config_change and a lower "
@@ -108,7 +104,7 @@ def test_a_stop_request_while_diverging_saves_nothing_and_says_so(synthetic_data
     with pytest.raises(UserError, match=r"^training diverged at step 4: loss nan, .* Nothing after step 0 was saved "
                                         r"\(no checkpoint yet\)"):
         train.train_and_evaluate(config, str(tmp_path))
-    assert _latest_steps(tmp_path) == [] and not (tmp_path / workdir_files.LOCK).exists()
+    assert latest_steps(tmp_path) == [] and not (tmp_path / workdir_files.LOCK).exists()
 
 
 def test_nan_validation_scores_are_divergence_even_with_finite_parameters(synthetic_data_dir, cache_dir, tmp_path,
@@ -134,7 +130,7 @@ def test_nan_validation_scores_are_divergence_even_with_finite_parameters(synthe
                                                 r"learning rate .* Nothing after step 3 was saved"):
         train.train_and_evaluate(config, str(tmp_path))
     assert [r["epoch"] for r in metrics(tmp_path)] == [1]
-    assert _latest_steps(tmp_path) == [3] and not (tmp_path / "eval.json").exists()
+    assert latest_steps(tmp_path) == [3] and not (tmp_path / "eval.json").exists()
 
 
 def test_the_epoch_callback_sees_each_epochs_metrics_and_can_stop_training(synthetic_data_dir, cache_dir, tmp_path):
@@ -310,7 +306,7 @@ def test_evaluation_reads_a_workdir_while_it_is_locked(trained_omniglot):
 
 def _truncate_newest_state(workdir: Path) -> int:
     """Cuts the largest file of the newest latest step in half, as a killed copy would; returns that step."""
-    step = _latest_steps(workdir)[-1]
+    step = latest_steps(workdir)[-1]
     files = [p for p in (workdir / "checkpoints" / "latest" / str(step)).rglob("*") if p.is_file()]
     largest = max(files, key=lambda p: p.stat().st_size)
     largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
@@ -321,7 +317,7 @@ def test_a_truncated_checkpoint_is_skipped_and_the_one_before_it_resumes(synthet
                                                                          capsys):
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=2)
     train.train_and_evaluate(config, str(tmp_path))
-    steps = _latest_steps(tmp_path)
+    steps = latest_steps(tmp_path)
     assert len(steps) == 2  # The last two are kept.
     damaged = _truncate_newest_state(tmp_path)
     capsys.readouterr()
@@ -334,7 +330,7 @@ def test_a_truncated_checkpoint_is_skipped_and_the_one_before_it_resumes(synthet
 
 def test_a_step_missing_a_file_is_skipped_as_damaged(synthetic_data_dir, cache_dir, tmp_path, capsys):
     train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2), str(tmp_path))
-    newest, older = sorted(_latest_steps(tmp_path), reverse=True)
+    newest, older = sorted(latest_steps(tmp_path), reverse=True)
     files = [p for p in (tmp_path / "checkpoints" / "latest" / str(newest)).rglob("*") if p.is_file()]
     max(files, key=lambda p: p.stat().st_size).unlink()  # As a copy killed halfway leaves a step.
     capsys.readouterr()
@@ -347,7 +343,7 @@ def test_a_step_missing_a_file_is_skipped_as_damaged(synthetic_data_dir, cache_d
 def test_no_readable_checkpoint_is_one_clear_line_not_a_fresh_start(synthetic_data_dir, cache_dir, tmp_path):
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=1, checkpoint_every_steps=2)  # Two steps kept.
     train.train_and_evaluate(config, str(tmp_path))
-    for step in _latest_steps(tmp_path):
+    for step in latest_steps(tmp_path):
         for file in (tmp_path / "checkpoints" / "latest" / str(step)).rglob("*"):
             if file.is_file() and file.stat().st_size > 100:
                 file.write_bytes(b"")
@@ -361,7 +357,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_what_was_saved(synthetic_data
                                                                   monkeypatch):
     config = tiny_config(synthetic_data_dir, cache_dir, num_epochs=1, checkpoint_every_steps=2)
     train.train_and_evaluate(config, str(tmp_path))
-    saved = _latest_steps(tmp_path)
+    saved = latest_steps(tmp_path)
     real_save = ocp.CheckpointManager.save
 
     def full_disk(self, step, *args, **kwargs):
@@ -377,7 +373,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_what_was_saved(synthetic_data
         f"cannot write checkpoint step {saved[-1] + 1} in {tmp_path}/checkpoints/latest: No space left on device; "
         f"steps {saved} are kept there. Free space (or fix the folder), then run the same command to resume")
     monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
-    assert _latest_steps(tmp_path) == saved and not (tmp_path / workdir_files.LOCK).exists()
+    assert latest_steps(tmp_path) == saved and not (tmp_path / workdir_files.LOCK).exists()
     result = train.train_and_evaluate(two_epochs, str(tmp_path))
     assert result["training"]["epochs"] == 2
 
@@ -428,7 +424,7 @@ def test_resuming_with_another_recipe_is_refused_naming_the_keys_unless_allowed(
 def test_a_read_error_on_the_newest_step_is_raised_not_taken_for_damage(synthetic_data_dir, cache_dir, tmp_path,
                                                                           monkeypatch, capsys):
     train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2), str(tmp_path))
-    newest = _latest_steps(tmp_path)[-1]
+    newest = latest_steps(tmp_path)[-1]
     real_restore = ocp.CheckpointManager.restore
 
     def failing_read(self, step, *args, **kwargs):
@@ -572,7 +568,7 @@ def test_a_step_another_process_cannot_read_is_skipped_by_every_process(syntheti
     from siamese_jax import checkpointing
 
     train.train_and_evaluate(tiny_config(synthetic_data_dir, cache_dir, num_epochs=2), str(tmp_path))
-    newest, older = sorted(_latest_steps(tmp_path), reverse=True)
+    newest, older = sorted(latest_steps(tmp_path), reverse=True)
     # This process reads both steps; another one (simulated) cannot read the newest: all must resume the older.
     votes = []  # Each step's outcome here; another process reports the newest step damaged (1).
     monkeypatch.setattr(checkpointing, "distributed", types.SimpleNamespace(

@@ -142,8 +142,8 @@ def _run(*args):
 
 
 def _exit_message(*args) -> str:
-    """The message predict's command exits with for these arguments, run in this process: what the command
-    prints, alone, where it fails (absl's app.run prints a SystemExit's message, with no traceback)."""
+    """The message predict's command exits with for these arguments, run in this process: a SystemExit with a
+    string, which the interpreter prints, alone, with status 1 and no traceback."""
     values = flags.FlagValues()
     predict.define_flags(values)
     with pytest.raises(SystemExit) as exited:
@@ -160,6 +160,7 @@ def test_cli_compare_json_and_clear_errors(trained_omniglot, run01, tmp_path):
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)) == {"a", "b", "probability", "logit"}
 
+    # One failure as a real command: only its whole stderr shows that nothing but the one line is printed.
     (tmp_path / "fake.png").write_text("hello")
     done = _run("compare", str(a), str(tmp_path / "fake.png"), f"--workdir={workdir}")
     assert done.returncode != 0 and "Traceback" not in done.stderr

@@ -14,7 +14,7 @@ import pytest
 
 from siamese_jax import progress, train, train_step
 from siamese_jax.errors import ConfigError, DataError, UserError
-from tests.conftest import NUM_TEST_DEVICES, REPO, load_config, tiny_config, tiny_config_file
+from tests.conftest import NUM_TEST_DEVICES, REPO, latest_steps, load_config, tiny_config, tiny_config_file
 from tests.conftest import latest_params as _latest_params
 from tests.conftest import metrics as _metrics
 
@@ -68,7 +68,7 @@ def test_crash_and_resume_matches_uninterrupted_run(trained, monkeypatch, tmp_pa
     with pytest.raises(RuntimeError, match="simulated crash"):
         train.train_and_evaluate(config, str(tmp_path))
     assert [r["epoch"] for r in _metrics(tmp_path)] == [1]
-    assert max(int(p.name) for p in (tmp_path / "checkpoints" / "latest").iterdir() if p.name.isdigit()) == 4
+    assert latest_steps(tmp_path)[-1] == 4
     monkeypatch.setattr(train_step, "make_dispatch", real_make_dispatch)
     train.train_and_evaluate(config, str(tmp_path))
 
