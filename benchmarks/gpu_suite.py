@@ -310,7 +310,7 @@ def reserved_seconds(config, startup_s: float, eval_s: float) -> float:
 
 
 def run_tune_workers(overrides: list[str], root: Path, cache_dir: Path, output: Path, deadline: float,
-                     env: dict, log: Log) -> dict:
+                     env: dict, log: Log, values: flags.FlagValues = FLAGS) -> dict:
     """--tune_workers siamese_jax.tune processes of one study until `deadline`; the study's record.
 
     Their lines go to OUTPUT/tune.log; trials.md and best_config.py are copied beside it. A worker stopped
@@ -318,21 +318,21 @@ def run_tune_workers(overrides: list[str], root: Path, cache_dir: Path, output: 
     """
     study_dir = root / "tune"
     storage = study_dir / "study.log"  # A journal file: Optuna's storage for several processes on one machine.
-    command = [sys.executable, "-m", "siamese_jax.tune", f"--config={REPO / FLAGS.tune_config}",
-               f"--workdir={study_dir}", f"--storage={storage}", f"--config.data_dir={FLAGS.data_dir}",
+    command = [sys.executable, "-m", "siamese_jax.tune", f"--config={REPO / values.tune_config}",
+               f"--workdir={study_dir}", f"--storage={storage}", f"--config.data_dir={values.data_dir}",
                f"--config.cache_dir={cache_dir}", *overrides]
-    log(f"tune: {FLAGS.tune_workers} workers of {shlex.join(command)}")
+    log(f"tune: {values.tune_workers} workers of {shlex.join(command)}")
     # Trials compile the same programs: each after the first reads them from JAX's persistent cache.
     worker_env = dict(env, PYTHONUNBUFFERED="1",
                       JAX_COMPILATION_CACHE_DIR=env.get("JAX_COMPILATION_CACHE_DIR", str(root / "jax_cache")),
                       XLA_PYTHON_CLIENT_MEM_FRACTION=os.environ.get(
-                          "XLA_PYTHON_CLIENT_MEM_FRACTION", f"{min(0.45, 0.9 / FLAGS.tune_workers):.2f}"))
+                          "XLA_PYTHON_CLIENT_MEM_FRACTION", f"{min(0.45, 0.9 / values.tune_workers):.2f}"))
     with (output / "tune.log").open("a") as out:
         workers = {f"tune worker {i}": subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=worker_env,
                                                         cwd=REPO, start_new_session=True)
-                   for i in range(FLAGS.tune_workers)}
+                   for i in range(values.tune_workers)}
         codes = run_with_deadline(workers, deadline - 30.0, log)  # 30 s for the workers to save and stop.
-    record = {"command": shlex.join(command), "workers": FLAGS.tune_workers, "returncodes": list(codes.values()),
+    record = {"command": shlex.join(command), "workers": values.tune_workers, "returncodes": list(codes.values()),
               "trials": study_trials(str(storage))}
     for name in ("trials.md", "best_config.py"):
         if (study_dir / name).exists():
@@ -363,63 +363,64 @@ def study_trials(storage: str) -> list[dict]:
             for t in study.get_trials(deepcopy=False)]
 
 
-def main(argv):
-    """Runs the suite; exits non-zero with one line when something is wrong before device work."""
+def main(argv, values: flags.FlagValues = FLAGS):
+    """Runs the suite with the flags parsed into `values`; exits non-zero with one line when something is wrong
+    before device work."""
     del argv
     try:
-        run_suite()
+        run_suite(values)
     except SuiteError as error:
         sys.exit(f"error: {error}")
 
 
-def run_suite() -> None:
-    """The checks, the benchmark, the trainings and the summary."""
-    if FLAGS.job:
-        for name, value in JOBS[FLAGS.job].items():
-            if not FLAGS[name].present:
-                FLAGS[name].value = value
+def run_suite(values: flags.FlagValues = FLAGS) -> None:
+    """The checks, the benchmark, the trainings and the summary, under the flags in `values`."""
+    if values.job:
+        for name, value in JOBS[values.job].items():
+            if not values[name].present:
+                values[name].value = value
     started = time.time()
-    deadline = started + FLAGS.budget_s
-    if not FLAGS.data_dir or not FLAGS.output_dir:
+    deadline = started + values.budget_s
+    if not values.data_dir or not values.output_dir:
         raise SuiteError("--data_dir=DIR and --output_dir=DIR are both required")
-    output = Path(FLAGS.output_dir)
+    output = Path(values.output_dir)
     check_output_dir(output)
-    check_data(FLAGS.data_dir)
-    variants = [parse_variant(spec) for spec in [*FLAGS.variants, *FLAGS.variant]]
-    overrides_for_all = shlex.split(FLAGS.overrides)
-    if (Path(FLAGS.data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+    check_data(values.data_dir)
+    variants = [parse_variant(spec) for spec in [*values.variants, *values.variant]]
+    overrides_for_all = shlex.split(values.overrides)
+    if (Path(values.data_dir) / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
         overrides_for_all.append("--config.test.mnist_tasks=2000")  # The paper's transfer test, in each evaluation.
     names = [name for name, _, _ in variants]
-    if len(set(names)) != len(names) or (not names and not FLAGS.benchmark and not FLAGS.tune_workers):
+    if len(set(names)) != len(names) or (not names and not values.benchmark and not values.tune_workers):
         raise SuiteError(f"--variants must name distinct variants (or none, with the benchmark or tune workers), "
                          f"got {names}")
-    if FLAGS.tune_workers < 0 or (FLAGS.tune_workers and names):
-        raise SuiteError(f"--tune_workers={FLAGS.tune_workers} must be 0 or more, and runs in place of --variants "
+    if values.tune_workers < 0 or (values.tune_workers and names):
+        raise SuiteError(f"--tune_workers={values.tune_workers} must be 0 or more, and runs in place of --variants "
                          f"(got {names}): give one or the other")
-    tune_config = load_variant_config(str(REPO / FLAGS.tune_config), overrides_for_all) if FLAGS.tune_workers else None
+    tune_config = load_variant_config(str(REPO / values.tune_config), overrides_for_all) if values.tune_workers else None
     if tune_config is not None and "tune" not in tune_config:
-        raise SuiteError(f"--tune_config={FLAGS.tune_config} has no tune block (docs/tuning.md)")
-    parallel = FLAGS.parallel or max(1, len(variants))
+        raise SuiteError(f"--tune_config={values.tune_config} has no tune block (docs/tuning.md)")
+    parallel = values.parallel or max(1, len(variants))
     waves = -(-len(variants) // parallel)
     configs = {name: load_variant_config(str(REPO / path), overrides + overrides_for_all)
                for name, path, overrides in variants}
     from siamese_jax.errors import UserError
 
-    after_benchmark_s = FLAGS.budget_s - (FLAGS.benchmark_s if FLAGS.benchmark else 0.0)
+    after_benchmark_s = values.budget_s - (values.benchmark_s if values.benchmark else 0.0)
     if tune_config is None:
         at_once = parallel
 
         def training_s_of(config) -> float:  # A run's training seconds in its wave; an ensemble member's share.
             wave_s = after_benchmark_s / max(waves, 1)
-            return (wave_s - reserved_seconds(config, FLAGS.startup_s, FLAGS.eval_s)) / runs_in(config)
+            return (wave_s - reserved_seconds(config, values.startup_s, values.eval_s)) / runs_in(config)
     else:  # In place of the variants, one wave that evaluates nothing on the test set.
-        at_once = FLAGS.tune_workers
+        at_once = values.tune_workers
 
         def training_s_of(config) -> float:
-            return after_benchmark_s - FLAGS.startup_s
+            return after_benchmark_s - values.startup_s
 
         configs = {"the tune workers' trials": tune_config}
-    share = 2 * FLAGS.assumed_pairs_per_s / at_once
+    share = 2 * values.assumed_pairs_per_s / at_once
     for name, config in configs.items():
         try:
             needed = first_epoch_s(config, share)
@@ -428,27 +429,27 @@ def run_suite() -> None:
         training_s = training_s_of(config)
         if needed > training_s:
             raise SuiteError(
-                f"--budget_s={FLAGS.budget_s:g} is too small: variant {name} needs about {needed:.0f} s for one epoch "
-                f"({at_once} run(s) sharing {FLAGS.assumed_pairs_per_s:,.0f} pairs/s) but gets "
+                f"--budget_s={values.budget_s:g} is too small: variant {name} needs about {needed:.0f} s for one epoch "
+                f"({at_once} run(s) sharing {values.assumed_pairs_per_s:,.0f} pairs/s) but gets "
                 f"{training_s:.0f} s of training after the benchmark, start-up and evaluation (for an ensemble, a "
                 "member's share); raise "
                 "--budget_s, or lower --parallel or the variants' pairs_per_epoch")
 
     log = Log(output / "suite.log")
-    root = Path(FLAGS.workdir_root)
+    root = Path(values.workdir_root)
     cache_dir = root / "cache"  # Shared by every suite run: the decoded dataset.
     root.mkdir(parents=True, exist_ok=True)
     # Each suite run's workdirs are new: a fixed folder would resume (or re-evaluate) an earlier suite's runs.
     runs_root = Path(tempfile.mkdtemp(prefix=time.strftime("suite_%Y%m%d-%H%M%S_"), dir=root))
     log(f"workdirs in {runs_root}")
-    log(f"suite: {len(variants)} variant(s) {names}, {parallel} at a time, budget {FLAGS.budget_s:.0f} s")
+    log(f"suite: {len(variants)} variant(s) {names}, {parallel} at a time, budget {values.budget_s:.0f} s")
     from siamese_jax import progress
     from siamese_jax.data.omniglot import load_omniglot
 
-    load_omniglot(FLAGS.data_dir, str(cache_dir))  # Decoded once here; every run reads the cache.
+    load_omniglot(values.data_dir, str(cache_dir))  # Decoded once here; every run reads the cache.
     log("dataset cache ready")
 
-    summary = {"suite": "gpu_suite", "command": shlex.join([sys.executable, *sys.argv]), "budget_s": FLAGS.budget_s,
+    summary = {"suite": "gpu_suite", "command": shlex.join([sys.executable, *sys.argv]), "budget_s": values.budget_s,
                "parallel": parallel, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": []}
     from siamese_jax.provenance import git_commit
 
@@ -460,17 +461,17 @@ def run_suite() -> None:
 
     write_summary()
     child_env = dict(os.environ)  # This process never starts a JAX backend: the device is the runs'.
-    if FLAGS.benchmark:
+    if values.benchmark:
         command = [sys.executable, str(REPO / "benchmarks" / "train_throughput.py"),
                    f"--output={output / 'benchmark.json'}", f"--profile_output={output / 'profile.json.gz'}",
-                   *shlex.split(FLAGS.benchmark_flags)]
+                   *shlex.split(values.benchmark_flags)]
         log(f"benchmark: {shlex.join(command)}")
         with (output / "suite.log").open("a") as out:  # The benchmark's lines go into the suite's log.
             # JAX would take 75% of the GPU's memory, leaving PyTorch too little at batch 1024.
             env = dict(child_env, XLA_PYTHON_CLIENT_MEM_FRACTION=os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.4"))
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                        start_new_session=True)
-            code = run_with_deadline({"benchmark": process}, time.time() + FLAGS.benchmark_s, log)["benchmark"]
+            code = run_with_deadline({"benchmark": process}, time.time() + values.benchmark_s, log)["benchmark"]
         summary["benchmark"] = (json.loads((output / "benchmark.json").read_text())
                                 if (output / "benchmark.json").exists() else {"returncode": code})
         write_summary()
@@ -482,11 +483,11 @@ def run_suite() -> None:
         wave_end = time.time() + remaining / (waves - wave)
         processes, commands = {}, {}
         for name, path, overrides in batch:
-            reserved = reserved_seconds(configs[name], FLAGS.startup_s, FLAGS.eval_s)
+            reserved = reserved_seconds(configs[name], values.startup_s, values.eval_s)
             train_limit = max(1.0, wave_end - time.time() - reserved)
             workdir = runs_root / name
             command = [sys.executable, "-m", "siamese_jax.train", f"--config={REPO / path}", f"--workdir={workdir}",
-                       f"--config.data_dir={FLAGS.data_dir}", f"--config.cache_dir={cache_dir}",
+                       f"--config.data_dir={values.data_dir}", f"--config.cache_dir={cache_dir}",
                        f"--config.max_train_seconds={train_limit:.0f}", *overrides, *overrides_for_all]
             env = dict(child_env, XLA_PYTHON_CLIENT_MEM_FRACTION=os.environ.get(
                 "XLA_PYTHON_CLIENT_MEM_FRACTION", memory_fraction), PYTHONUNBUFFERED="1")
@@ -508,8 +509,8 @@ def run_suite() -> None:
                                if runs else "no evaluation (see its log)"))
             write_summary()
     if tune_config is not None:
-        summary["tune"] = run_tune_workers(shlex.split(FLAGS.overrides), runs_root, cache_dir, output,
-                                           deadline, child_env, log)
+        summary["tune"] = run_tune_workers(shlex.split(values.overrides), runs_root, cache_dir, output,
+                                           deadline, child_env, log, values)
         write_summary()
     summary["wall_s"] = time.time() - started
     write_summary()
