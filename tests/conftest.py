@@ -235,6 +235,20 @@ def metrics(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+def exit_message(command, *args: str) -> str:
+    """What a command module (its define_flags(values) and main(argv, values)) exits with for these arguments, run
+    in this process: the string of its SystemExit, which the interpreter prints alone, with status 1 and no
+    traceback."""
+    from absl import flags
+
+    values = flags.FlagValues()
+    command.define_flags(values)
+    with pytest.raises(SystemExit) as exited:
+        command.main(values([command.__name__, *args]), values)
+    assert isinstance(exited.value.code, str)
+    return exited.value.code
+
+
 def latest_steps(workdir: Path) -> list[int]:
     """The steps a workdir's latest checkpoints hold, oldest first."""
     return sorted(int(p.name) for p in (workdir / "checkpoints" / "latest").iterdir() if p.name.isdigit())

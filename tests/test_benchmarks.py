@@ -14,7 +14,7 @@ import pytest
 
 from siamese_jax import flops, xla_flags
 from tests import synthetic
-from tests.conftest import DEVICE_COUNT, REPO, load_config, metrics, tiny_config_file, xla_flags_less
+from tests.conftest import DEVICE_COUNT, REPO, exit_message, load_config, metrics, tiny_config_file, xla_flags_less
 
 TINY_MODEL = ["--config.image_size=16", "--config.model.features=(8,8)", "--config.model.kernel_sizes=(3,3)",
               "--config.model.embedding_dim=16"]
@@ -219,21 +219,14 @@ def test_gpu_suite_tune_job_runs_workers_of_one_study(synthetic_data_dir, suite_
     (["--variants=paper", "--overrides=--config.no_such_key=1"], "no_such_key"),
 ])
 def test_gpu_suite_bad_input_is_one_line_before_device_work(args, message, synthetic_data_dir, tmp_path):
-    """In this process: main exits with a SystemExit of one line, which the interpreter prints alone, with no
-    traceback (test_every_gpu_job_names_known_variants_and_flags_and_fits_its_budget runs one as a command)."""
-    from absl import flags
-
-    gpu_suite = _import_gpu_suite()
+    """In this process (test_every_gpu_job_names_known_variants_and_flags_and_fits_its_budget runs one as a
+    command): one line."""
     defaults = {"--data_dir": str(synthetic_data_dir), "--output_dir": str(tmp_path / "out")}
     given = {a.split("=", 1)[0] for a in args}
     argv = [f"{k}={v}" for k, v in defaults.items() if k not in given]
     argv += [a.format(missing=tmp_path / "nothing") for a in args]
-    values = flags.FlagValues()
-    gpu_suite.define_flags(values)
-    with pytest.raises(SystemExit) as exited:
-        gpu_suite.main(values(["gpu_suite.py", *argv, f"--workdir_root={tmp_path / 'runs'}"]), values)
-    line = exited.value.code
-    assert isinstance(line, str) and "\n" not in line
+    line = exit_message(_import_gpu_suite(), *argv, f"--workdir_root={tmp_path / 'runs'}")
+    assert "\n" not in line
     assert line.startswith("error: ") and message in line
     assert not (tmp_path / "runs").exists()  # Nothing started.
 

@@ -8,7 +8,6 @@ import zipfile
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
 from siamese_jax import predict
@@ -18,7 +17,7 @@ from siamese_jax.errors import DataError
 from siamese_jax import experiments
 from siamese_jax.experiments.omniglot import runs_trials
 from tests import synthetic
-from tests.conftest import REPO
+from tests.conftest import REPO, exit_message
 
 
 @pytest.fixture(scope="module")
@@ -141,17 +140,6 @@ def _run(*args):
                           cwd=REPO, timeout=300)
 
 
-def _exit_message(*args) -> str:
-    """The message predict's command exits with for these arguments, run in this process: a SystemExit with a
-    string, which the interpreter prints, alone, with status 1 and no traceback."""
-    values = flags.FlagValues()
-    predict.define_flags(values)
-    with pytest.raises(SystemExit) as exited:
-        predict.main(values(["predict", *args]), values)
-    assert isinstance(exited.value.code, str)
-    return exited.value.code
-
-
 @pytest.mark.slow
 def test_cli_compare_json_and_clear_errors(trained_omniglot, run01, tmp_path):
     workdir = trained_omniglot[1]
@@ -176,7 +164,7 @@ def test_cli_compare_json_and_clear_errors(trained_omniglot, run01, tmp_path):
         (("classify", str(a), f"--workdir={workdir}"), "classify needs --support"),
         (("compare", str(a)), "usage:"),
     ):
-        assert message in _exit_message(*args), args
+        assert message in exit_message(predict, *args), args
 
 
 def test_converter_follows_the_training_config(tmp_path):
